@@ -1,0 +1,93 @@
+"""Embedding blocks and the contexts the decode loop starts from (spec §2.8).
+
+A context row is a list of pieces: text ids (with an optional attention mask with holes and an optional span that
+the *unconditional* CFG row replaces by PAD), or a block of precomputed image embeddings (SigLIP understanding
+embeddings when the model is about to write text, VQ generation embeddings when it is about to draw).
+Rows are left-padded (PAD embeddings, attention 0). With CFG, rows are interleaved: cond at even, uncond at odd
+indices, the uncond row being the cond row with its droppable span replaced by PAD -- attended, exactly as the
+10 % prompt dropout the model was trained with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Text:
+    """Token ids; ``mask`` (same length) marks holes; ``drop`` = [start, end) replaced by PAD in the uncond row."""
+
+    ids: list[int]
+    mask: list[int] | None = None
+    drop: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Embeds:
+    """A block of image embeddings (n, D), attended."""
+
+    value: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.value.shape[0])
+
+
+Piece = Text | Embeds
+
+
+@dataclass
+class Context:
+    """Input embeddings (R, L, D) and the 0/1 attention mask (R, L) of a batch of rows."""
+
+    embeds: torch.Tensor
+    mask: torch.Tensor
+
+
+def uncond(piece: Piece, pad_id: int) -> Piece:
+    """The unconditional twin of a piece: only the droppable span changes (to PAD, still attended)."""
+    if isinstance(piece, Text) and piece.drop is not None:
+        a, b = piece.drop
+        ids = piece.ids[:a] + [pad_id] * (b - a) + piece.ids[b:]
+        return Text(ids, piece.mask)
+    return piece
+
+
+def cfg_rows(rows: list[list[Piece]], pad_id: int) -> list[list[Piece]]:
+    """Interleave (cond, uncond) rows: 2P rows, cond at even indices."""
+    out: list[list[Piece]] = []
+    for row in rows:
+        out.append(row)
+        out.append([uncond(p, pad_id) for p in row])
+    return out
+
+
+def build(rows: list[list[Piece]], embed_tokens: torch.nn.Module, pad_id: int) -> Context:
+    """Embed and left-pad rows into one batch. Text of all rows is embedded in a single lookup."""
+    weight = embed_tokens.weight
+    device, dtype = weight.device, weight.dtype
+    lengths = [sum(len(p) for p in row) for row in rows]
+    total = max(lengths)
+    # one embedding lookup for every text id of every row, PAD included for the left padding
+    ids = torch.full((len(rows), total), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), total), dtype=torch.long)
+    blocks: list[tuple[int, int, torch.Tensor]] = []
+    for r, row in enumerate(rows):
+        pos = total - lengths[r]
+        for p in row:
+            n = len(p)
+            if isinstance(p, Text):
+                ids[r, pos : pos + n] = torch.tensor(p.ids, dtype=torch.long)
+                mask[r, pos : pos + n] = 1 if p.mask is None else torch.tensor(p.mask, dtype=torch.long)
+            else:
+                mask[r, pos : pos + n] = 1
+                blocks.append((r, pos, p.value))
+            pos += n
+    embeds = embed_tokens(ids.to(device))
+    for r, pos, value in blocks:
+        embeds[r, pos : pos + value.shape[0]] = value.to(device=device, dtype=dtype)
+    return Context(embeds=embeds, mask=mask.to(device))

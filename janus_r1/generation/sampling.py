@@ -1,0 +1,73 @@
+"""Temperature / top-k / top-p sampling with a seeded ``torch.Generator`` (reference order of operations, §2.0).
+
+Order: optional top-k (every logit strictly below the k-th largest -> -inf, ties kept), ``softmax(logits / T)``,
+optional top-p (drop entries whose *preceding* cumulative mass exceeds p, renormalise), then a multinomial draw.
+All of it runs in float32 whatever the model dtype, so bf16 logits do not change the distribution's support.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import JanusR1Error
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one phase picks its tokens. ``top_k=0`` and ``top_p=1`` switch those filters off."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+
+    def validate(self, what: str) -> Sampling:
+        t = self.temperature
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+            raise JanusR1Error(f"{what} temperature must be a number > 0 (got {t!r}); use 1.0 for the paper setting.")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise JanusR1Error(f"{what} top_k must be an integer >= 0 (got {self.top_k!r}); 0 disables it.")
+        p = self.top_p
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not (0.0 < p <= 1.0):
+            raise JanusR1Error(f"{what} top_p must be in (0, 1] (got {p!r}); 1.0 disables it.")
+        return self
+
+
+IMAGE_SAMPLING = Sampling(temperature=1.0, top_k=4096, top_p=1.0)  # paper App. B.4
+TEXT_SAMPLING = Sampling(temperature=1.0, top_k=50, top_p=1.0)  # paper App. B.4
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Set every logit strictly below the k-th largest of its row to -inf (ties with the k-th are kept)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row of ``logits`` (P, V) -> (P,) int64."""
+    logits = filter_top_k(logits.float(), s.top_k)
+    if s.greedy:
+        return torch.argmax(logits, dim=-1)
+    probs = torch.softmax(logits / s.temperature, dim=-1)
+    if s.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        preceding = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(preceding > s.top_p, 0.0)
+        sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
+        pick = torch.multinomial(sorted_probs, 1, generator=generator)
+        return torch.gather(order, -1, pick).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
+    """A generator on the model's device: the same seed on the same device gives the same image."""
+    device = torch.device(device)
+    gen = torch.Generator(device=device if device.type in ("cuda", "mps") else "cpu")
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return gen.manual_seed(int(seed))
