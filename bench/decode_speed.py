@@ -1,0 +1,118 @@
+"""Decode speed, measured against baselines in the same run (a benchmark, not a test).
+
+Times, on the same tiny random model (``--geometry real``: 576 image tokens; default):
+  (a) our text-to-image decode loop, per token;
+  (b) transformers' ``generate(generation_mode="image")``, per token (same prompt, greedy, top_k=0);
+  (c) our introspective loop when every verdict is "Yes" (a hook adds +100 to the Yes logit) with the
+      reflection capped at 16 tokens, over our full text-to-image call (VQ decode included in both).
+The last line printed is one JSON object with ``ours_ms_per_token``, ``transformers_ms_per_token``,
+``ratio`` (= a/b) and ``cot_all_yes_over_t2i`` (= c / full t2i).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from janus_r1.generation import tasks  # noqa: E402
+from janus_r1.generation.context import build, cfg_rows  # noqa: E402
+from janus_r1.generation.decode import decode_image  # noqa: E402
+from janus_r1.generation.sampling import Sampling  # noqa: E402
+from janus_r1.model.tiny import build_tiny_model  # noqa: E402
+from janus_r1.model.vocabulary import Vocabulary, t2i_prompt  # noqa: E402
+
+PROMPT = "a photo of two green apples and a yellow banana on a wooden table"
+
+
+def best(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--geometry", default="real", choices=["micro", "real"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tok = build_tiny_model(args.geometry, seed=0)
+    vocab = Vocabulary(tok)
+    j = tasks.Janus(model, vocab)
+    n = j.num_image_tokens
+    greedy = Sampling(greedy=True)
+
+    ids = j.prompt_ids(PROMPT)
+    ctx_rows = cfg_rows([[j.prompt_piece(ids)]], vocab.ids.pad)
+
+    def ours():
+        ctx = build(ctx_rows, model.get_input_embeddings(), vocab.ids.pad)
+        return decode_image(model, ctx, n, 5.0, greedy, None)
+
+    enc = tok([t2i_prompt(PROMPT)], return_tensors="pt")
+    model.generation_config.pad_token_id = vocab.ids.pad
+    model.generation_config.bos_token_id = vocab.ids.bos
+    model.generation_config.generation_kwargs = {"boi_token_id": vocab.ids.boi}
+
+    def theirs():
+        with torch.no_grad():
+            return model.generate(
+                input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_mode="image",
+                do_sample=False, guidance_scale=5.0, top_k=0,
+            )
+
+    assert torch.equal(ours(), theirs()), "our loop and transformers' generate disagree"
+    a, a_med = best(ours, args.repeats)
+    b, b_med = best(theirs, args.repeats)
+
+    yes_id = vocab.ids.yes
+
+    def force_yes(_module, _inp, out):
+        out[..., yes_id] += 100.0
+        return out
+
+    def t2i_full():
+        return tasks.text_to_image(j, PROMPT, sampling=greedy)
+
+    def cot_all_yes():
+        handle = model.lm_head.register_forward_hook(force_yes)
+        try:
+            res = tasks.introspect(j, PROMPT, image_sampling=greedy, max_reflection=16)
+        finally:
+            handle.remove()
+        assert all(r.attempts[0].verdict == "Yes" and len(r.attempts) == 1 for r in res)
+        return res
+
+    t2i, _ = best(t2i_full, args.repeats)
+    cot, _ = best(cot_all_yes, args.repeats)
+    print(f"geometry={args.geometry} image tokens={n} threads={torch.get_num_threads()}")
+    print(f"(a) ours         {a * 1e3 / n:7.3f} ms/token (best of {args.repeats}; median {a_med * 1e3 / n:.3f})")
+    print(f"(b) transformers {b * 1e3 / n:7.3f} ms/token (best of {args.repeats}; median {b_med * 1e3 / n:.3f})")
+    print(f"full t2i {t2i:.3f} s, introspective all-Yes {cot:.3f} s")
+    print(json.dumps({
+        "geometry": args.geometry,
+        "ours_ms_per_token": round(a * 1e3 / n, 4),
+        "transformers_ms_per_token": round(b * 1e3 / n, 4),
+        "ratio": round(a / b, 4),
+        "t2i_s": round(t2i, 4),
+        "cot_all_yes_s": round(cot, 4),
+        "cot_all_yes_over_t2i": round(cot / t2i, 4),
+    }))
+
+
+if __name__ == "__main__":
+    main()
