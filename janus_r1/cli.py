@@ -1,0 +1,288 @@
+"""``janus-r1``: generate | regenerate | edit | score | make-tiny.
+
+Every command validates its input and exits 2 with one ``error:`` line on bad input; images and trace.json are
+written atomically (a temp file renamed into place) and only after the whole run succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .api import DEFAULT_MODEL
+from .errors import Cancelled, JanusR1Error
+
+# --- output --------------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_results(out: Path, results, meta: dict) -> Path:
+    """PNG per generated attempt (the final one as ``NNN.png``) and ``trace.json``; returns the trace path."""
+    files: list[tuple[Path, bytes]] = []
+    for n, r in enumerate(results):
+        for k, a in enumerate(r.attempts):
+            if a.source != "generated":
+                continue
+            name = f"{n:03d}.png" if k == r.final % len(r.attempts) else f"{n:03d}_attempt{a.round}.png"
+            a.file = name
+            files.append((out / name, _png_bytes(a.image)))
+    trace = {**meta, "samples": [r.to_dict() for r in results]}
+    for path, data in files:  # everything is encoded before the first byte hits the disk
+        atomic_write_bytes(path, data)
+    trace_path = out / "trace.json"
+    atomic_write_bytes(trace_path, (json.dumps(trace, indent=2, ensure_ascii=False) + "\n").encode())
+    return trace_path
+
+
+# --- progress ------------------------------------------------------------------------------------------
+
+class Progress:
+    """A tqdm bar per phase (tokens of each image or reflection); silent with --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.label = ""
+
+    def phase(self, label: str) -> None:
+        self.label = label
+        self.close()
+
+    def step(self, event) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            unit = "tok"
+            self.bar = tqdm(total=event.total, desc=self.label or event.phase, unit=unit, file=sys.stderr,
+                            leave=False, dynamic_ncols=True)
+        self.bar.update(event.step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def hooks(self):
+        from .generation.decode import Hooks
+
+        return Hooks(on_step=self.step, on_phase=self.phase)
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+def _load(args):
+    from .api import JanusR1
+
+    if args.model == "tiny-random" and not args.quiet:
+        print("note: --model tiny-random is a tiny RANDOM model: it draws noise (for smoke tests and demos).",
+              file=sys.stderr)
+    return JanusR1.from_pretrained(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet)
+
+
+def _meta(args, jr, command: str) -> dict:
+    keys = ["seed", "cfg", "temperature", "top_k", "top_p", "text_top_k", "max_rounds", "max_reflection"]
+    return {"command": command, "model": args.model, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
+
+
+def cmd_generate(args) -> int:
+    jr = _load(args)
+    prog = Progress(args.quiet)
+    common = dict(num_images=args.num_images, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
+                  top_p=args.top_p, seed=args.seed, hooks=prog.hooks())
+    if args.plain:
+        results = jr.text_to_image(args.prompt, **common)
+    else:
+        results = jr.generate(args.prompt, max_rounds=args.max_rounds, text_top_k=args.text_top_k,
+                              max_reflection=args.max_reflection, reencode=args.reencode, **common)
+    prog.close()
+    trace = write_results(Path(args.out), results, _meta(args, jr, "generate"))
+    _summary(results, trace, args.quiet)
+    return 0
+
+
+def cmd_regenerate(args) -> int:
+    jr = _load(args)
+    prog = Progress(args.quiet)
+    results = jr.regenerate(
+        args.images, args.prompt, critiques=args.critique, max_rounds=args.max_rounds, cfg=args.cfg,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, text_top_k=args.text_top_k,
+        max_reflection=args.max_reflection, seed=args.seed, redraw_if_accepted=args.always_redraw,
+        hooks=prog.hooks(),
+    )
+    prog.close()
+    for r, src in zip(results, args.images):
+        r.attempts[0].file = str(src)
+    trace = write_results(Path(args.out), results, _meta(args, jr, "regenerate"))
+    _summary(results, trace, args.quiet)
+    return 0
+
+
+def cmd_edit(args) -> int:
+    jr = _load(args)
+    prog = Progress(args.quiet)
+    results = jr.edit(args.images, args.instruction, num_images=args.num_images, cfg=args.cfg,
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                      hooks=prog.hooks())
+    prog.close()
+    for r in results:
+        r.attempts[0].file = str(args.images[0] if len(args.images) == 1 else args.images[r.index])
+    trace = write_results(Path(args.out), results, _meta(args, jr, "edit"))
+    _summary(results, trace, args.quiet)
+    return 0
+
+
+def cmd_score(args) -> int:
+    jr = _load(args)
+    if args.reflect:
+        prog = Progress(args.quiet)
+        out = jr.judge(args.images, args.prompt, max_reflection=args.reflect, seed=args.seed, hooks=prog.hooks())
+        prog.close()
+    else:
+        out = jr.score(args.images, args.prompt)
+    for path, jd in zip(args.images, out):
+        rec = {"image": str(path), "prompt": args.prompt, "score": round(jd.score, 6), "verdict": jd.verdict}
+        if args.reflect:
+            rec["reflection"] = jd.reflection
+        print(json.dumps(rec, ensure_ascii=False))
+    return 0
+
+
+def cmd_make_tiny(args) -> int:
+    from .model.tiny_files import write_tiny
+
+    path = write_tiny(args.dir, layout=args.layout, geometry=args.geometry, seed=args.seed,
+                      weights=args.weights, shards=args.shards)
+    print(f"wrote a tiny random {args.geometry} model ({args.layout} layout) to {path} -- it draws noise")
+    return 0
+
+
+def _summary(results, trace: Path, quiet: bool) -> None:
+    if quiet:
+        return
+    for r in results:
+        fa = r.final_attempt
+        s = "" if fa.score is None else f" S={fa.score:.3f}"
+        print(f"{fa.file}: {r.rounds} image(s) drawn, final verdict {fa.verdict}{s} -- {r.prompt[:60]!r}")
+    print(f"trace: {trace}")
+
+
+# --- parser --------------------------------------------------------------------------------------------
+
+def _positive_int(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="janus-r1", description="Janus-Pro-R1: generate, judge, regenerate, edit.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_opts(sp):
+        sp.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"local dir, hub repo id or 'tiny-random' (default {DEFAULT_MODEL})")
+        sp.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
+        sp.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32")
+        sp.add_argument("--seed", type=int, default=None)
+        sp.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+    def image_opts(sp, cfg: float):
+        sp.add_argument("--cfg", type=float, default=cfg, help=f"classifier-free guidance (default {cfg})")
+        sp.add_argument("--temperature", type=float, default=1.0)
+        sp.add_argument("--top-k", type=int, default=4096, help="image-token top-k (0 = off; paper 4096)")
+        sp.add_argument("--top-p", type=float, default=1.0)
+
+    def reflect_opts(sp, rounds: int):
+        sp.add_argument("--max-rounds", type=int, default=rounds, help=f"images per sample at most ({rounds})")
+        sp.add_argument("--text-top-k", type=int, default=50, help="reflection top-k (paper 50)")
+        sp.add_argument("--max-reflection", type=int, default=256, help="reflection tokens at most")
+
+    g = sub.add_parser("generate", help="introspective text-to-image (the paper's CoT loop)")
+    g.add_argument("prompt", nargs="+", help="one or more prompts")
+    g.add_argument("--out", required=True, help="output directory (PNGs + trace.json)")
+    g.add_argument("--num-images", type=int, default=1)
+    g.add_argument("--plain", action="store_true", help="plain Janus text-to-image, no judging")
+    g.add_argument("--reencode", action="store_true",
+                   help="decode+re-encode failed images like the released scripts (bit-parity only)")
+    model_opts(g), image_opts(g, 5.0), reflect_opts(g, 3)
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("regenerate", help="judge images made elsewhere and redraw them")
+    r.add_argument("images", nargs="+")
+    r.add_argument("--prompt", required=True)
+    r.add_argument("--critique", default=None, help="use this critique instead of the model's own")
+    r.add_argument("--always-redraw", action="store_true", help="redraw even if the model accepts the image")
+    r.add_argument("--out", required=True)
+    model_opts(r), image_opts(r, 5.0), reflect_opts(r, 2)
+    r.set_defaults(func=cmd_regenerate)
+
+    e = sub.add_parser("edit", help="edit images with an instruction")
+    e.add_argument("images", nargs="+")
+    e.add_argument("--instruction", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--num-images", type=int, default=1)
+    model_opts(e), image_opts(e, 4.0)
+    e.set_defaults(func=cmd_edit)
+
+    s = sub.add_parser("score", help="image-text consistency S = P(Yes)/(P(Yes)+P(No)); one JSON line per image")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--reflect", type=int, default=0, metavar="N", help="also write a reflection of <= N tokens")
+    model_opts(s)
+    s.set_defaults(func=cmd_score)
+
+    t = sub.add_parser("make-tiny", help="write a tiny random model (weights + config + tokenizer)")
+    t.add_argument("dir")
+    t.add_argument("--layout", choices=["deepseek", "transformers"], default="deepseek")
+    t.add_argument("--geometry", choices=["micro", "real"], default="micro")
+    t.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors")
+    t.add_argument("--shards", type=_positive_int, default=1)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_make_tiny)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        return args.func(args)
+    except JanusR1Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Cancelled):
+        print("cancelled; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
