@@ -73,8 +73,12 @@ class Janus:
         """VQ codes (B, N) of external images (centre crop, l2 nearest neighbour)."""
         return vq.encode(self.model.model.vqmodel, imgs.vq_pixels(images, self.image_size))
 
-    def decode_codes(self, codes: torch.Tensor) -> list[Image.Image]:
-        return imgs.to_pil(vq.decode(self.model.model.vqmodel, codes))
+    def decode_codes(self, codes: torch.Tensor, chunk: int = 4) -> list[Image.Image]:
+        """Decode in chunks: the VQ decoder's full-resolution feature maps dominate peak memory."""
+        out: list[Image.Image] = []
+        for i in range(0, codes.shape[0], chunk):
+            out += imgs.to_pil(vq.decode(self.model.model.vqmodel, codes[i : i + chunk]))
+        return out
 
     # --- prompt pieces ----------------------------------------------------------------------------------
     def prompt_ids(self, prompt: str, max_tokens: int = MAX_PROMPT_TOKENS) -> list[int]:

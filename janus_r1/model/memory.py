@@ -1,0 +1,73 @@
+"""How much accelerator memory a run needs: weights + the static KV cache of the longest context + a margin
+for activations. The ComfyUI loader passes this to ``load_models_gpu`` before each use; the CLI can print it.
+
+The introspective context is the longest any task builds (spec §2.5): prompt + for each earlier round
+(image + SELF_CHECK + reflection + REGEN_TRIGGER) + the image being drawn, for 2 CFG rows per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+SELF_CHECK_TOKENS = 16  # "<end_of_image>\nLet me think Does this image match the prompt..." (about 15)
+TRIGGER_TOKENS = 12  # "<EOS>\nNext, I will draw a new image<begin_of_image>" (about 10)
+VQ_DECODE_CHUNK = 4  # images decoded at once (see generation.tasks.Janus.decode_codes)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.activations
+
+    def __str__(self) -> str:
+        gib = 1024**3
+        return (f"{self.total / gib:.2f} GiB (weights {self.weights / gib:.2f}, KV cache {self.kv_cache / gib:.2f},"
+                f" activations {self.activations / gib:.2f})")
+
+
+def context_tokens(num_image_tokens: int, max_rounds: int, max_reflection: int, prompt_tokens: int = 200) -> int:
+    """Tokens of the longest row an introspective run of ``max_rounds`` images builds."""
+    per_round = num_image_tokens + SELF_CHECK_TOKENS + max_reflection + TRIGGER_TOKENS
+    return prompt_tokens + (max_rounds - 1) * per_round + num_image_tokens + SELF_CHECK_TOKENS + max_reflection
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every parameter and buffer as stored (quantised storage counted as it is)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.device.type == "meta" or id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += t.numel() * t.element_size()
+    return total
+
+
+def estimate(model: torch.nn.Module, samples: int = 1, max_rounds: int = 3, max_reflection: int = 256,
+             prompt_tokens: int = 200) -> MemoryEstimate:
+    """Peak memory of generating ``samples`` images at once with up to ``max_rounds`` rounds."""
+    cfg = model.config
+    text = cfg.text_config
+    n_img = int(cfg.vision_config.num_image_tokens)
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    dtype = model.get_input_embeddings().weight.dtype
+    elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
+    tokens = context_tokens(n_img, max_rounds, max_reflection, prompt_tokens)
+    rows = 2 * samples
+    kv = 2 * text.num_hidden_layers * rows * kv_heads * head_dim * tokens * elt
+    # prefill: a few hidden-size and one intermediate-size tensor per token; logits of the last position only
+    prefill = rows * tokens * (4 * text.hidden_size + 2 * text.intermediate_size) * elt
+    prefill += rows * heads * tokens * tokens * elt if tokens <= 4096 else 0  # math-kernel attention scores
+    # VQ decoder at full resolution: ~3 live float32 maps of base_channels x S x S per image in a chunk
+    vq = cfg.vq_config
+    side = int(cfg.vision_config.image_size)
+    vq_peak = min(samples, VQ_DECODE_CHUNK) * 3 * vq.base_channels * side * side * 4
+    return MemoryEstimate(weight_bytes(model), kv, max(prefill, vq_peak) + 256 * 1024**2)
