@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from .errors import JanusR1Error
 from .generation import tasks
 from .generation.decode import NO_HOOKS, Hooks
 from .generation.sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling
@@ -34,23 +35,28 @@ class JanusR1:
     ``hooks`` receives a callback per token and is polled for cancellation between tokens.
     """
 
-    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, source: str = "") -> None:
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, source: str = "", runner: str = "auto") -> None:
+        from .generation.decode import RUNNERS
+
+        if runner not in RUNNERS:
+            raise JanusR1Error(f"runner must be one of {', '.join(RUNNERS)} (got {runner!r}).")
         self.model = model.eval()
         self.vocab = vocab
         self.source = source
-        self.janus = tasks.Janus(model, vocab)
+        self.janus = tasks.Janus(model, vocab, runner)
 
     @classmethod
     def from_pretrained(
         cls, path_or_repo: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
-        progress: bool = True,
+        progress: bool = True, runner: str = "auto",
     ) -> JanusR1:
         """Load a local directory or hub repo id, in DeepSeek or transformers layout (``"tiny-random"`` for a
-        noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``."""
+        noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``.
+        ``runner="compiled"`` compiles the fixed-shape decode step (CUDA graphs on a GPU)."""
         from .model.loading import load_model
 
         model, vocab = load_model(path_or_repo, device=device, dtype=dtype, progress=progress)
-        return cls(model, vocab, source=str(path_or_repo))
+        return cls(model, vocab, source=str(path_or_repo), runner=runner)
 
     @property
     def device(self) -> torch.device:

@@ -93,7 +93,9 @@ class _Runner:
         """Feed the token sampled at step ``t`` (0-based); its attention bit is already in the buffer."""
         return self._call(embeds, self.length + t + 1)
 
-    def set_bits(self, t: int, bits: torch.Tensor) -> None:
+    def set_bits(self, t: int, bits: torch.Tensor | None) -> None:
+        if bits is None:  # the buffer is initialised with ones
+            return
         self.mask[:, self.length + t] = bits
         if not self.holes and bool((bits == 0).any()):
             self.holes = True
@@ -104,11 +106,14 @@ class _StaticRunner:
 
     Drives each LLaMA decoder layer's own submodules (norms, q/k/v/o projections, MLP) and transformers' rotary
     helper, but keeps K/V in buffers sized for the whole phase and precomputes the rotary table, so a step does no
-    cache concatenation, no mask rebuilding and no wrapper dispatch. It is token-identical to the generic path
-    (tested) and is the fixed-shape step the compiled / CUDA-graph path builds on.
+    cache concatenation, no mask rebuilding and no wrapper dispatch. Token-identical to the generic path (tested).
+
+    ``fixed=True`` makes every decode step the same shape -- it attends over the whole buffer under a validity
+    mask and writes K/V with ``index_copy_`` at a tensor position -- which is what ``torch.compile`` (and CUDA
+    graphs, ``mode="reduce-overhead"``) need; ``compiled=True`` compiles that step once per process.
     """
 
-    def __init__(self, model, ctx: Context, max_new: int) -> None:
+    def __init__(self, model, ctx: Context, max_new: int, fixed: bool = False, compiled: bool = False) -> None:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         self.rope = apply_rotary_pos_emb
@@ -121,14 +126,16 @@ class _StaticRunner:
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
         shape = (rows, self.kv_heads, self.total, self.head_dim)
-        self.k = [torch.empty(shape, dtype=ref.dtype, device=ref.device) for _ in lm.layers]
-        self.v = [torch.empty(shape, dtype=ref.dtype, device=ref.device) for _ in lm.layers]
+        self.k = [torch.zeros(shape, dtype=ref.dtype, device=ref.device) for _ in lm.layers]
+        self.v = [torch.zeros(shape, dtype=ref.dtype, device=ref.device) for _ in lm.layers]
         positions = torch.arange(self.total, device=ref.device).unsqueeze(0)
         cos, sin = lm.rotary_emb(ref, positions)
         self.cos, self.sin = cos[0], sin[0]  # (total, head_dim)
-        self.valid = torch.ones((rows, self.total), dtype=torch.bool, device=ref.device)
+        self.valid = torch.zeros((rows, self.total), dtype=torch.bool, device=ref.device)
         self.valid[:, :length] = ctx.mask.bool()
         self.holes = bool((ctx.mask == 0).any())
+        self.fixed = fixed or compiled
+        self.step_fn = _compiled_step() if compiled else _fixed_step
         self.ctx = ctx
 
     def _forward(self, h: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
@@ -168,18 +175,64 @@ class _StaticRunner:
         return self._forward(self.ctx.embeds, 0, mask)
 
     def step(self, embeds: torch.Tensor, t: int) -> torch.Tensor:
-        end = self.length + t + 1
-        mask = self.valid[:, None, None, :end] if self.holes else None
-        return self._forward(embeds, end - 1, mask)
+        """Feed the token sampled at step ``t``; its attention bit was set by :meth:`set_bits`."""
+        pos = self.length + t
+        if self.fixed:
+            at = torch.tensor([pos], device=embeds.device)
+            return self.step_fn(self.lm, embeds, at, self.valid[:, None, None, :], self.k, self.v,
+                                self.cos, self.sin, self.rope)
+        mask = self.valid[:, None, None, : pos + 1] if self.holes else None
+        return self._forward(embeds, pos, mask)
 
-    def set_bits(self, t: int, bits: torch.Tensor) -> None:
+    def set_bits(self, t: int, bits: torch.Tensor | None) -> None:
+        """Attention bit of the token fed at step ``t``; ``None`` means 1 for every row (image tokens)."""
+        if bits is None:
+            self.valid[:, self.length + t] = True
+            return
         self.valid[:, self.length + t] = bits.bool()
         if not self.holes and bool((bits == 0).any()):
             self.holes = True
 
 
-def _runner(model, ctx: Context, max_new: int):
-    """The static-cache runner for LLaMA language models in eval mode; the generic one otherwise."""
+def _fixed_step(lm, h, at, mask, ks, vs, cos_all, sin_all, rope):
+    """One decode step with shapes independent of the position: (R, 1, D) -> (R, D)."""
+    rows = h.shape[0]
+    cos, sin = cos_all.index_select(0, at).unsqueeze(0), sin_all.index_select(0, at).unsqueeze(0)
+    for i, layer in enumerate(lm.layers):
+        attn = layer.self_attn
+        hd = ks[i].shape[-1]
+        x = layer.input_layernorm(h)
+        q = attn.q_proj(x).view(rows, 1, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(rows, 1, -1, hd).transpose(1, 2)
+        v = attn.v_proj(x).view(rows, 1, -1, hd).transpose(1, 2)
+        q, k = rope(q, k, cos, sin)
+        ks[i].index_copy_(2, at, k)
+        vs[i].index_copy_(2, at, v)
+        kk, vv = ks[i], vs[i]
+        groups = q.shape[1] // kk.shape[1]
+        if groups > 1:
+            kk = kk.repeat_interleave(groups, dim=1)
+            vv = vv.repeat_interleave(groups, dim=1)
+        o = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, scale=attn.scaling)
+        h = h + attn.o_proj(o.transpose(1, 2).reshape(rows, 1, -1))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return lm.norm(h)[:, 0]
+
+
+@functools.cache
+def _compiled_step():
+    """``torch.compile`` of the fixed-shape step; CUDA graphs on GPU (``reduce-overhead``), inductor on CPU."""
+    mode = "reduce-overhead" if torch.cuda.is_available() else None
+    return torch.compile(_fixed_step, mode=mode, dynamic=False)
+
+
+RUNNERS = ("auto", "static", "fixed", "compiled", "dynamic")
+
+
+def _runner(model, ctx: Context, max_new: int, runner: str = "auto"):
+    """Pick the runner: the static cache for LLaMA in eval mode (``auto``), else transformers' own path."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     lm = model.model.language_model
     static_ok = (
         getattr(lm.config, "model_type", "") == "llama"
@@ -187,7 +240,9 @@ def _runner(model, ctx: Context, max_new: int):
         and getattr(lm.config, "_attn_implementation", "sdpa") in ("sdpa", "eager", None)
         and getattr(lm.config, "rope_parameters", {}).get("rope_type", "default") == "default"
     )
-    return (_StaticRunner if static_ok and STATIC_CACHE else _Runner)(model, ctx, max_new)
+    if runner == "dynamic" or not static_ok or (runner == "auto" and not STATIC_CACHE):
+        return _Runner(model, ctx, max_new)
+    return _StaticRunner(model, ctx, max_new, fixed=runner == "fixed", compiled=runner == "compiled")
 
 
 STATIC_CACHE = True  # module switch so tests and benchmarks can compare both runners
@@ -202,6 +257,7 @@ def decode_image(
     sampling: Sampling,
     generator: torch.Generator | None,
     hooks: Hooks = NO_HOOKS,
+    runner: str = "auto",
 ) -> torch.Tensor:
     """Sample ``n_tokens`` image tokens for interleaved (cond, uncond) rows; returns codes (P, n_tokens).
 
@@ -212,7 +268,7 @@ def decode_image(
     if rows % 2:
         raise ValueError("CFG contexts have an even number of rows (cond, uncond pairs)")
     pairs = rows // 2
-    run = _runner(model, ctx, n_tokens)
+    run = _runner(model, ctx, n_tokens, runner)
     codes = torch.empty((pairs, n_tokens), dtype=torch.long, device=ctx.embeds.device)
     head = model.model.generation_head
     h = run.prefill()
@@ -226,6 +282,7 @@ def decode_image(
             hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
         if t + 1 < n_tokens:
             emb = model.prepare_embeddings_for_image_generation(tok.repeat_interleave(2).unsqueeze(-1))
+            run.set_bits(t, None)
             h = run.step(emb, t)
     return codes
 
@@ -251,6 +308,7 @@ def decode_text(
     pad_id: int,
     force_first: list[int] | None = None,
     hooks: Hooks = NO_HOOKS,
+    runner: str = "auto",
 ) -> TextOut:
     """Sample up to ``max_new`` text tokens per row (no CFG) until every row has emitted EOS.
 
@@ -259,7 +317,7 @@ def decode_text(
     """
     rows = ctx.embeds.shape[0]
     device = ctx.embeds.device
-    run = _runner(model, ctx, max(max_new, 1))
+    run = _runner(model, ctx, max(max_new, 1), runner)
     embed = model.get_input_embeddings()
     h = run.prefill()
     first = model.lm_head(h).float()

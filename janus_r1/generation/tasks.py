@@ -43,6 +43,7 @@ class Janus:
 
     model: torch.nn.Module
     vocab: Vocabulary
+    runner: str = "auto"  # decode runner: auto | static | fixed | compiled | dynamic (see decode.py)
 
     @property
     def device(self) -> torch.device:
@@ -168,7 +169,7 @@ def _pair(prompts: list[str], items: list, what: str) -> tuple[list[str], list]:
 
 def _draw(j: Janus, rows: list[list[Piece]], cfg: float, sampling: Sampling, gen, hooks: Hooks) -> torch.Tensor:
     ctx = build(cfg_rows(rows, j.vocab.ids.pad), j.model.get_input_embeddings(), j.vocab.ids.pad)
-    return decode_image(j.model, ctx, j.num_image_tokens, cfg, sampling, gen, hooks)
+    return decode_image(j.model, ctx, j.num_image_tokens, cfg, sampling, gen, hooks, j.runner)
 
 
 def text_to_image(
@@ -212,7 +213,7 @@ def _judge_rows(
     ids = j.vocab.ids
     ctx = build(rows, j.model.get_input_embeddings(), ids.pad)
     forced = [ids.yes, ids.no] if force is None else [ids.yes if force == "Yes" else ids.no]
-    out = decode_text(j.model, ctx, max_reflection, sampling, gen, ids.eos, ids.pad, forced, hooks)
+    out = decode_text(j.model, ctx, max_reflection, sampling, gen, ids.eos, ids.pad, forced, hooks, j.runner)
     pair = out.first_logits[:, [ids.yes, ids.no]]
     scores = torch.softmax(pair, dim=-1)[:, 0].tolist()
     result = []
