@@ -174,6 +174,31 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch import barrier_and_summarise, dist_env, read_prompts, run_batch
+
+    items = read_prompts(args.prompt_file)
+    rank, world, local = dist_env()
+    if args.device == "auto" and world > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{local % torch.cuda.device_count()}"
+    jr = _load(args)
+    prog = Progress(args.quiet or rank != 0)
+    kw = dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    if not args.plain:
+        kw.update(max_rounds=args.max_rounds, text_top_k=args.text_top_k, max_reflection=args.max_reflection)
+    out = Path(args.out)
+    done = run_batch(jr, items, out, rank=rank, world=world, seed=args.seed or 0, batch_size=args.batch_size,
+                     plain=args.plain, num_images=args.num_images, hooks=prog.hooks(), **kw)
+    prog.close()
+    barrier_and_summarise(out, items, rank, world, done)
+    if not args.quiet:
+        print(f"rank {rank}/{world}: {len(done)} prompt(s) generated into {out}")
+    return 0
+
+
 def cmd_make_tiny(args) -> int:
     from .model.tiny_files import write_tiny
 
@@ -258,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reflect", type=int, default=0, metavar="N", help="also write a reflection of <= N tokens")
     model_opts(s)
     s.set_defaults(func=cmd_score)
+
+    b = sub.add_parser("batch", help="a prompt file (.txt or .jsonl) -> GenEval-style folders; data-parallel "
+                       "under accelerate launch / torchrun")
+    b.add_argument("prompt_file")
+    b.add_argument("--out", required=True)
+    b.add_argument("--num-images", type=int, default=1)
+    b.add_argument("--batch-size", type=_positive_int, default=1, help="prompts decoded together (default 1)")
+    b.add_argument("--plain", action="store_true", help="plain text-to-image, no judging")
+    model_opts(b), image_opts(b, 5.0), reflect_opts(b, 3)
+    b.set_defaults(func=cmd_batch)
 
     t = sub.add_parser("make-tiny", help="write a tiny random model (weights + config + tokenizer)")
     t.add_argument("dir")

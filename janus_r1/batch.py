@@ -1,0 +1,117 @@
+"""Batch generation over a prompt file, data-parallel across processes (``accelerate launch`` / ``torchrun``).
+
+Each process takes every ``world``-th prompt (by line order), so any number of GPUs or machines splits one file
+without coordination; a process group (gloo on CPU, nccl on GPU) is only used for a final barrier so rank 0 can
+write ``summary.json``. Output follows the GenEval layout: ``OUT/<index:05d>/metadata.jsonl``,
+``OUT/<index:05d>/samples/<k:04d>.png`` (final images), plus ``attempts/`` and ``trace.json`` per prompt. A prompt
+whose ``trace.json`` exists is skipped, so an interrupted run resumes where it stopped.
+
+Every prompt is seeded with ``seed + index``; with ``batch_size=1`` its images are identical whatever the number
+of processes (with larger batches, the sampled images depend on which prompts share a batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import JanusR1Error
+
+
+@dataclass
+class PromptItem:
+    index: int
+    prompt: str
+    meta: dict
+
+
+def read_prompts(path: str | Path) -> list[PromptItem]:
+    """A ``.txt`` file (one prompt per line; blank lines and ``#`` comments skipped) or ``.jsonl`` (objects with
+    a ``prompt`` field; other fields are kept as metadata, e.g. GenEval's ``tag``/``include``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise JanusR1Error(f"prompt file {p} does not exist.")
+    items: list[PromptItem] = []
+    jsonl = p.suffix.lower() in (".jsonl", ".json")
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text or (not jsonl and text.startswith("#")):
+            continue
+        if jsonl:
+            try:
+                obj = json.loads(text)
+            except ValueError as e:
+                raise JanusR1Error(f"{p}:{lineno}: not valid JSON ({e}).") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+                raise JanusR1Error(f"{p}:{lineno}: expected an object with a non-empty \"prompt\" string.")
+            items.append(PromptItem(len(items), obj["prompt"], obj))
+        else:
+            items.append(PromptItem(len(items), text, {"prompt": text}))
+    if not items:
+        raise JanusR1Error(f"{p} holds no prompt.")
+    return items
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as set by accelerate launch / torchrun; (0, 1, 0) when run plainly."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def run_batch(jr, items: list[PromptItem], out: Path, *, rank: int = 0, world: int = 1, seed: int = 0,
+              batch_size: int = 1, plain: bool = False, num_images: int = 1, hooks=None,
+              **gen_kwargs) -> list[int]:
+    """Generate this rank's share of ``items`` into ``out``; returns the indices done by this call."""
+    from .cli import _png_bytes, atomic_write_bytes, write_results
+
+    mine = [it for it in items if it.index % world == rank and not (out / f"{it.index:05d}" / "trace.json").exists()]
+    done: list[int] = []
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        prompts = [it.prompt for it in chunk]
+        kw = dict(num_images=num_images, seed=seed + chunk[0].index, **gen_kwargs)
+        if hooks is not None:
+            kw["hooks"] = hooks
+        results = jr.text_to_image(prompts, **kw) if plain else jr.generate(prompts, **kw)
+        for n, it in enumerate(chunk):
+            mine_res = results[n * num_images : (n + 1) * num_images]
+            d = out / f"{it.index:05d}"
+            for k, r in enumerate(mine_res):
+                for a in r.attempts:
+                    a.file = None
+                final = r.final_attempt
+                atomic_write_bytes(d / "samples" / f"{k:04d}.png", _png_bytes(final.image))
+            atomic_write_bytes(d / "metadata.jsonl", (json.dumps(it.meta, ensure_ascii=False) + "\n").encode())
+            write_results(d / "attempts", mine_res, {"index": it.index, "prompt": it.prompt, "rank": rank})
+            os.replace(d / "attempts" / "trace.json", d / "trace.json")  # trace.json last: marks the prompt done
+            done.append(it.index)
+    return done
+
+
+def barrier_and_summarise(out: Path, items: list[PromptItem], rank: int, world: int, done: list[int]) -> None:
+    """With a process group, wait for every rank; rank 0 then records what the directory holds."""
+    import torch.distributed as dist
+
+    started = False
+    if world > 1 and os.environ.get("MASTER_ADDR") and dist.is_available() and not dist.is_initialized():
+        import torch
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        started = True
+    counts = [len(done)]
+    if dist.is_available() and dist.is_initialized():
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, len(done))
+        counts = gathered
+        dist.barrier()
+    if rank == 0:
+        from .cli import atomic_write_bytes
+
+        complete = sorted(int(p.parent.name) for p in out.glob("*/trace.json"))
+        summary = {"prompts": len(items), "complete": len(complete), "world_size": world,
+                   "done_per_rank_this_run": counts, "missing": sorted(set(range(len(items))) - set(complete))}
+        atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    if started:
+        dist.destroy_process_group()
