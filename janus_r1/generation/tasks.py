@@ -383,17 +383,14 @@ def introspect(
         for i in active:
             jd = judgements[i]
             results[i].attempts[-1].judgement = jd
-            if jd.verdict == "Yes" or last:
+            if jd.verdict == "Yes" or last:  # accepted, or out of rounds: the latest image is the answer
                 results[i].final = len(results[i].attempts) - 1
-                if jd.verdict == "Yes" and results[i].attempts[-1].source == "input":
-                    results[i].final = 0
                 continue
             still.append(i)
             und_hist[i].append((und[active.index(i)], jd))
             prev = current_codes[i].unsqueeze(0)
-            if reencode:
-                prev = j.encode_images(j.decode_codes(prev)) if results[i].attempts[-1].source == "generated" \
-                    else prev
+            if reencode and results[i].attempts[-1].source == "generated":
+                prev = j.encode_images(j.decode_codes(prev))  # the released scripts' lossy round trip (B3)
             gen_hist[i].append((j.embed_gen(prev)[0], jd))
         active = still
         if not active or last:
