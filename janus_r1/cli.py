@@ -302,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--shards", type=_positive_int, default=1)
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_make_tiny)
+
+    from .training.cli import add_training_commands  # train-sft, train-grpo (heavy imports stay lazy)
+
+    add_training_commands(sub)
     return p
 
 

@@ -26,7 +26,8 @@ def _oracle(micro, prompts, **kw):
     m.generation_config.generation_kwargs = {"boi_token_id": v.ids.boi}
     with torch.no_grad():
         return m.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_mode="image",
-                          guidance_scale=5.0, top_k=0, **kw)
+                          guidance_scale=5.0, top_k=0, num_return_sequences=1,
+                          max_length=enc.input_ids.shape[1] + micro.num_image_tokens, **kw)
 
 
 @pytest.fixture(params=["static", "fixed", "dynamic"])
@@ -44,6 +45,15 @@ def test_oracle_parity_greedy_left_padded_batch(micro, runner):
     assert len(ours) == 2 and all(len(r.attempts[0].codes) == micro.num_image_tokens for r in ours)
 
 
+def _transformers_version() -> tuple[int, ...]:
+    import transformers
+
+    return tuple(int(x) for x in transformers.__version__.split(".")[:2])
+
+
+@pytest.mark.skipif(_transformers_version() < (5, 24), reason=(
+    "transformers' own sampled image generate diverges after two tokens before the fix of PR #45044 (checked on "
+    "5.0.0, where our tokens are identical to those that 5.24's generate produces); the oracle needs 5.24+"))
 def test_oracle_parity_sampled_same_seed(micro, runner):
     ours = micro.text_to_image(PROMPTS[:1], top_k=0, seed=1234)
     torch.manual_seed(1234)

@@ -410,6 +410,14 @@ def introspect(
     return results
 
 
+def edit_row(j: Janus, gen_in: torch.Tensor, instruction_ids: list[int]) -> list[Piece]:
+    """The editing context (§2.6): [BOS] <|User|>: <begin_of_image> IMG(gen) <end_of_image> instruction
+    " Please generate an image.\n\n<|Assistant|>:<begin_of_image>"; CFG drops only the instruction."""
+    v = j.vocab
+    return [Text(v.encode_with_bos(EDIT_PREFIX)), Embeds(gen_in), Text([v.ids.eoi]),
+            Text(instruction_ids, drop=(0, len(instruction_ids))), Text(v.edit_suffix_ids)]
+
+
 def edit(
     j: Janus,
     images,
@@ -431,7 +439,6 @@ def edit(
     v = j.vocab
     codes_in = j.encode_images(pics)
     gen_in = j.embed_gen(codes_in)
-    prefix = v.encode_with_bos(EDIT_PREFIX)
     rows, meta = [], []
     for n, (ins, pic) in enumerate(zip(instructions, pics)):
         ins_ids = v.encode_continuation(ins.strip())
@@ -441,10 +448,7 @@ def edit(
                 "was trained with; shorten it."
             )
         for k in range(num_images):
-            rows.append([
-                Text(prefix), Embeds(gen_in[n]), Text([v.ids.eoi]),
-                Text(ins_ids, drop=(0, len(ins_ids))), Text(v.edit_suffix_ids),
-            ])
+            rows.append(edit_row(j, gen_in[n], ins_ids))
             meta.append((ins, k, pic, codes_in[n]))
     gen = make_generator(seed, j.device)
     if hooks.on_phase:
