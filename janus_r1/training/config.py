@@ -1,0 +1,180 @@
+"""Training configurations: dataclasses with the paper's defaults, YAML/JSON recipe files, flag overrides.
+
+Precedence: dataclass defaults (the paper, spec §3.5 / §4.8 Table 5) < recipe file (``--config``) < CLI flags.
+Unknown keys in a recipe are an error (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import JanusR1Error
+
+
+@dataclass
+class Common:
+    model: str = "tiny-random"
+    out: str = "out/train"
+    task: str = "t2i"  # t2i | edit
+    max_steps: int = 1000
+    seed: int = 1024
+    dtype: str = "fp32"  # weights dtype: fp32 | bf16 (pure bf16 as the reference SFT) ; autocast via mixed_precision
+    mixed_precision: str = "no"  # accelerate: no | bf16 | fp16
+    gradient_checkpointing: bool = False
+    # optimiser (paper Table 5): AdamW (0.9, 0.95), eps 1e-6, wd 0.05, clip 1.0; no decay on biases and norms
+    lr: float = 2e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-6
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    max_prompt_tokens: int = 200
+    resume: str = "auto"  # auto (the latest checkpoint under out, if any) | none | a checkpoint directory
+
+
+@dataclass
+class SFTConfig(Common):
+    data: list[str] = field(default_factory=list)  # label files (t2i) or editing metadata JSONL files
+    image_root: str | None = None  # relative img_path are resolved against this (default: the label file's dir)
+    on_bad_row: str = "fail"  # fail | skip (skipped rows are counted and logged)
+    check_images: bool = True
+    # selection (paper §3.1/B.1); select="state" is the released code's state codes (state 4 / {0,1}, S1-S5 aside)
+    select: str = "score"  # score | state
+    gen_positive: float = 0.8
+    judge_positive: float = 0.7
+    negative: float = 0.5
+    # task mix I:II:III (paper 0.2/0.3/0.5; code 10:10:15) and context lengths (paper t = 3 for II, 2 for III)
+    mix: tuple[float, float, float] = (0.2, 0.3, 0.5)
+    judge_history: int = 2  # Task-II: up to t-1 = 2 previous failed attempts before the judged image
+    regen_history: int = 2  # Task-III: up to t = 2 failed attempts before the target image
+    prompt_dropout: float = 0.1  # Task-I, Task-III and editing (instruction)
+    max_answer_tokens: int = 184  # Task-II answer incl. EOS; the reason is cut, never the EOS (S4)
+    yes_no_weight: float | None = None  # e.g. 0.8: 0.8*CE(verdict token) + 0.2*CE(rest); None = plain CE
+    yes_no_weight_mode: str = "first"  # first (verdict token only) | code (every Yes/No id, the reference)
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_steps: int = 1000
+    warmup_start_lr: float = 0.0
+    min_lr: float = 2e-7
+
+
+@dataclass
+class GRPOConfig(Common):
+    prompts: str = ""  # text file (one prompt per line) or JSONL; editing: JSONL {"image1"|"input", "text"}
+    ref_model: str | None = None  # frozen KL reference; default a copy of the initial policy
+    reward: str = "self"  # self | self:PATH | vlm:PATH | http:URL
+    reward_retries: int = 5
+    reward_timeout: float = 120.0
+    group_size: int = 7  # G (paper 7; code 8)
+    prompts_per_step: int = 1  # per process; each prompt's group lives on one process
+    max_rounds: int = 2  # T images per trajectory (paper inference <= 3; code 2)
+    advantage: str = "trajectory"  # trajectory (paper R_Gen + R_Comp) | segments (code: A(r1), A(r2), A(r3))
+    logprob: str = "sampled"  # sampled (CFG-guided at the sampling temperature) | code (c - (w-1)/w u, R3/R4)
+    loss_on_eos: bool = True  # False = the reference's mask (R5)
+    reencode: bool = False  # True = VQ re-encode failed images for the regen context (R2, bit-parity only)
+    cfg: float = 5.0
+    temperature: float = 1.0
+    image_top_k: int = 0  # released RL rollouts: no top-k
+    text_top_k: int = 0
+    max_reflection: int = 128
+    beta: float = 0.05
+    clip_eps: float = 0.2
+    inner_iterations: int = 2  # mu >= 1; with mu >= 2 the ratio moves away from 1 and clipping applies
+    lr: float = 6e-6
+    warmup_steps: int = 100
+    convert_lr: float = 2e-6
+    convert_steps: int = 400
+    min_lr: float = 2e-7
+    decay: str = "cosine"  # cosine (paper) | linear (code) after convert_steps
+    max_steps: int = 3000
+    save_every: int = 25
+    edit_weights: tuple[float, float] = (0.5, 1.0)  # (w_flw, w_psv), paper; code 1.0 / 0.25
+
+
+def _coerce(cls, key: str, value, where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise JanusR1Error(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(fields))}")
+    default = getattr(cls(), key)
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, list) and isinstance(value, str):
+        return [value]
+    return value
+
+
+def load_config(cls, path: str | None = None, overrides: dict | None = None):
+    """``cls`` defaults, then the recipe at ``path`` (YAML or JSON), then non-None ``overrides``."""
+    values: dict = {}
+    if path:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise JanusR1Error(f"cannot read config {p}: {e}") from e
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                raw = yaml.safe_load(text) or {}
+            except yaml.YAMLError as e:
+                raise JanusR1Error(f"{p}: not valid YAML: {e}") from e
+        else:
+            try:
+                raw = json.loads(text)
+            except ValueError as e:
+                raise JanusR1Error(f"{p}:{getattr(e, 'lineno', 0)}: not valid JSON: {e}") from e
+        if not isinstance(raw, dict):
+            raise JanusR1Error(f"{p}: a recipe is a mapping of settings, found {type(raw).__name__}")
+        values.update({k: _coerce(cls, k, v, str(p)) for k, v in raw.items()})
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = _coerce(cls, k, v, "command line")
+    cfg = cls(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    def bad(msg: str) -> None:
+        raise JanusR1Error(f"config: {msg}")
+
+    if cfg.task not in ("t2i", "edit"):
+        bad(f"task must be t2i or edit (got {cfg.task!r})")
+    if cfg.max_steps < 1:
+        bad("max_steps must be >= 1")
+    if cfg.dtype not in ("fp32", "bf16"):
+        bad(f"dtype must be fp32 or bf16 (got {cfg.dtype!r})")
+    if isinstance(cfg, SFTConfig):
+        if cfg.on_bad_row not in ("fail", "skip"):
+            bad("on_bad_row must be fail or skip")
+        if cfg.select not in ("score", "state"):
+            bad("select must be score or state")
+        if len(cfg.mix) != 3 or min(cfg.mix) < 0 or sum(cfg.mix) <= 0:
+            bad(f"mix must be three non-negative weights (got {cfg.mix})")
+        if cfg.yes_no_weight is not None and not 0 < cfg.yes_no_weight < 1:
+            bad("yes_no_weight must be in (0, 1) or null")
+        if cfg.judge_history < 0 or cfg.regen_history < 1:
+            bad("judge_history must be >= 0 and regen_history >= 1")
+    else:
+        if cfg.group_size < 2:
+            bad("group_size must be >= 2 (advantages are normalised within a group)")
+        if cfg.inner_iterations < 1:
+            bad("inner_iterations (mu) must be >= 1")
+        if cfg.advantage not in ("trajectory", "segments"):
+            bad("advantage must be trajectory or segments")
+        if cfg.advantage == "segments" and cfg.max_rounds != 2:
+            bad("the segment-wise (released code) advantage is defined for max_rounds = 2")
+        if cfg.logprob not in ("sampled", "code"):
+            bad("logprob must be sampled or code")
+        if cfg.decay not in ("cosine", "linear"):
+            bad("decay must be cosine or linear")
+        if not 0 < cfg.warmup_steps <= cfg.convert_steps:
+            bad("need 0 < warmup_steps <= convert_steps")

@@ -1,0 +1,296 @@
+"""GRPO (spec §4): rollouts through the engine's introspective loop, bi-level rewards, advantages, the loss.
+
+* Rollout: ``tasks.introspect`` (the loop the CLI and the nodes run) with ``num_images = G``: one group per prompt.
+  Every attempt carries its sampled codes and its judgement's ids/mask, so each segment's context is rebuilt
+  with the engine's own ``_judge_context`` / ``_regen_context`` and teacher-forced.
+* Rewards (paper B.2): ``R = R_Gen + R_Comp`` per trajectory, general T; or the released code's three streams
+  ``r1 = R_QA(I_1)``, ``r2 = 1 - |r1 - SE_1|``, ``r3 = R_QA(final)`` each with its own advantage on its own segment
+  (``advantage="segments"``; image 1 of an accepted sample is trained once, not twice -- R8).
+* Log-probs of the distribution actually sampled (R3/R4 fixed): image tokens ``log_softmax(topk(u + w(c - u)) / T)``;
+  the verdict token renormalised over {Yes, No}; reflection tokens with the text top-k and temperature; the EOS is
+  in the loss (R5). ``logprob="code"`` reproduces the released trainer (``c - (w-1)/w u``, full-vocab verdict).
+* Loss: ``-min(rho A, clip(rho, 1 +- eps) A) + beta k3``, per-trajectory token mean, mean over trajectories;
+  ``rho = exp(lp - lp_old)`` against the rollout policy, so with ``mu >= 2`` inner iterations clipping applies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import JanusR1Error
+from ..generation import images as imgs
+from ..generation import tasks
+from ..generation.sampling import Sampling
+from ..generation.trace import SampleResult
+from .sequences import (
+    code_merged_logprobs,
+    gen_embeds,
+    guided,
+    image_logits,
+    sampled_logprobs,
+    text_logits,
+    und_embeds,
+)
+from .sft import edit_row
+
+# --- algebra (Appendix C.6) -----------------------------------------------------------------------------
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """``(r - mean_g) / (std_g + eps)`` within consecutive groups of ``group_size`` (unbiased std)."""
+    r = rewards.view(-1, group_size).double()
+    return ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + eps)).view(-1).to(rewards.dtype)
+
+
+def k3(lp: torch.Tensor, lp_ref: torch.Tensor) -> torch.Tensor:
+    """The k3 KL estimator ``exp(d) - d - 1`` with ``d = lp_ref - lp``: >= 0, 0 iff equal."""
+    d = lp_ref - lp
+    return torch.exp(d) - d - 1
+
+
+def token_loss(lp, lp_old, lp_ref, adv, clip_eps: float, beta: float) -> torch.Tensor:
+    """Per-token clipped surrogate plus the KL penalty (to be minimised)."""
+    ratio = torch.exp(lp - lp_old)
+    surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    return -surrogate + beta * k3(lp, lp_ref)
+
+
+# --- rewards --------------------------------------------------------------------------------------------
+
+
+def bilevel_reward(rqa: list[float], verdicts: list[bool], max_rounds: int) -> tuple[float, float]:
+    """Paper B.2 for a trajectory of K images: ``R_Gen = sum_{k<K} R_k + (T - K + 1) R_K``,
+    ``R_Comp = T/K sum_{k<=K} (1 - |R_k - SE_k|)``."""
+    k = len(rqa)
+    if not 1 <= k <= max_rounds or len(verdicts) != k:
+        raise ValueError(f"a trajectory has 1..{max_rounds} images, each judged (got {k} and {len(verdicts)})")
+    r_gen = sum(rqa[:-1]) + (max_rounds - k + 1) * rqa[-1]
+    r_comp = sum(1.0 - abs(r - float(v)) for r, v in zip(rqa, verdicts)) * max_rounds / k
+    return r_gen, r_comp
+
+
+@dataclass
+class Trajectory:
+    result: SampleResult
+    group: int
+    prompt_ids: list[int]
+    rqa: list[float] = field(default_factory=list)  # R_QA of each attempt
+    rewards: list[float] = field(default_factory=list)  # [R] or [r1, r2, r3]
+    source_codes: list[int] | None = None  # editing input
+
+    @property
+    def verdicts(self) -> list[bool]:
+        return [a.judgement.verdict == "Yes" for a in self.result.attempts if a.judgement is not None]
+
+
+@dataclass
+class Segment:
+    traj: int
+    kind: str  # image | text | edit
+    round: int  # 1-based attempt index
+    stream: int = 0  # 0 = the trajectory's advantage; 1..3 = the code's streams
+    mask: list[int] | None = None
+
+
+def rollout(j: tasks.Janus, prompts: list[str], cfg, seed: int) -> list[Trajectory]:
+    """G introspective trajectories per prompt through the engine (groups contiguous)."""
+    results = tasks.introspect(
+        j, prompts, num_images=cfg.group_size, max_rounds=cfg.max_rounds, cfg=cfg.cfg,
+        image_sampling=Sampling(cfg.temperature, cfg.image_top_k), text_sampling=Sampling(cfg.temperature, cfg.text_top_k),
+        max_reflection=cfg.max_reflection, seed=seed, reencode=cfg.reencode,
+        judge_final=cfg.advantage == "trajectory", max_prompt_tokens=cfg.max_prompt_tokens,
+    )
+    ids = {p: j.prompt_ids(p, cfg.max_prompt_tokens) for p in prompts}
+    return [Trajectory(r, n // cfg.group_size, ids[r.prompt]) for n, r in enumerate(results)]
+
+
+def edit_rollout(j: tasks.Janus, pics, instructions: list[str], cfg, seed: int) -> list[Trajectory]:
+    results = tasks.edit(j, pics, instructions, num_images=cfg.group_size, cfg=cfg.cfg,
+                         sampling=Sampling(cfg.temperature, cfg.image_top_k), seed=seed)
+    return [Trajectory(r, n // cfg.group_size, j.vocab.encode_continuation(r.prompt.strip()),
+                       source_codes=r.attempts[0].codes) for n, r in enumerate(results)]
+
+
+def _checked(scores, n: int, what: str) -> list[float]:
+    scores = list(scores)
+    if len(scores) != n:
+        raise JanusR1Error(f"the reward model returned {len(scores)} {what} for {n} images")
+    for s in scores:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= float(s) <= 1.0:
+            raise JanusR1Error(f"the reward model returned {s!r}; R_QA must be a number in [0, 1]")
+    return [float(s) for s in scores]
+
+
+def score_trajectories(trajs: list[Trajectory], reward, cfg, image_size: int = 384) -> None:
+    """Fill ``rqa`` (one reward-model call for every image) and ``rewards`` of each trajectory."""
+    if cfg.task == "edit":
+        srcs = [imgs.center_crop_arr(t.result.attempts[0].image, image_size) for t in trajs]
+        outs = [t.result.attempts[1].image for t in trajs]
+        pairs = list(reward.score_edit(srcs, outs, [t.result.prompt for t in trajs]))
+        if len(pairs) != len(trajs):
+            raise JanusR1Error(f"the reward model returned {len(pairs)} edit scores for {len(trajs)} edits")
+        w_flw, w_psv = cfg.edit_weights
+        for t, pair in zip(trajs, pairs):
+            flw, psv = _checked(pair, 2, "scores")
+            t.rqa = [flw, psv]
+            t.rewards = [w_flw * flw + w_psv * psv]
+        return
+    flat = [(t, a.image) for t in trajs for a in t.result.attempts]
+    scores = _checked(reward.score([im for _, im in flat], [t.result.prompt for t, _ in flat]), len(flat), "scores")
+    pos = 0
+    for t in trajs:
+        k = len(t.result.attempts)
+        t.rqa, pos = scores[pos : pos + k], pos + k
+        if cfg.advantage == "segments":
+            r1, se1 = t.rqa[0], float(t.verdicts[0])
+            t.rewards = [r1, 1.0 - abs(r1 - se1), t.rqa[t.result.final % k]]
+        else:
+            t.rewards = [sum(bilevel_reward(t.rqa, t.verdicts, cfg.max_rounds))]
+
+
+def segments(trajs: list[Trajectory], cfg) -> list[Segment]:
+    out: list[Segment] = []
+    seg_mode = cfg.advantage == "segments"
+    for i, t in enumerate(trajs):
+        if cfg.task == "edit":
+            out.append(Segment(i, "edit", 1))
+            continue
+        for k, a in enumerate(t.result.attempts, 1):
+            out.append(Segment(i, "image", k, stream=(1 if k == 1 else 3) if seg_mode else 0))
+            if a.judgement is not None and not (seg_mode and k > 1):
+                mask = [1] * len(a.judgement.ids) if cfg.loss_on_eos else list(a.judgement.mask)
+                out.append(Segment(i, "text", k, stream=2 if seg_mode else 0, mask=mask))
+    return out
+
+
+# --- log-probabilities ----------------------------------------------------------------------------------
+
+
+def segment_logprobs(model, j: tasks.Janus, trajs: list[Trajectory], segs: list[Segment], cfg) -> list[torch.Tensor]:
+    """Per segment, log p of its sampled tokens (n,) under ``model`` -- differentiable."""
+    pad, ids = j.vocab.ids.pad, j.vocab.ids
+    dev = model.lm_head.weight.device
+    need_und = sorted({(s.traj, m) for s in segs if s.kind == "text" for m in range(1, s.round + 1)})
+    und = {}
+    if need_und:
+        e = und_embeds(model, [trajs[i].result.attempts[m - 1].image for i, m in need_und], j.image_size)
+        und = {key: e[n] for n, key in enumerate(need_und)}
+
+    def codes_of(i: int, m: int, history: bool) -> list[int]:
+        a = trajs[i].result.attempts[m - 1]
+        if history and cfg.reencode and a.source == "generated":  # the released scripts' lossy round trip (R2)
+            return j.encode_images(j.decode_codes(torch.tensor([a.codes])))[0].tolist()
+        return a.codes
+
+    out: list[torch.Tensor | None] = [None] * len(segs)
+    img = [n for n, s in enumerate(segs) if s.kind in ("image", "edit")]
+    if img:
+        rows, targets = [], []
+        for n in img:
+            s, t = segs[n], trajs[segs[n].traj]
+            if s.kind == "edit":
+                src = gen_embeds(model, torch.tensor([t.source_codes]))[0]
+                rows.append(edit_row(j, src, t.prompt_ids))
+            elif s.round == 1:
+                rows.append([j.prompt_piece(t.prompt_ids)])
+            else:
+                prev = list(range(1, s.round))
+                gen = gen_embeds(model, torch.tensor([codes_of(s.traj, m, True) for m in prev]))
+                hist = [(gen[q], t.result.attempts[m - 1].judgement) for q, m in enumerate(prev)]
+                rows.append(tasks._regen_context(j, t.prompt_ids, hist))
+            targets.append(t.result.attempts[-1 if s.kind == "edit" else s.round - 1].codes)
+        codes = torch.tensor(targets, device=dev)
+        cond, unc = image_logits(model, rows, codes, pad, cfg=cfg.cfg)
+        if cfg.logprob == "code":
+            lp = code_merged_logprobs(cond, unc, codes, cfg.cfg)
+        else:
+            lp = sampled_logprobs(guided(cond, unc, cfg.cfg), codes, cfg.temperature, cfg.image_top_k)
+        for q, n in enumerate(img):
+            out[n] = lp[q]
+    txt = [n for n, s in enumerate(segs) if s.kind == "text"]
+    if txt:
+        rows, targets, masks = [], [], []
+        for n in txt:
+            s, t = segs[n], trajs[segs[n].traj]
+            hist = [(und[(s.traj, m)], t.result.attempts[m - 1].judgement) for m in range(1, s.round)]
+            rows.append(tasks._judge_context(j, t.prompt_ids, hist, und[(s.traj, s.round)]))
+            jd = t.result.attempts[s.round - 1].judgement
+            targets.append(jd.ids)
+            masks.append(jd.mask)
+        logits = text_logits(model, rows, targets, pad, masks)
+        for q, n in enumerate(txt):
+            lg, tgt = logits[q], torch.tensor(targets[q], device=dev)
+            if cfg.logprob == "code":
+                out[n] = torch.log_softmax(lg, -1).gather(-1, tgt[:, None])[:, 0]
+                continue
+            first = torch.full_like(lg[:1], float("-inf"))
+            first[:, [ids.yes, ids.no]] = lg[:1, [ids.yes, ids.no]]
+            lg = torch.cat([first, lg[1:]])
+            out[n] = sampled_logprobs(lg, tgt, cfg.temperature, cfg.text_top_k)
+    return out  # type: ignore[return-value]
+
+
+# --- the loss -------------------------------------------------------------------------------------------
+
+
+def advantages(trajs: list[Trajectory], group_size: int) -> torch.Tensor:
+    """(n_traj, n_streams) group-normalised advantages, one column per reward stream."""
+    r = torch.tensor([t.rewards for t in trajs], dtype=torch.float64)
+    return torch.stack([group_advantages(r[:, c], group_size) for c in range(r.shape[1])], dim=1)
+
+
+def grpo_loss(lp, lp_old, lp_ref, segs: list[Segment], adv: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
+    """Paper: per-trajectory token mean over all its segments, then the mean over trajectories.
+    Segments mode (code): per stream, mean over rows of the row's token mean; then the mean over streams."""
+    dev = lp[0].device
+    per_tok, kls, clipped, weights, keys = [], [], [], [], []
+    for s, a, b, c in zip(segs, lp, lp_old, lp_ref):
+        m = torch.ones_like(a) if s.mask is None else torch.tensor(s.mask, dtype=a.dtype, device=dev)
+        col = s.stream - 1 if s.stream else 0
+        A = adv[s.traj, col].to(device=dev, dtype=a.dtype)
+        per_tok.append(token_loss(a, b, c, A, cfg.clip_eps, cfg.beta) * m)
+        kls.append((k3(a, c) * m).detach())
+        ratio = torch.exp(a - b).detach()
+        clipped.append((((ratio > 1 + cfg.clip_eps) & (A > 0)) | ((ratio < 1 - cfg.clip_eps) & (A < 0))).float() * m)
+        weights.append(m)
+        keys.append((s.traj, None) if not s.stream else (s.stream, s.traj))
+    # each token is normalised by its row's token count (a trajectory, or a stream's row), rows are averaged
+    count: dict = {}
+    for k, m in zip(keys, weights):
+        count[k] = count.get(k, 0.0) + float(m.sum())
+    rows_per_outer: dict = {}
+    for k in count:
+        outer = k[0] if k[1] is not None else None
+        rows_per_outer[outer] = rows_per_outer.get(outer, 0) + 1
+    total = lp[0].new_zeros(())
+    for k, v in zip(keys, per_tok):
+        outer = k[0] if k[1] is not None else None
+        total = total + v.sum() / max(count[k], 1.0) / rows_per_outer[outer] / len(rows_per_outer)
+    ntok = sum(float(m.sum()) for m in weights)
+    stats = {
+        "kl": sum(float(x.sum()) for x in kls) / max(ntok, 1.0),
+        "clip_frac": sum(float(x.sum()) for x in clipped) / max(ntok, 1.0),
+    }
+    return total, stats
+
+
+def rollout_stats(trajs: list[Trajectory], cfg) -> dict:
+    """Rewards, verdict rates and the "Aha" rate (a "No" followed by a better image)."""
+    if cfg.task == "edit":
+        return {"reward": sum(t.rewards[0] for t in trajs) / len(trajs),
+                "s_flw": sum(t.rqa[0] for t in trajs) / len(trajs), "s_psv": sum(t.rqa[1] for t in trajs) / len(trajs)}
+    first_yes = [t.verdicts[0] for t in trajs if t.verdicts]
+    correct = [v == (r >= 0.5) for t in trajs for v, r in zip(t.verdicts, t.rqa)]
+    aha = [t.rqa[k + 1] > t.rqa[k] for t in trajs for k in range(len(t.rqa) - 1)]
+    return {
+        "reward": sum(sum(t.rewards) for t in trajs) / len(trajs),
+        "rqa_first": sum(t.rqa[0] for t in trajs) / len(trajs),
+        "rqa_final": sum(t.rqa[t.result.final % len(t.rqa)] for t in trajs) / len(trajs),
+        "yes_rate": sum(first_yes) / max(len(first_yes), 1),
+        "verdict_acc": sum(correct) / max(len(correct), 1),
+        "regen_rate": sum(len(t.rqa) > 1 for t in trajs) / len(trajs),
+        "aha_rate": sum(aha) / len(aha) if aha else float("nan"),
+        "rounds": sum(len(t.rqa) for t in trajs) / len(trajs),
+    }
