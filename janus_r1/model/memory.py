@@ -49,6 +49,25 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def run_bytes(model: torch.nn.Module, rows: int, context_tokens: int, new_tokens: int, images_out: int = 0) -> int:
+    """Bytes one phase needs beyond the weights: the static KV cache of ``rows`` sequences (CFG rows counted) of
+    ``context_tokens + new_tokens`` positions, the prefill's activations, the logits, and the VQ decoder's
+    full-resolution maps for the images it decodes (in chunks of ``VQ_DECODE_CHUNK``). The ComfyUI nodes pass it
+    to ``load_models_gpu`` before every run."""
+    text = model.config.text_config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    dtype = model.get_input_embeddings().weight.dtype
+    elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
+    kv = 2 * text.num_hidden_layers * rows * kv_heads * head_dim * (context_tokens + new_tokens) * elt
+    prefill = rows * context_tokens * (4 * text.hidden_size + 2 * text.intermediate_size) * elt
+    logits = rows * text.vocab_size * 4 * 2
+    side = int(model.config.vision_config.image_size)
+    vq = 3 * model.config.vq_config.base_channels * 4 * side * side * 4 * min(images_out, VQ_DECODE_CHUNK)
+    return int(kv + prefill + logits + vq)
+
+
 def estimate(model: torch.nn.Module, samples: int = 1, max_rounds: int = 3, max_reflection: int = 256,
              prompt_tokens: int = 200) -> MemoryEstimate:
     """Peak memory of generating ``samples`` images at once with up to ``max_rounds`` rounds."""

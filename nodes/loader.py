@@ -1,0 +1,184 @@
+"""Loader node: a model folder from ComfyUI's ``janus`` model folder -> JANUS_R1_MODEL (managed by ComfyUI)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from . import glue
+
+log = logging.getLogger("janus_r1.comfy")
+
+FOLDER = "janus"
+KNOWN_REPOS = {
+    "Janus-Pro-R1-7B": "midbee/Janus-Pro-R1-7B",
+    "Janus-Pro-7B": "deepseek-ai/Janus-Pro-7B",
+    "Janus-Pro-1B": "deepseek-ai/Janus-Pro-1B",
+}
+DTYPES = ["auto", "bf16", "fp16", "fp32"]
+
+
+def register_folder() -> None:
+    """``models/janus`` as the ``janus`` folder; idempotent, keeps folders from extra_model_paths.yaml."""
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
+
+
+def janus_dirs() -> list[str]:
+    try:
+        return list(folder_paths.get_folder_paths(FOLDER))
+    except Exception:  # folder not registered (should not happen after register_folder)
+        return []
+
+
+def model_names() -> list[str]:
+    """Sub-folders of every registered ``janus`` path, then the known hub names not on disk yet."""
+    found: list[str] = []
+    for base in janus_dirs():
+        if not os.path.isdir(base):
+            continue
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith(".") and os.path.isdir(os.path.join(base, entry)) and entry not in found:
+                found.append(entry)
+    known = [n for n in KNOWN_REPOS if n not in found]
+    return sorted(found, key=lambda n: (n not in KNOWN_REPOS, n)) + known
+
+
+def find_model_dir(name: str) -> str | None:
+    for base in janus_dirs():
+        path = os.path.join(base, name)
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
+            return path
+    return None
+
+
+def download(name: str) -> str:
+    """Snapshot the known hub repo ``name`` into the first ``janus`` folder (only when asked to)."""
+    repo = KNOWN_REPOS.get(name)
+    dirs = janus_dirs()
+    if repo is None:
+        raise ValueError(
+            f"Janus-R1: '{name}' is not one of the downloadable models ({', '.join(KNOWN_REPOS)}); put its files "
+            f"into {os.path.join(dirs[0] if dirs else 'models/janus', name)} yourself."
+        )
+    target = os.path.join(dirs[0], name)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    if offline:
+        raise ValueError(
+            f"Janus-R1: '{name}' is not in {dirs} and HF_HUB_OFFLINE is set, so it cannot be downloaded. "
+            f"Run `hf download {repo} --local-dir {target}` while online, or unset HF_HUB_OFFLINE."
+        )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:
+        raise ValueError(
+            "Janus-R1: downloading needs huggingface_hub (pip install -r requirements.txt)."
+        ) from e
+    patterns = list(glue.engine_module("model.loading").HUB_ALLOW_PATTERNS)
+    log.info("Janus-R1: downloading %s into %s", repo, target)
+    try:
+        snapshot_download(repo, local_dir=target, allow_patterns=patterns)
+    except Exception as e:  # network, auth, disk: one clear message
+        raise ValueError(
+            f"Janus-R1: downloading {repo} into {target} failed ({type(e).__name__}: {e}). Re-run to resume, or "
+            f"download it yourself with `hf download {repo} --local-dir {target}`."
+        ) from e
+    return target
+
+
+def resolve_dtype(choice: str):
+    import comfy.model_management as mm
+    import torch
+
+    if choice == "auto":
+        dev = mm.get_torch_device()
+        if mm.should_use_bf16(dev):
+            return torch.bfloat16
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+
+
+class Loader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return glue.schema(
+            node_id="JanusR1Loader",
+            display_name="Janus-R1 Loader",
+            description="Load a Janus-Pro / Janus-Pro-R1 model folder from models/janus. ComfyUI's memory manager "
+            "moves it to the GPU when a Janus-R1 node runs and offloads it when others need room.",
+            search_aliases=["janus", "janus pro", "janus r1", "load janus"],
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=model_names(),
+                    default="Janus-Pro-R1-7B",
+                    tooltip="A folder inside models/janus (or any 'janus' path from "
+                    "extra_model_paths.yaml) holding config.json, tokenizer.json and weights.",
+                ),
+                io.Combo.Input(
+                    "dtype",
+                    options=DTYPES,
+                    default="auto",
+                    tooltip="Weight precision. auto = bf16 where the device supports it, else fp32.",
+                ),
+                io.Boolean.Input(
+                    "download_if_missing",
+                    default=False,
+                    tooltip="If the folder is missing and the name is a known model (Janus-Pro-R1-7B, "
+                    "Janus-Pro-7B, Janus-Pro-1B), download it from Hugging Face into "
+                    "models/janus/<name> (about 15 GB for the 7B models).",
+                ),
+            ],
+            outputs=[
+                glue.JanusModel.Output(
+                    "model", display_name="model", tooltip="The loaded model, for every other Janus-R1 node."
+                )
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, model_name=None, dtype=None):
+        # ComfyUI 0.3.75 does not check V3 combo values itself; newer versions do (this is then a no-op)
+        if model_name is not None and model_name not in model_names():
+            return (
+                f"Janus-R1: model folder '{model_name}' not found in {janus_dirs()}; choose one of "
+                f"{model_names()}"
+            )
+        if dtype is not None and dtype not in DTYPES:
+            return f"Janus-R1: dtype must be one of {DTYPES}, got {dtype!r}"
+        return True
+
+    @classmethod
+    def execute(cls, model_name: str, dtype: str, download_if_missing: bool) -> io.NodeOutput:
+        import comfy.model_management as mm
+
+        model = model_name
+        path = find_model_dir(model)
+        if path is None:
+            if not download_if_missing:
+                where = janus_dirs() or [os.path.join(folder_paths.models_dir, FOLDER)]
+                hint = (
+                    f" or enable download_if_missing to fetch {KNOWN_REPOS[model]}"
+                    if model in KNOWN_REPOS
+                    else ""
+                )
+                raise ValueError(
+                    f"Janus-R1: no model folder '{model}' with a config.json in {where}. Put the model files into "
+                    f"{os.path.join(where[0], model)}{hint}."
+                )
+            path = download(model)
+        eng = glue.engine()
+        torch_dtype = resolve_dtype(dtype)
+        try:
+            jr = eng.JanusR1.from_pretrained(
+                path, device=str(mm.unet_offload_device()), dtype=torch_dtype, progress=False
+            )
+        except eng.JanusR1Error as e:
+            raise ValueError(f"Janus-R1: cannot load {path}: {e}") from None
+        patcher = glue.make_patcher(jr.model)
+        return io.NodeOutput(glue.JanusModelHandle(jr=jr, patcher=patcher, name=model, dtype=torch_dtype))
+
+
+NODES = [Loader]

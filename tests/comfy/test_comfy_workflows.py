@@ -1,0 +1,117 @@
+"""Every shared workflow: strict static check against the live /object_info, UI -> API conversion with
+comfyui-autograph, ComfyUI's validate_prompt, execution on the real executor with the tiny model, outputs checked."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _pack_id() -> str:
+    text = (REPO / "pyproject.toml").read_text()
+    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
+    return re.search(r'^name\s*=\s*"([^"]+)"', project, re.M).group(1)
+
+
+def test_there_are_five_workflows_with_thumbnails():
+    names = {p.stem for p in WORKFLOWS}
+    assert len(names) >= 5
+    for p in WORKFLOWS:
+        assert any(p.with_suffix(s).is_file() for s in (".jpg", ".png")), f"{p.name} has no thumbnail"
+    for key in ("cot", "judge", "edit", "regenerate", "best_of_n"):
+        assert any(key in n for n in names), key
+
+
+def _widgets(info: dict) -> list[dict]:
+    out = []
+    for section in ("required", "optional"):
+        for name in info.get("input_order", {}).get(section, []):
+            spec = info["input"][section][name]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES) and not opts.get("forceInput"):
+                out.append(opts)
+    return out
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_static(path, object_info):
+    wf = json.loads(path.read_text())
+    assert wf.get("version") == 0.4 and isinstance(wf["nodes"], list) and isinstance(wf["links"], list)
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    janus = [n for n in wf["nodes"] if n["type"].startswith("JanusR1")]
+    assert janus, "no Janus-R1 node"
+    for n in wf["nodes"]:
+        if n["type"] in FRONTEND_ONLY:
+            continue
+        assert n["type"] in object_info, f"unknown node type {n['type']}"
+        info = object_info[n["type"]]
+        expected = sum(
+            1 + bool(o.get("control_after_generate")) + bool(o.get("image_upload")) for o in _widgets(info)
+        )
+        assert len(n.get("widgets_values", [])) == expected, f"{n['type']}: widget count"
+        if n["type"].startswith("JanusR1"):
+            assert n["properties"].get("cnr_id") == _pack_id()
+        if n["type"] == "JanusR1Loader":
+            assert n["widgets_values"][0] == "Janus-Pro-R1-7B"
+    for lid, src, slot, dst, dslot, typ in wf["links"]:
+        out_type = object_info[by_id[src]["type"]]["output"][slot]
+        in_type = by_id[dst]["inputs"][dslot]["type"]
+        assert typ == out_type, f"link {lid}: {typ} != {out_type}"
+        assert in_type in (out_type, "*") or "*" in str(in_type), f"link {lid}: {out_type} -> {in_type}"
+        assert by_id[dst]["inputs"][dslot]["link"] == lid
+
+
+def convert(path: Path, object_info_file: Path) -> dict:
+    import autograph
+
+    res = autograph.convert_with_errors(json.loads(path.read_text()), node_info=str(object_info_file))
+    assert res.ok, [str(e) for e in res.errors or []]
+    api = json.loads(json.dumps(dict(res.data)))
+    assert api, "empty conversion"
+    return api
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_converts_validates_and_runs(path, object_info_file, worker):
+    api = convert(path, object_info_file)
+    wf = json.loads(path.read_text())
+    real = [n for n in wf["nodes"] if n["type"] not in FRONTEND_ONLY]
+    assert len(api) == len(real), "a node was dropped in conversion"
+    assert not any(n["class_type"] in FRONTEND_ONLY for n in api.values())
+    res = worker.validate(api)
+    assert res["valid"], res
+    res = worker.execute(api)
+    assert res["success"], [e[1].get("exception_message") for e in res["events"] if e[0] == "execution_error"]
+    out = res["outputs"]
+    kinds = {nid: n["class_type"] for nid, n in api.items()}
+    saved = [im for nid, o in out.items() if kinds[nid] == "SaveImage" for im in o["images"]]
+    for im in saved:
+        f = worker.base / "output" / im["subfolder"] / im["filename"]
+        assert f.is_file() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    texts = {kinds[nid]: o["text"][0] for nid, o in out.items() if "text" in o}
+    scores = [float(s) for t in texts.values() for s in re.findall(r"S=([0-9.]+)", t)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    if set(kinds.values()) & {"JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"}:
+        assert scores, f"no score shown: {texts}"
+    if "JanusR1Edit" in kinds.values():
+        assert len(saved) == 1
+    if "JanusR1CoTGenerate" in kinds.values():
+        assert saved, "CoT workflow must save a PNG"
+        reasoning = texts["JanusR1CoTGenerate"]
+        assert reasoning.startswith("[image 1]") and texts.get("PreviewAny") == reasoning
+        cot = next(n for n in api.values() if n["class_type"] == "JanusR1CoTGenerate")
+        attempts = [o for nid, o in out.items() if kinds[nid] == "PreviewImage"][0]["images"]
+        assert 1 <= len(attempts) <= cot["inputs"]["max_rounds"]
+    if "JanusR1Judge" in kinds.values():
+        assert texts["JanusR1Judge"].count("image ") >= 2
+    if "JanusR1BestOfN" in kinds.values():
+        n = next(x for x in api.values() if x["class_type"] == "JanusR1BestOfN")["inputs"]["n"]
+        assert len(scores) >= n
