@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from janus_r1 import Hooks, JanusR1
-from janus_r1.model.tiny import build_tiny_model
-from janus_r1.model.vocabulary import Vocabulary
+from janus_r1.model.tiny_files import write_tiny
 
 
-def test_introspective_run_at_576_tokens():
-    model, tok = build_tiny_model("real", seed=1)
-    jr = JanusR1(model, Vocabulary(tok))
+def test_introspective_run_at_576_tokens(tmp_path):
+    """Real files on disk: a DeepSeek-layout, 2-shard safetensors checkpoint converted on load."""
+    path = write_tiny(tmp_path / "real", layout="deepseek", geometry="real", seed=1, shards=2)
+    jr = JanusR1.from_pretrained(str(path), device="cpu", dtype="fp32")
+    model = jr.model
     assert jr.num_image_tokens == 576 and jr.image_size == 384
     phases = []
     forced = {"n": 0}
