@@ -48,14 +48,15 @@ class JanusR1:
     @classmethod
     def from_pretrained(
         cls, path_or_repo: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
-        progress: bool = True, runner: str = "auto",
+        progress: bool = True, runner: str = "auto", quantize: str | None = None,
     ) -> JanusR1:
         """Load a local directory or hub repo id, in DeepSeek or transformers layout (``"tiny-random"`` for a
         noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``.
-        ``runner="compiled"`` compiles the fixed-shape decode step (CUDA graphs on a GPU)."""
+        ``runner="compiled"`` compiles the fixed-shape decode step (CUDA graphs on a GPU); ``quantize="4bit"``
+        or ``"8bit"`` loads the language model through bitsandbytes (vision, VQ and heads stay unquantised)."""
         from .model.loading import load_model
 
-        model, vocab = load_model(path_or_repo, device=device, dtype=dtype, progress=progress)
+        model, vocab = load_model(path_or_repo, device=device, dtype=dtype, progress=progress, quantize=quantize)
         return cls(model, vocab, source=str(path_or_repo), runner=runner)
 
     @property

@@ -103,7 +103,8 @@ def _load(args):
     if args.model == "tiny-random" and not args.quiet:
         print("note: --model tiny-random is a tiny RANDOM model: it draws noise (for smoke tests and demos).",
               file=sys.stderr)
-    return JanusR1.from_pretrained(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet)
+    return JanusR1.from_pretrained(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet,
+                                   quantize=args.quantize)
 
 
 def _meta(args, jr, command: str) -> dict:
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"local dir, hub repo id or 'tiny-random' (default {DEFAULT_MODEL})")
         sp.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
         sp.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32")
+        sp.add_argument("--quantize", default="none", choices=["none", "4bit", "8bit"],
+                        help="language model in 4-bit NF4 or 8-bit (needs bitsandbytes)")
         sp.add_argument("--seed", type=int, default=None)
         sp.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 

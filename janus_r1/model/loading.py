@@ -466,13 +466,18 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     progress: bool = True,
+    quantize: str | None = None,
 ) -> tuple[JanusForConditionalGeneration, Vocabulary]:
     """Load a Janus-Pro / Janus-Pro-R1 model and its checked vocabulary: ``(model, vocab)``.
 
     ``device``: ``"auto"`` (cuda, else mps, else cpu) or a device string. ``dtype``: ``"auto"`` (the checkpoint's
     torch_dtype, bfloat16 for the released models), ``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch.dtype. The
     model comes back in eval mode with every tensor loaded from the checkpoint and ``lm_head`` untied.
+    ``quantize``: ``"4bit"`` (NF4) or ``"8bit"`` for the language model only, through bitsandbytes.
     """
+    from .quantize import check_mode, quantize_language_model
+
+    quantize = check_mode(quantize)
     dev = _resolve_device(device)
     if not (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
         _parse_dtype(dtype, "dtype")  # fail on a typo before any download
@@ -482,7 +487,9 @@ def load_model(
     target_dtype = _resolve_dtype(dtype, cfg)
     vocab = load_tokenizer(model_dir)
     if layout == "deepseek":
-        model = _load_deepseek(model_dir, cfg, vocab, target_dtype, dev, progress)
+        # quantised layers are built from host tensors and quantised on their way to the device
+        host = torch.device("cpu") if quantize != "none" else dev
+        model = _load_deepseek(model_dir, cfg, vocab, target_dtype, host, progress)
     else:
         model = _load_transformers(model_dir, vocab, target_dtype, progress)
 
@@ -496,6 +503,7 @@ def load_model(
     if model.config.image_token_id != vocab.ids.image_placeholder:
         model.config.image_token_id = vocab.ids.image_placeholder
     _check_untied(model)
-    model = model.to(dev)  # buffers (and, for the transformers layout, everything); a no-op on cpu
+    # buffers (and, for the transformers layout, everything) to the device; the decoder quantised on the way
+    model = quantize_language_model(model, quantize, dev)
     model.eval()
     return model, vocab
