@@ -45,7 +45,16 @@ def best(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--geometry", default="real", choices=["micro", "real"])
+    ap.add_argument("--geometry", default="real", choices=["micro", "real", "1b", "7b"],
+                    help="micro/real: tiny random models; 1b/7b: random weights of the real geometry (device run)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: a device run prints the real-geometry figures")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="device runs only")
+    ap.add_argument("--runner", default="auto", help="decode runner for device runs: auto | fixed | compiled")
+    ap.add_argument("--bandwidth", type=float, default=None, help="GB/s of the card (default: by its name)")
+    ap.add_argument("--device-figures", action="store_true", help="the device-run figures even on the CPU")
+    ap.add_argument("--quant-bench", action="store_true", help="device run: also the 4-bit peak memory")
+    ap.add_argument("--load-bench", default=None, metavar="DIR",
+                    help="device run: write both layouts to DIR and time loading each")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--baseline", choices=["transformers", "paper-loop"], default="transformers",
@@ -54,6 +63,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device != "cpu" or args.geometry in ("1b", "7b") or args.device_figures:
+        from device_figures import run
+
+        print(json.dumps(run(args)))
+        return
     model, tok = build_tiny_model(args.geometry, seed=0)
     vocab = Vocabulary(tok)
     j = tasks.Janus(model, vocab)
@@ -130,9 +144,9 @@ def paper_loop_figures(j, args) -> dict:
     def theirs():
         return paper_loop(j, prompts, 0, img_s, txt_s, max_reflection=80)
 
-    def ours():
+    def ours():  # the paper loop's work: judge image 1, redraw, do not judge image 2
         return tasks.introspect(j, prompts, max_rounds=2, image_sampling=img_s, text_sampling=txt_s,
-                                max_reflection=80, seed=0)
+                                max_reflection=80, seed=0, judge_final=False)
 
     reps = max(1, args.repeats - 1)
     p, _ = best(theirs, reps)
