@@ -49,14 +49,18 @@ class JanusR1:
     def from_pretrained(
         cls, path_or_repo: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
         progress: bool = True, runner: str = "auto", quantize: str | None = None,
+        max_memory_gib: float | None = None, offload_dir: str | None = None,
     ) -> JanusR1:
         """Load a local directory or hub repo id, in DeepSeek or transformers layout (``"tiny-random"`` for a
         noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``.
         ``runner="compiled"`` compiles the fixed-shape decode step (CUDA graphs on a GPU); ``quantize="4bit"``
-        or ``"8bit"`` loads the language model through bitsandbytes (vision, VQ and heads stay unquantised)."""
+        or ``"8bit"`` loads the language model through bitsandbytes (vision, VQ and heads stay unquantised);
+        ``max_memory_gib`` keeps at most that much weight on the device and streams the other decoder layers
+        from CPU RAM (or ``offload_dir``) every step."""
         from .model.loading import load_model
 
-        model, vocab = load_model(path_or_repo, device=device, dtype=dtype, progress=progress, quantize=quantize)
+        model, vocab = load_model(path_or_repo, device=device, dtype=dtype, progress=progress, quantize=quantize,
+                                  max_memory_gib=max_memory_gib, offload_dir=offload_dir)
         return cls(model, vocab, source=str(path_or_repo), runner=runner)
 
     @property

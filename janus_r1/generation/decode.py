@@ -235,7 +235,8 @@ def _runner(model, ctx: Context, max_new: int, runner: str = "auto"):
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     lm = model.model.language_model
     static_ok = (
-        getattr(lm.config, "model_type", "") == "llama"
+        not getattr(model, "hf_device_map", None)  # offloaded layers live behind accelerate's forward hooks
+        and getattr(lm.config, "model_type", "") == "llama"
         and not lm.training
         and getattr(lm.config, "_attn_implementation", "sdpa") in ("sdpa", "eager", None)
         and getattr(lm.config, "rope_parameters", {}).get("rope_type", "default") == "default"

@@ -467,6 +467,8 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     progress: bool = True,
     quantize: str | None = None,
+    max_memory_gib: float | None = None,
+    offload_dir: str | None = None,
 ) -> tuple[JanusForConditionalGeneration, Vocabulary]:
     """Load a Janus-Pro / Janus-Pro-R1 model and its checked vocabulary: ``(model, vocab)``.
 
@@ -474,11 +476,16 @@ def load_model(
     torch_dtype, bfloat16 for the released models), ``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch.dtype. The
     model comes back in eval mode with every tensor loaded from the checkpoint and ``lm_head`` untied.
     ``quantize``: ``"4bit"`` (NF4) or ``"8bit"`` for the language model only, through bitsandbytes.
+    ``max_memory_gib``: keep at most this much weight on the device and stream the other decoder layers from CPU
+    RAM (or from ``offload_dir`` on disk) at every step.
     """
     from .quantize import check_mode, quantize_language_model
 
     quantize = check_mode(quantize)
     dev = _resolve_device(device)
+    offloading = max_memory_gib is not None or offload_dir is not None
+    if offloading and quantize != "none":
+        raise JanusR1Error("use either quantize or max_memory_gib/offload_dir, not both (4-bit usually fits).")
     if not (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
         _parse_dtype(dtype, "dtype")  # fail on a typo before any download
     model_dir = resolve_model_dir(path_or_repo, progress=progress)
@@ -488,7 +495,7 @@ def load_model(
     vocab = load_tokenizer(model_dir)
     if layout == "deepseek":
         # quantised layers are built from host tensors and quantised on their way to the device
-        host = torch.device("cpu") if quantize != "none" else dev
+        host = torch.device("cpu") if quantize != "none" or offloading else dev
         model = _load_deepseek(model_dir, cfg, vocab, target_dtype, host, progress)
     else:
         model = _load_transformers(model_dir, vocab, target_dtype, progress)
@@ -503,7 +510,12 @@ def load_model(
     if model.config.image_token_id != vocab.ids.image_placeholder:
         model.config.image_token_id = vocab.ids.image_placeholder
     _check_untied(model)
-    # buffers (and, for the transformers layout, everything) to the device; the decoder quantised on the way
-    model = quantize_language_model(model, quantize, dev)
+    if offloading:
+        from .offload import offload
+
+        model = offload(model.to("cpu"), dev, max_memory_gib if max_memory_gib is not None else 0.0, offload_dir)
+    else:
+        # buffers (and, for the transformers layout, everything) to the device; the decoder quantised on the way
+        model = quantize_language_model(model, quantize, dev)
     model.eval()
     return model, vocab
