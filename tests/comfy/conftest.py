@@ -6,6 +6,7 @@ ComfyUI's requirements. Locally the tests skip when ComfyUI is not installed; un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -74,10 +75,13 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def test_images(tmp_path_factory) -> dict[str, Path]:
+    return write_test_images(tmp_path_factory.mktemp("images"))
+
+
+def write_test_images(d: Path) -> dict[str, Path]:
     """Pictures 'from another model': odd sizes and modes (RGBA, grayscale, wide RGB)."""
     from PIL import Image
 
-    d = tmp_path_factory.mktemp("images")
     out = {}
     specs = {
         "janus_r1_example_a.png": ("RGB", (96, 64), (200, 40, 40)),
@@ -211,9 +215,9 @@ class Server:
         raise TimeoutError(f"prompt {prompt_id} not finished in {timeout}s")
 
 
-@pytest.fixture(scope="session")
-def server(comfy_tree, tiny_model, test_images, tmp_path_factory):
-    base = harness.make_base(tmp_path_factory.mktemp("base_server"), tiny_model, test_images)
+@contextlib.contextmanager
+def start_server(comfy_tree: Path, base: Path):
+    """ComfyUI's main.py (harness.server) on a free port of 127.0.0.1, until the block ends."""
     port = free_port()
     log = base / "server.log"
     logf = open(log, "w")  # noqa: SIM115 - closed at teardown
@@ -244,6 +248,13 @@ def server(comfy_tree, tiny_model, test_images, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         logf.close()
+
+
+@pytest.fixture(scope="session")
+def server(comfy_tree, tiny_model, test_images, tmp_path_factory):
+    base = harness.make_base(tmp_path_factory.mktemp("base_server"), tiny_model, test_images)
+    with start_server(comfy_tree, base) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -194,6 +194,8 @@ def build(name: str, object_info: dict) -> dict:
         x = 40 + d * 420
         y = 40 + rows.get(d, 0)
         h = 120 + 26 * (len(widgets) + max(len(inputs), len(outputs)))
+        if typ == "LoadImage":  # the frontend grows it to show the picture once loaded
+            h += 110
         rows[d] = rows.get(d, 0) + h + 40
         col_x[d] = x
         props = {"Node name for S&R": typ}

@@ -1,10 +1,21 @@
 // Janus-R1: show the reasoning / scores text on the node after a run, and stream it while the node runs.
 // The frontend renders ui.text only for core nodes, so this adds one read-only text box to Janus-R1 nodes.
-import { app } from "../../scripts/app.js";
-import { api } from "../../scripts/api.js";
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
 
 const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"]);
 const WIDGET = "janus_r1_text";
+// the frontend's own streamed-text box (ComfyUI frontend >= 1.2x shows progress_text natively)
+const NATIVE_PREVIEW = "$$node-text-preview";
+
+function dropNativePreview(node) {
+  // after the run our box holds the whole reasoning; the native box would keep only the last streamed chunk
+  const i = node.widgets?.findIndex((x) => x.name === NATIVE_PREVIEW) ?? -1;
+  if (i > -1) {
+    node.widgets[i].onRemove?.();
+    node.widgets.splice(i, 1);
+  }
+}
 
 function showText(node, text) {
   if (!node || typeof text !== "string") return;
@@ -22,7 +33,8 @@ function showText(node, text) {
       w.inputEl.style.opacity = 0.85;
       w.inputEl.dataset.janusR1 = "reasoning";
     }
-    node.setSize?.([Math.max(node.size[0], 380), Math.max(node.size[1], node.computeSize()[1])]);
+    // room for a few lines of reasoning beyond the widgets' minimum heights
+    node.setSize?.([Math.max(node.size[0], 380), Math.max(node.size[1], node.computeSize()[1] + 120)]);
   }
   w.value = text;
   if (w.inputEl) w.inputEl.value = text;
@@ -38,6 +50,9 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       const text = message?.text;
+      if (text == null) return;
+      this.janusR1Runs = (this.janusR1Runs ?? 0) + 1; // streamed chunks still in flight are now stale
+      dropNativePreview(this);
       showText(this, Array.isArray(text) ? text.join("\n") : text);
     };
   },
@@ -46,7 +61,14 @@ app.registerExtension({
     api.addEventListener("progress_text", (e) => {
       const { nodeId, text } = e.detail ?? {};
       const node = app.graph?.getNodeById?.(Number(nodeId));
-      if (node && TEXT_NODES.has(node.comfyClass ?? node.type)) showText(node, text);
+      if (!node || !TEXT_NODES.has(node.comfyClass ?? node.type)) return;
+      // checked after the frontend's own listener has run: where it streams the text itself, leave it to it;
+      // and never over the final text (onExecuted may run before this deferred check)
+      const runs = node.janusR1Runs;
+      setTimeout(() => {
+        if (node.janusR1Runs !== runs) return;
+        if (!node.widgets?.some((x) => x.name === NATIVE_PREVIEW)) showText(node, text);
+      }, 0);
     });
   },
 });
