@@ -49,18 +49,26 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-def run_bytes(model: torch.nn.Module, rows: int, context_tokens: int, new_tokens: int, images_out: int = 0) -> int:
-    """Bytes one phase needs beyond the weights: the static KV cache of ``rows`` sequences (CFG rows counted) of
-    ``context_tokens + new_tokens`` positions, the prefill's activations, the logits, and the VQ decoder's
-    full-resolution maps for the images it decodes (in chunks of ``VQ_DECODE_CHUNK``). The ComfyUI nodes pass it
-    to ``load_models_gpu`` before every run."""
+def kv_cache_bytes(model: torch.nn.Module, rows: int, tokens: int) -> int:
+    """Bytes of the static KV cache the decode loop allocates for ``rows`` sequences of ``tokens`` positions."""
     text = model.config.text_config
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     dtype = model.get_input_embeddings().weight.dtype
     elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
-    kv = 2 * text.num_hidden_layers * rows * kv_heads * head_dim * (context_tokens + new_tokens) * elt
+    return 2 * text.num_hidden_layers * rows * kv_heads * head_dim * tokens * elt
+
+
+def run_bytes(model: torch.nn.Module, rows: int, context_tokens: int, new_tokens: int, images_out: int = 0) -> int:
+    """Bytes one phase needs beyond the weights: the static KV cache of ``rows`` sequences (CFG rows counted) of
+    ``context_tokens + new_tokens`` positions, the prefill's activations, the logits, and the VQ decoder's
+    full-resolution maps for the images it decodes (in chunks of ``VQ_DECODE_CHUNK``). The ComfyUI nodes pass it
+    to ``load_models_gpu`` before every run."""
+    text = model.config.text_config
+    dtype = model.get_input_embeddings().weight.dtype
+    elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
+    kv = kv_cache_bytes(model, rows, context_tokens + new_tokens)
     prefill = rows * context_tokens * (4 * text.hidden_size + 2 * text.intermediate_size) * elt
     logits = rows * text.vocab_size * 4 * 2
     side = int(model.config.vision_config.image_size)
@@ -75,13 +83,11 @@ def estimate(model: torch.nn.Module, samples: int = 1, max_rounds: int = 3, max_
     text = cfg.text_config
     n_img = int(cfg.vision_config.num_image_tokens)
     heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     dtype = model.get_input_embeddings().weight.dtype
     elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
     tokens = context_tokens(n_img, max_rounds, max_reflection, prompt_tokens)
     rows = 2 * samples
-    kv = 2 * text.num_hidden_layers * rows * kv_heads * head_dim * tokens * elt
+    kv = kv_cache_bytes(model, rows, tokens)
     # prefill: a few hidden-size and one intermediate-size tensor per token; logits of the last position only
     prefill = rows * tokens * (4 * text.hidden_size + 2 * text.intermediate_size) * elt
     prefill += rows * heads * tokens * tokens * elt if tokens <= 4096 else 0  # math-kernel attention scores
