@@ -19,6 +19,7 @@ KNOWN_REPOS = {
     "Janus-Pro-1B": "deepseek-ai/Janus-Pro-1B",
 }
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
+QUANTIZE = ["none", "4bit", "8bit"]
 
 
 def register_folder() -> None:
@@ -130,6 +131,14 @@ class Loader(io.ComfyNode):
                     "Janus-Pro-7B, Janus-Pro-1B), download it from Hugging Face into "
                     "models/janus/<name> (about 15 GB for the 7B models).",
                 ),
+                io.Combo.Input(
+                    "quantize",
+                    options=QUANTIZE,
+                    default="none",
+                    tooltip="Language model in 4-bit (NF4) or 8-bit through bitsandbytes (pip install "
+                    "bitsandbytes), so the 7B model fits small cards (~6 GB in 4-bit). SigLIP, the VQ model and "
+                    "the heads stay in bf16. none = full precision.",
+                ),
             ],
             outputs=[
                 glue.JanusModel.Output(
@@ -139,7 +148,7 @@ class Loader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name=None, dtype=None):
+    def validate_inputs(cls, model_name=None, dtype=None, quantize=None):
         # ComfyUI 0.3.75 does not check V3 combo values itself; newer versions do (this is then a no-op)
         if model_name is not None and model_name not in model_names():
             return (
@@ -148,10 +157,12 @@ class Loader(io.ComfyNode):
             )
         if dtype is not None and dtype not in DTYPES:
             return f"Janus-R1: dtype must be one of {DTYPES}, got {dtype!r}"
+        if quantize is not None and quantize not in QUANTIZE:
+            return f"Janus-R1: quantize must be one of {QUANTIZE}, got {quantize!r}"
         return True
 
     @classmethod
-    def execute(cls, model_name: str, dtype: str, download_if_missing: bool) -> io.NodeOutput:
+    def execute(cls, model_name: str, dtype: str, download_if_missing: bool, quantize: str = "none") -> io.NodeOutput:
         import comfy.model_management as mm
 
         model = model_name
@@ -173,7 +184,7 @@ class Loader(io.ComfyNode):
         torch_dtype = resolve_dtype(dtype)
         try:
             jr = eng.JanusR1.from_pretrained(
-                path, device=str(mm.unet_offload_device()), dtype=torch_dtype, progress=False
+                path, device=str(mm.unet_offload_device()), dtype=torch_dtype, progress=False, quantize=quantize
             )
         except eng.JanusR1Error as e:
             raise ValueError(f"Janus-R1: cannot load {path}: {e}") from None

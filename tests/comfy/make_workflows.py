@@ -19,7 +19,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 LOADER = (
     "loader",
     "JanusR1Loader",
-    {"model_name": "Janus-Pro-R1-7B", "dtype": "auto", "download_if_missing": False},
+    {"model_name": "Janus-Pro-R1-7B", "dtype": "auto", "download_if_missing": False, "quantize": "none"},
 )
 
 # name -> (title, nodes [(key, type, widget overrides)], links [(src key, src slot, dst key, dst input)], notes)

@@ -10,7 +10,7 @@ from harness import JANUS_NODES
 
 LOADER = {
     "class_type": "JanusR1Loader",
-    "inputs": {"model_name": "Janus-Pro-R1-7B", "dtype": "fp32", "download_if_missing": False},
+    "inputs": {"model_name": "Janus-Pro-R1-7B", "dtype": "fp32", "download_if_missing": False, "quantize": "none"},
 }
 SAMPLING = {"cfg": 5.0, "temperature": 1.0, "top_k": 4096, "top_p": 1.0}
 
@@ -88,6 +88,13 @@ def test_unknown_model_folder_is_validation_error(worker):
     p["1"]["inputs"]["model_name"] = "no-such-model"
     res = worker.validate(p)
     assert not res["valid"] and "1" in res["node_errors"]
+
+
+def test_unknown_quantize_mode_is_validation_error(worker):
+    p = graph(cot(), save("2"))
+    p["1"]["inputs"]["quantize"] = "3bit"
+    res = worker.validate(p)
+    assert not res["valid"] and "quantize" in str(res["node_errors"]["1"]), res["node_errors"]
 
 
 def test_missing_model_is_clear_node_error(worker):
@@ -204,6 +211,8 @@ def test_object_info_shapes(object_info):
     spec = loader["input"]["required"]["model_name"]
     options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
     assert options[0] == "Janus-Pro-R1-7B" and {"Janus-Pro-7B", "Janus-Pro-1B"} <= set(options)
+    q = loader["input"]["required"]["quantize"]
+    assert (q[1]["options"] if q[0] == "COMBO" else q[0]) == ["none", "4bit", "8bit"]
     cot_info = object_info["JanusR1CoTGenerate"]
     assert cot_info["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "INT"]
     assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds"]
