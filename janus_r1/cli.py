@@ -104,7 +104,7 @@ def _load(args):
         print("note: --model tiny-random is a tiny RANDOM model: it draws noise (for smoke tests and demos).",
               file=sys.stderr)
     return JanusR1.from_pretrained(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet,
-                                   quantize=args.quantize, max_memory_gib=args.max_memory)
+                                   quantize=args.quantize, max_memory_gib=args.max_memory, runner=args.runner)
 
 
 def _meta(args, jr, command: str) -> dict:
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32")
         sp.add_argument("--quantize", default="none", choices=["none", "4bit", "8bit"],
                         help="language model in 4-bit NF4 or 8-bit (needs bitsandbytes)")
+        sp.add_argument("--runner", default="auto", choices=["auto", "static", "fixed", "compiled", "dynamic"],
+                        help="decode loop: auto (static KV cache) | compiled (torch.compile; CUDA graphs on a GPU)"
+                        " | dynamic (transformers' own cache); all give the same tokens")
         sp.add_argument("--max-memory", type=float, default=None, metavar="GIB",
                         help="keep at most GIB of weights on the device; stream the other decoder layers from RAM")
         sp.add_argument("--seed", type=int, default=None)

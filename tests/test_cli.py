@@ -57,6 +57,15 @@ def test_same_seed_same_png(tiny_dir, tmp_path, capsys):
     assert trace["samples"][0]["attempts"][0]["verdict"] is None  # --plain: never judged
 
 
+def test_runner_option_changes_speed_not_tokens(tiny_dir, tmp_path, capsys):
+    for runner in ("auto", "dynamic"):
+        assert run(capsys, "generate", "a red cat", "--model", tiny_dir, "--out", tmp_path / runner, "--seed", 2,
+                   "--plain", "--quiet", "--runner", runner)[0] == 0
+    assert (tmp_path / "auto" / "000.png").read_bytes() == (tmp_path / "dynamic" / "000.png").read_bytes()
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "x", "--out", str(tmp_path / "n"), "--runner", "warp"])
+
+
 def test_score_prints_one_json_object_per_image(tiny_dir, tmp_path, capsys):
     paths = []
     for i, mode in enumerate(["RGB", "RGBA", "L"]):
