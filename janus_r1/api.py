@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
 
 from .errors import JanusR1Error
 from .generation import tasks
@@ -156,7 +155,3 @@ class JanusR1:
         order = sorted(range(len(results)), key=lambda i: -judgements[i].score)
         return [results[i] for i in order], [judgements[i].score for i in order]
 
-
-def as_images(images) -> list[Image.Image]:
-    """Accept one image/path or a list of them."""
-    return tasks.load_images(images)

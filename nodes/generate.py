@@ -143,7 +143,7 @@ class CoTGenerate(io.ComfyNode):
         jr = model.ready(
             rows=2 * batch_size,
             context_tokens=glue.context_budget(jr0, max_rounds, max_reflection),
-            new_tokens=max(jr0.num_image_tokens, max_reflection),
+            new_tokens=0,  # the budget already counts the last phase's image or reflection
             images_out=batch_size,
         )
         hooks = glue.RunHooks(jr, glue.node_id(cls))

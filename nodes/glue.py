@@ -253,10 +253,10 @@ def engine_module(name: str):
     return importlib.import_module(f"{engine().__name__}.{name}")
 
 
-def context_budget(jr, rounds: int, max_reflection: int, prompt_tokens: int = 200) -> int:
-    """Upper bound of the context length of the last phase of an introspective run with ``rounds`` images."""
-    n = jr.num_image_tokens
-    return prompt_tokens + max(rounds - 1, 0) * (n + max_reflection + 32) + n + 32
+def context_budget(jr, rounds: int, max_reflection: int) -> int:
+    """Positions of the longest row an introspective run of ``rounds`` images builds, new tokens included
+    (the engine's own bound: ``janus_r1.model.memory.context_tokens``)."""
+    return engine_module("model.memory").context_tokens(jr.num_image_tokens, rounds, max_reflection)
 
 
 # --- progress, preview, interrupt, text -----------------------------------------------------------------------

@@ -197,7 +197,7 @@ class Regenerate(io.ComfyNode):
         jr = model.ready(
             rows=2 * len(pils),
             context_tokens=glue.context_budget(jr0, max_rounds, max_reflection),
-            new_tokens=max(jr0.num_image_tokens, max_reflection),
+            new_tokens=0,  # the budget already counts the last phase's image or reflection
             images_out=len(pils),
         )
         hooks = glue.RunHooks(jr, glue.node_id(cls))

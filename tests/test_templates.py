@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from janus_r1.generation.tasks import edit_prompt_ids
+import torch
+
+from janus_r1.generation.context import Text
+from janus_r1.generation.tasks import edit_row
 from janus_r1.model import vocabulary as V
 
 
@@ -30,13 +33,17 @@ def test_token_level_templates(micro):
     assert v.ids.yes == v.encode_with_bos("Yes")[-1] and v.ids.no == v.encode_with_bos("No")[-1]
 
 
-def test_edit_template_has_one_placeholder_per_image_token(micro):
-    v = micro.vocab
-    ids = edit_prompt_ids(micro.janus, "make the sky purple")
+def test_edit_context_is_the_spec_template_token_for_token(micro):
+    """The editing row the engine builds, with its image block shown as placeholders, equals tokenising the
+    spec's three template pieces (§2.6)."""
+    v, n = micro.vocab, micro.num_image_tokens
+    ins = v.encode_continuation("make the sky purple")
+    row = edit_row(micro.janus, torch.zeros(n, micro.model.config.text_config.hidden_size), ins)
+    ids = [i for p in row for i in (p.ids if isinstance(p, Text) else [v.ids.image_placeholder] * len(p))]
+    spec = (v.encode_with_bos(V.EDIT_PREFIX + V.IMAGE_PLACEHOLDER * n + V.EOI)
+            + v.encode_continuation("make the sky purple") + v.encode_continuation(V.EDIT_SUFFIX))
+    assert ids == spec
     b, e = ids.index(v.ids.boi), ids.index(v.ids.eoi)
-    assert ids[0] == v.ids.bos
-    assert ids[b + 1 : e] == [v.ids.image_placeholder] * micro.num_image_tokens
-    # the same sequence as tokenising the concatenated template strings piece by piece (§2.6)
-    piece1 = v.encode_with_bos(V.EDIT_PREFIX + V.IMAGE_PLACEHOLDER * micro.num_image_tokens + V.EOI)
-    assert ids[: len(piece1)] == piece1
-    assert ids[-1] == v.ids.boi
+    assert ids[0] == v.ids.bos and ids[b + 1 : e] == [v.ids.image_placeholder] * n and ids[-1] == v.ids.boi
+    # CFG drops only the instruction
+    assert [p.drop for p in row if isinstance(p, Text)] == [None, None, (0, len(ins)), None]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import images as imgs
+
 
 @dataclass
 class Text:
@@ -46,6 +48,26 @@ class Context:
 
     embeds: torch.Tensor
     mask: torch.Tensor
+
+
+def understanding_embeds(model, images, grad: bool = False) -> torch.Tensor:
+    """SigLIP + aligner embeddings (B, N, D) of images the model is about to *read* (text comes next).
+
+    SigLIP is frozen in every stage, so it never records a graph; ``grad=True`` lets the aligner train (SFT/RL).
+    """
+    dtype = model.model.aligner.fc1.weight.dtype
+    size = int(model.config.vision_config.image_size)
+    pixels = imgs.siglip_pixels(images, size).to(model.lm_head.weight.device, dtype)
+    with torch.no_grad():
+        feats = model.model.vision_model(pixels, return_dict=True).last_hidden_state
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return model.model.aligner(feats)
+
+
+def generation_embeds(model, codes: torch.Tensor, grad: bool = False) -> torch.Tensor:
+    """``generation_aligner(generation_embeddings(codes))`` (B, N, D): images the model draws after."""
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        return model.prepare_embeddings_for_image_generation(codes.to(model.lm_head.weight.device))
 
 
 def uncond(piece: Piece, pad_id: int) -> Piece:

@@ -122,10 +122,10 @@ class _StaticRunner:
         rows, length = ctx.mask.shape
         self.length, self.total = length, length + max_new
         ref = ctx.embeds
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
-        shape = (rows, self.kv_heads, self.total, self.head_dim)
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        shape = (rows, kv_heads, self.total, head_dim)
         self.k = [torch.zeros(shape, dtype=ref.dtype, device=ref.device) for _ in lm.layers]
         self.v = [torch.zeros(shape, dtype=ref.dtype, device=ref.device) for _ in lm.layers]
         positions = torch.arange(self.total, device=ref.device).unsqueeze(0)
@@ -135,34 +135,13 @@ class _StaticRunner:
         self.valid[:, :length] = ctx.mask.bool()
         self.holes = bool((ctx.mask == 0).any())
         self.fixed = fixed or compiled
-        self.step_fn = _compiled_step() if compiled else _fixed_step
+        self.step_fn = _compiled_step() if compiled else _decoder
         self.ctx = ctx
 
     def _forward(self, h: torch.Tensor, start: int, mask: torch.Tensor | None) -> torch.Tensor:
-        rows, q_len, _ = h.shape
-        end = start + q_len
-        cos, sin = self.cos[start:end].unsqueeze(0), self.sin[start:end].unsqueeze(0)
-        groups = self.heads // self.kv_heads
-        causal = mask is None and q_len > 1
-        for i, layer in enumerate(self.lm.layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_proj(x).view(rows, q_len, -1, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(rows, q_len, -1, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(rows, q_len, -1, self.head_dim).transpose(1, 2)
-            q, k = self.rope(q, k, cos, sin)
-            self.k[i][:, :, start:end] = k
-            self.v[i][:, :, start:end] = v
-            kk, vv = self.k[i][:, :, :end], self.v[i][:, :, :end]
-            if groups > 1:
-                kk = kk.repeat_interleave(groups, dim=1)
-                vv = vv.repeat_interleave(groups, dim=1)
-            o = torch.nn.functional.scaled_dot_product_attention(
-                q, kk, vv, attn_mask=mask, is_causal=causal, scale=attn.scaling
-            )
-            h = h + attn.o_proj(o.transpose(1, 2).reshape(rows, q_len, -1))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return self.lm.norm(h[:, -1:])[:, 0]
+        end = start + h.shape[1]
+        return _decoder(self.lm, h, self.cos[start:end], self.sin[start:end], mask, self.k, self.v, start,
+                        self.rope)
 
     def prefill(self) -> torch.Tensor:
         mask = None
@@ -179,8 +158,8 @@ class _StaticRunner:
         pos = self.length + t
         if self.fixed:
             at = torch.tensor([pos], device=embeds.device)
-            return self.step_fn(self.lm, embeds, at, self.valid[:, None, None, :], self.k, self.v,
-                                self.cos, self.sin, self.rope)
+            return self.step_fn(self.lm, embeds, self.cos.index_select(0, at), self.sin.index_select(0, at),
+                                self.valid[:, None, None, :], self.k, self.v, at, self.rope)
         mask = self.valid[:, None, None, : pos + 1] if self.holes else None
         return self._forward(embeds, pos, mask)
 
@@ -194,36 +173,51 @@ class _StaticRunner:
             self.holes = True
 
 
-def _fixed_step(lm, h, at, mask, ks, vs, cos_all, sin_all, rope):
-    """One decode step with shapes independent of the position: (R, 1, D) -> (R, D)."""
-    rows = h.shape[0]
-    cos, sin = cos_all.index_select(0, at).unsqueeze(0), sin_all.index_select(0, at).unsqueeze(0)
+def _decoder(lm, h, cos, sin, mask, ks, vs, at, rope) -> torch.Tensor:
+    """The LLaMA decoder layers over ``h`` (R, q, D) with a preallocated KV cache; returns the last position's
+    final-normed hidden state (R, D).
+
+    ``at`` is where the new keys/values go: an ``int`` writes positions ``at .. at+q`` and attends over the cache up
+    to there (eager prefill and steps); a 1-element tensor writes with ``index_copy_`` and attends over the whole
+    buffer under ``mask`` (the fixed-shape step that ``torch.compile`` / CUDA graphs capture once).
+    """
+    rows, q_len, _ = h.shape
+    cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
+    fixed = isinstance(at, torch.Tensor)
+    causal = mask is None and q_len > 1
     for i, layer in enumerate(lm.layers):
         attn = layer.self_attn
         hd = ks[i].shape[-1]
         x = layer.input_layernorm(h)
-        q = attn.q_proj(x).view(rows, 1, -1, hd).transpose(1, 2)
-        k = attn.k_proj(x).view(rows, 1, -1, hd).transpose(1, 2)
-        v = attn.v_proj(x).view(rows, 1, -1, hd).transpose(1, 2)
+        q = attn.q_proj(x).view(rows, q_len, -1, hd).transpose(1, 2)
+        k = attn.k_proj(x).view(rows, q_len, -1, hd).transpose(1, 2)
+        v = attn.v_proj(x).view(rows, q_len, -1, hd).transpose(1, 2)
         q, k = rope(q, k, cos, sin)
-        ks[i].index_copy_(2, at, k)
-        vs[i].index_copy_(2, at, v)
-        kk, vv = ks[i], vs[i]
+        if fixed:
+            ks[i].index_copy_(2, at, k)
+            vs[i].index_copy_(2, at, v)
+            kk, vv = ks[i], vs[i]
+        else:
+            ks[i][:, :, at : at + q_len] = k
+            vs[i][:, :, at : at + q_len] = v
+            kk, vv = ks[i][:, :, : at + q_len], vs[i][:, :, : at + q_len]
         groups = q.shape[1] // kk.shape[1]
         if groups > 1:
             kk = kk.repeat_interleave(groups, dim=1)
             vv = vv.repeat_interleave(groups, dim=1)
-        o = torch.nn.functional.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, scale=attn.scaling)
-        h = h + attn.o_proj(o.transpose(1, 2).reshape(rows, 1, -1))
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, kk, vv, attn_mask=mask, is_causal=causal, scale=attn.scaling
+        )
+        h = h + attn.o_proj(o.transpose(1, 2).reshape(rows, q_len, -1))
         h = h + layer.mlp(layer.post_attention_layernorm(h))
-    return lm.norm(h)[:, 0]
+    return lm.norm(h[:, -1:])[:, 0]
 
 
 @functools.cache
 def _compiled_step():
     """``torch.compile`` of the fixed-shape step; CUDA graphs on GPU (``reduce-overhead``), inductor on CPU."""
     mode = "reduce-overhead" if torch.cuda.is_available() else None
-    return torch.compile(_fixed_step, mode=mode, dynamic=False)
+    return torch.compile(_decoder, mode=mode, dynamic=False)
 
 
 RUNNERS = ("auto", "static", "fixed", "compiled", "dynamic")
@@ -241,12 +235,9 @@ def _runner(model, ctx: Context, max_new: int, runner: str = "auto"):
         and getattr(lm.config, "_attn_implementation", "sdpa") in ("sdpa", "eager", None)
         and getattr(lm.config, "rope_parameters", {}).get("rope_type", "default") == "default"
     )
-    if runner == "dynamic" or not static_ok or (runner == "auto" and not STATIC_CACHE):
+    if runner == "dynamic" or not static_ok:
         return _Runner(model, ctx, max_new)
     return _StaticRunner(model, ctx, max_new, fixed=runner == "fixed", compiled=runner == "compiled")
-
-
-STATIC_CACHE = True  # module switch so tests and benchmarks can compare both runners
 
 
 @torch.no_grad()

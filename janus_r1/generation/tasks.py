@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from ..errors import JanusR1Error
-from ..model.vocabulary import EDIT_PREFIX, IMAGE_PLACEHOLDER, Vocabulary, t2i_prompt
+from ..model.vocabulary import EDIT_PREFIX, Vocabulary, t2i_prompt
 from . import images as imgs
 from . import vq
-from .context import Embeds, Piece, Text, build, cfg_rows
+from .context import Embeds, Piece, Text, build, cfg_rows, generation_embeds, understanding_embeds
 from .decode import NO_HOOKS, Hooks, decode_image, decode_text
 from .sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling, make_generator
 from .trace import Attempt, Judgement, SampleResult
@@ -58,17 +58,13 @@ class Janus:
         return int(self.model.config.vision_config.image_size)
 
     # --- embedding blocks (spec §2.8) -------------------------------------------------------------------
-    @torch.no_grad()
     def embed_und(self, images: list[Image.Image]) -> torch.Tensor:
         """SigLIP + aligner embeddings (B, N, D) of images the model is about to *read*."""
-        dtype = self.model.model.aligner.fc1.weight.dtype
-        pixels = imgs.siglip_pixels(images, self.image_size).to(self.device, dtype)
-        return self.model.model.get_image_features(pixels).pooler_output
+        return understanding_embeds(self.model, images)
 
-    @torch.no_grad()
     def embed_gen(self, codes: torch.Tensor) -> torch.Tensor:
         """Generation-path embeddings (B, N, D) of images the model is about to *draw after*."""
-        return self.model.prepare_embeddings_for_image_generation(codes.to(self.device))
+        return generation_embeds(self.model, codes)
 
     def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """VQ codes (B, N) of external images (centre crop, l2 nearest neighbour)."""
@@ -462,15 +458,4 @@ def edit(
     ]
 
 
-def edit_prompt_ids(j: Janus, instruction: str) -> list[int]:
-    """The full editing id sequence with the 576 placeholders (for checks against the spec's template)."""
-    v = j.vocab
-    return (
-        v.encode_with_bos(EDIT_PREFIX) + [v.ids.image_placeholder] * j.num_image_tokens + [v.ids.eoi]
-        + v.encode_continuation(instruction.strip()) + list(v.edit_suffix_ids)
-    )
-
-
-__all__ = [
-    "Janus", "text_to_image", "judge", "score", "introspect", "edit", "edit_prompt_ids", "IMAGE_PLACEHOLDER",
-]
+__all__ = ["Janus", "text_to_image", "judge", "score", "introspect", "edit", "edit_row"]

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import torch
 
-from ..generation import images as imgs
-from ..generation.context import Embeds, Piece, Text, build, cfg_rows
+from ..generation.context import Embeds, Piece, Text, build, cfg_rows, generation_embeds, understanding_embeds
 from ..generation.sampling import filter_top_k
 
 
-def und_embeds(model, images, image_size: int) -> torch.Tensor:
-    """SigLIP (frozen, no grad) + aligner (trainable) embeddings (B, N, D); equals ``Janus.embed_und``."""
-    dtype = model.model.aligner.fc1.weight.dtype
-    device = model.lm_head.weight.device
-    pixels = imgs.siglip_pixels(images, image_size).to(device, dtype)
-    with torch.no_grad():
-        feats = model.model.vision_model(pixels, return_dict=True).last_hidden_state
-    return model.model.aligner(feats)
+def und_embeds(model, images, image_size: int | None = None) -> torch.Tensor:
+    """SigLIP (frozen) + aligner (trainable) embeddings (B, N, D): the engine's own, with the aligner's graph."""
+    return understanding_embeds(model, images, grad=True)
 
 
 def gen_embeds(model, codes: torch.Tensor) -> torch.Tensor:
     """Generation-path embeddings (B, N, D) with gradients to ``generation_embeddings``/``generation_aligner``."""
-    return model.prepare_embeddings_for_image_generation(codes.to(model.lm_head.weight.device))
+    return generation_embeds(model, codes, grad=True)
 
 
 def hidden(model, rows: list[list[Piece]], pad_id: int) -> torch.Tensor:

@@ -218,11 +218,17 @@ def test_object_info_shapes(object_info):
     assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds"]
     req = cot_info["input"]["required"]
     assert req["model"][0] == "JANUS_R1_MODEL"
-    assert req["max_rounds"][1]["default"] == 3
-    assert req["cfg"][1]["default"] == 5.0
-    assert req["top_k"][1]["default"] == 4096
+    # the widgets mirror the engine's (paper) defaults; the pack cannot import the engine at schema time
+    from janus_r1.generation import sampling, tasks
+
+    assert req["max_rounds"][1]["default"] == tasks.DEFAULT_MAX_ROUNDS == 3
+    assert req["cfg"][1]["default"] == tasks.DEFAULT_CFG == 5.0
+    assert req["top_k"][1]["default"] == sampling.IMAGE_SAMPLING.top_k == 4096
+    assert req["text_top_k"][1]["default"] == sampling.TEXT_SAMPLING.top_k
+    assert req["max_reflection"][1]["default"] == tasks.DEFAULT_MAX_REFLECTION
     assert req["seed"][1]["control_after_generate"] is True
-    assert object_info["JanusR1Edit"]["input"]["required"]["cfg"][1]["default"] == 4.0
+    edit_cfg = object_info["JanusR1Edit"]["input"]["required"]["cfg"][1]["default"]
+    assert edit_cfg == tasks.DEFAULT_EDIT_CFG == 4.0
     judge = object_info["JanusR1Judge"]
     assert judge["output"] == ["IMAGE", "FLOAT", "STRING", "STRING", "STRING"]
     assert judge["output_is_list"] == [False, True, True, True, False]
