@@ -20,8 +20,8 @@ TEMPLATE = (
 )
 
 
-@pytest.fixture(scope="module")
-def vlm_dir(tmp_path_factory):
+def build_tiny_vlm(d):
+    """Save transformers' Janus (micro random weights) with a ``JanusProcessor`` and chat template to ``d``."""
     from transformers import JanusProcessor, PreTrainedTokenizerFast
     from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
@@ -33,10 +33,14 @@ def vlm_dir(tmp_path_factory):
     )
     images = JanusImageProcessorPil(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     proc = JanusProcessor(image_processor=images, tokenizer=tok, chat_template=TEMPLATE, num_image_tokens=16)
-    d = tmp_path_factory.mktemp("vlm")
     model.save_pretrained(d)
     proc.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory):
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm"))
 
 
 def test_vlm_reward_is_p_yes_over_p_yes_plus_no_of_the_first_answer_token(vlm_dir):

@@ -2,22 +2,23 @@
 
 * :class:`JanusJudge` -- a Janus-Pro(-R1) model as judge (paper Fig. 5a): S = P(Yes)/(P(Yes)+P(No)) of the
   engine's own ``tasks.score`` (the same context and logits the introspective loop uses).
-* :class:`VLMJudge` -- any transformers vision-language model (no remote code): the first-token distribution of a
-  yes/no question, S = P(yes-variants)/(P(yes)+P(no)) over the *full* softmax (no sampling warper), with an
-  optional ``decompose(prompt) -> [questions]`` hook whose per-question scores are averaged (paper B.2, DSG-style).
-* :class:`HTTPJudge` -- an endpoint; :class:`CallableJudge` -- any Python function.
+* :class:`OpenAIJudge` (``openai:URL``) -- a judge served by vLLM / SGLang / any OpenAI-compatible
+  ``/chat/completions`` endpoint: the image goes as a base64 PNG data URL, the answer is one token with
+  ``logprobs``/``top_logprobs`` and S = P(yes)/(P(yes)+P(no)) over the returned top first tokens. This is how the
+  paper's InternVL2.5-26B judge is meant to run: one server, not a 26B copy per training rank.
+* :class:`VLMJudge` (``vlm:PATH``) -- any transformers vision-language model in-process (no remote code), the
+  full first-token softmax; bf16 on a GPU.
+* :class:`HTTPJudge` -- the deprecated ``http:URL`` protocol of our own; :class:`CallableJudge` -- a function.
 
-A failed call is retried, then raised as :class:`JanusR1Error` -- never a silent 0 (bug R6).
+Question decomposition (paper App. B.2): a prompt with questions (``questions={prompt: [...]}``, read from the
+prompt file's ``questions`` field, or a ``decompose`` function) has each question asked separately about the image
+and R_QA is their **mean**; a prompt without questions gets the one caption question (§4.3, the released scorer).
+A failed call is retried with exponential backoff, then raised as :class:`JanusR1Error` -- never a silent 0 (R6).
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import time
-import urllib.error
-import urllib.request
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -67,6 +68,15 @@ class JanusJudge(Reward):
         return [jd.score for jd in tasks.score(self.janus, list(images), list(prompts))]
 
 
+ANSWER_SUFFIX = " Please directly respond with yes or no."
+
+
+def yes_no_question(question: str) -> str:
+    """A decomposed question ("Is the dog red?") with the paper's instruction to answer with one word."""
+    q = question.strip()
+    return q if "yes or no" in q.lower() else q + ANSWER_SUFFIX
+
+
 def yes_no_score(logits: torch.Tensor, yes_ids: list[int], no_ids: list[int]) -> torch.Tensor:
     """S = P(yes)/(P(yes)+P(no)) from first-token logits (..., V); the probabilities of the variants are summed."""
     p = torch.softmax(logits.float(), dim=-1)
@@ -86,20 +96,62 @@ def _variant_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     return sorted(ids)
 
 
-class VLMJudge(Reward):
-    """Any ``AutoModelForImageTextToText`` + ``AutoProcessor`` with a chat template."""
+class QuestionJudge(Reward):
+    """A judge that answers one yes/no question about some images (``_ask``); decomposition and edits on top."""
 
-    def __init__(self, path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 decompose: Callable[[str], list[str]] | None = None, model=None, processor=None) -> None:
+    def __init__(self, questions: dict[str, list[str]] | None = None,
+                 decompose: Callable[[str], list[str]] | None = None) -> None:
+        self.questions, self.decompose = dict(questions or {}), decompose
+
+    def _ask(self, images: list, question: str) -> float:
+        raise NotImplementedError
+
+    def _ask_all(self, jobs: list[tuple[list, str]]) -> list[float]:
+        return [self._ask(ims, q) for ims, q in jobs]
+
+    def questions_for(self, prompt: str) -> list[str]:
+        """The prompt's own questions (paper B.2), else the single caption question."""
+        qs = self.decompose(prompt) if self.decompose else self.questions.get(prompt.strip())
+        return [yes_no_question(q) for q in qs] if qs else [QUESTION_WITH_CAPTION.format(caption=prompt)]
+
+    def score(self, images, prompts):
+        per = [self.questions_for(p) for p in prompts]
+        flat = self._ask_all([([im], q) for im, qs in zip(images, per) for q in qs])
+        out, pos = [], 0
+        for qs in per:  # R_QA = the mean over the prompt's questions
+            out.append(sum(flat[pos : pos + len(qs)]) / len(qs))
+            pos += len(qs)
+        return out
+
+    def score_edit(self, sources, outputs, instructions):
+        jobs = [([a, b], t.format(instruction=i)) for a, b, i in zip(sources, outputs, instructions)
+                for t in (EDIT_FOLLOW, EDIT_PRESERVE)]
+        s = self._ask_all(jobs)
+        return [(s[2 * k], s[2 * k + 1]) for k in range(len(jobs) // 2)]
+
+
+def judge_dtype(device) -> torch.dtype:
+    """bf16 on a GPU (a 26B judge in fp32 is ~104 GB; the judges ship in bf16), fp32 on the CPU."""
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+class VLMJudge(QuestionJudge):
+    """Any ``AutoModelForImageTextToText`` + ``AutoProcessor`` with a chat template (bf16 on a GPU by default)."""
+
+    def __init__(self, path: str, device: str = "cpu", dtype: torch.dtype | None = None,
+                 decompose: Callable[[str], list[str]] | None = None, model=None, processor=None,
+                 questions: dict[str, list[str]] | None = None) -> None:
+        super().__init__(questions, decompose)
         if model is None:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
+            dtype = judge_dtype(device) if dtype is None else dtype
             try:
                 processor = AutoProcessor.from_pretrained(path)
                 model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
             except Exception as e:
                 raise JanusR1Error(f"cannot load the reward VLM {path!r}: {type(e).__name__}: {e}") from e
-        self.model, self.processor, self.decompose = model, processor, decompose
+        self.model, self.processor = model, processor
         tok = getattr(processor, "tokenizer", processor)
         self.yes, self.no = _variant_ids(tok, ("yes", "Yes", "YES")), _variant_ids(tok, ("no", "No", "NO"))
 
@@ -111,60 +163,43 @@ class VLMJudge(Reward):
         logits = self.model(**inputs).logits[0, -1]
         return float(yes_no_score(logits, self.yes, self.no))
 
-    def score(self, images, prompts):
-        out = []
-        for im, p in zip(images, prompts):
-            qs = self.decompose(p) if self.decompose else [QUESTION_WITH_CAPTION.format(caption=p)]
-            out.append(sum(self._ask([im], q) for q in qs) / len(qs))
-        return out
-
-    def score_edit(self, sources, outputs, instructions):
-        return [(self._ask([a, b], EDIT_FOLLOW.format(instruction=i)), self._ask([a, b], EDIT_PRESERVE.format(instruction=i)))
-                for a, b, i in zip(sources, outputs, instructions)]
-
-
-def _png_b64(image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
 
 class HTTPJudge(Reward):
-    """POST ``{"task": "t2i", "images": [png base64], "prompts": [...]}`` -> ``{"scores": [...]}``;
-    edits: ``{"task": "edit", "sources", "outputs", "instructions"}`` -> ``{"scores": [[flw, psv], ...]}``."""
+    """Deprecated (``http:URL``; use ``openai:URL``): POST ``{"task": "t2i", "images": [png base64], "prompts"}``
+    -> ``{"scores": [...]}``; edits: ``{"task": "edit", "sources", "outputs", "instructions"}`` -> ``[[f, p]]``."""
 
     def __init__(self, url: str, retries: int = 5, timeout: float = 120.0, backoff: float = 1.0) -> None:
+        warnings.warn("the http: reward protocol is deprecated: serve the judge with vLLM or SGLang and use "
+                      "openai:URL (docs/training.md)", DeprecationWarning, stacklevel=2)
         self.url, self.retries, self.timeout, self.backoff = url, retries, timeout, backoff
 
     def _post(self, payload: dict) -> list:
-        body = json.dumps(payload).encode()
-        last = ""
-        for attempt in range(self.retries + 1):
-            try:
-                req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-                with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    scores = json.loads(r.read().decode())["scores"]
-                if not isinstance(scores, list):
-                    raise ValueError("'scores' is not a list")
-                return scores
-            except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as e:
-                last = f"{type(e).__name__}: {e}"
-                if attempt < self.retries:
-                    time.sleep(self.backoff * 2**attempt)
-        raise JanusR1Error(f"reward endpoint {self.url} failed after {self.retries + 1} tries ({last}); "
-                           "refusing to train on a made-up reward")
+        from .served_judge import request_json
+
+        scores = request_json(self.url, payload, self.timeout, self.retries, self.backoff).get("scores")
+        if not isinstance(scores, list):
+            raise JanusR1Error(f"reward endpoint {self.url} answered without a 'scores' list")
+        return scores
 
     def score(self, images, prompts):
-        return self._post({"task": "t2i", "images": [_png_b64(i) for i in images], "prompts": list(prompts)})
+        return self._post({"task": "t2i", "images": [_b64(i) for i in images], "prompts": list(prompts)})
 
     def score_edit(self, sources, outputs, instructions):
-        return [tuple(x) for x in self._post({"task": "edit", "sources": [_png_b64(i) for i in sources],
-                                               "outputs": [_png_b64(i) for i in outputs],
+        return [tuple(x) for x in self._post({"task": "edit", "sources": [_b64(i) for i in sources],
+                                               "outputs": [_b64(i) for i in outputs],
                                                "instructions": list(instructions)})]
 
 
-def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 120.0, device: str = "cpu") -> Reward:
-    """``self`` (the frozen reference model judges), ``self:PATH``, ``vlm:PATH``, ``http(s)://URL`` or ``http:URL``."""
+def _b64(image) -> str:
+    from .served_judge import png_data_url
+
+    return png_data_url(image).split(",", 1)[1]
+
+
+def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 120.0, device: str = "cpu",
+                questions: dict[str, list[str]] | None = None) -> Reward:
+    """``self`` (the frozen reference model judges), ``self:PATH``, ``vlm:PATH``, ``openai:URL?model=NAME`` (a
+    served judge), or the deprecated ``http:URL``. ``questions`` maps a prompt to its decomposed questions."""
     if spec == "self":
         if ref_janus is None:
             raise JanusR1Error("reward 'self' needs the reference model")
@@ -177,8 +212,13 @@ def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 12
         model, vocab = load_model(arg, device=device)
         return JanusJudge(Janus(model.eval(), vocab))
     if kind == "vlm" and arg:
-        return VLMJudge(arg, device=device)
+        return VLMJudge(arg, device=device, questions=questions)
+    if kind == "openai" and arg:
+        from .served_judge import OpenAIJudge, parse_openai_spec
+
+        base, opts = parse_openai_spec(arg)
+        return OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, **opts)
     if kind in ("http", "https") and arg:
         url = spec if arg.startswith("//") else arg
         return HTTPJudge(url, retries=retries, timeout=timeout)
-    raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH or http:URL")
+    raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH or openai:URL?model=NAME")
