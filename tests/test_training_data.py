@@ -47,13 +47,13 @@ def test_fail_mode_names_file_and_line(tmp_path, vocab, line, needle):
     keep = rows[:2] + [rows[line - 1]]  # the bad row stays at line 3
     labels.write_text("\n".join(keep) + "\n")
     with pytest.raises(JanusR1Error) as e:
-        D.load_t2i_labels([labels], vocab)
+        D.load_t2i_labels([labels], vocab, check_images=True)  # eager: every image opened at start-up
     assert f"{labels}:3" in str(e.value) and needle in str(e.value)
 
 
 def test_skip_mode_counts_each_reason(tmp_path, vocab):
     labels = _bad_labels(tmp_path)
-    recs, report = D.load_t2i_labels([labels], vocab, on_bad_row="skip")
+    recs, report = D.load_t2i_labels([labels], vocab, on_bad_row="skip", check_images=True)
     assert len(recs) == 2 and report.kept == 12
     assert report.skipped == {"invalid JSON": 1, "prob outside [0, 1]": 1, "bad image": 2, "prompt over budget": 1}
     assert any(f"{labels}:5" in m for m in report.messages)
@@ -148,3 +148,94 @@ def test_shipped_recipes_load():
     assert load_config(GRPOConfig, str(recipes / "grpo_edit.yaml")).edit_weights == (0.5, 1.0)
     assert load_config(SFTConfig, str(recipes / "sft_t2i_code.yaml")).select == "state"
     assert load_config(SFTConfig, str(recipes / "sft_edit.yaml")).task == "edit"
+
+
+# --- Parquet label files, lazy images, questions ---------------------------------------------------------
+
+
+def _write_parquet(path, rows):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), str(path), row_group_size=2)
+    return path
+
+
+def test_parquet_per_prompt_rows_read_like_our_jsonl(tmp_path, vocab):
+    labels = write_toy_t2i(tmp_path, n_prompts=3)
+    rows = [json.loads(x) for x in labels.read_text().splitlines()]
+    pq_file = _write_parquet(tmp_path / "labels.parquet", rows)
+    from_jsonl, _ = D.load_t2i_labels([labels], vocab)
+    from_parquet, report = D.load_t2i_labels([pq_file], vocab, check_images=True)
+    strip = [[(x.path, x.reason, x.prob, x.state) for x in r.images] for r in from_jsonl]
+    assert strip == [[(x.path, x.reason, x.prob, x.state) for x in r.images] for r in from_parquet]
+    assert [r.where for r in from_parquet] == [f"{pq_file}:{n}" for n in (1, 2, 3)] and report.kept == 18
+
+
+def test_parquet_per_image_rows_with_embedded_images_are_read_lazily(tmp_path, vocab, monkeypatch):
+    from PIL import Image
+
+    labels = write_toy_t2i(tmp_path, n_prompts=2)
+    flat = []
+    for rec in (json.loads(x) for x in labels.read_text().splitlines()):
+        for item in rec["data"]:
+            png = (tmp_path / item.pop("img_path")).read_bytes()
+            flat.append({"promptid": rec["promptid"], "prompt": rec["prompt"], **item,
+                         "image": {"bytes": png, "path": f"{item['id']}.png"}})
+    pq_file = _write_parquet(tmp_path / "flat.parquet", flat)
+    opened = []
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a) or pytest.fail("opened an image"))
+    recs, report = D.load_t2i_labels([pq_file], vocab)  # no image opened at start-up
+    monkeypatch.undo()
+    assert not opened and len(recs) == 2 and [len(r.images) for r in recs] == [6, 6] and report.kept == 12
+    ref = recs[1].images[3].path
+    assert ref == f"parquet:{pq_file}#10:image"  # row 10 = prompt 1's fourth image
+    got = D.open_image(ref)
+    want = Image.open(tmp_path / "p1_3.png").convert("RGB")
+    assert got.size == want.size and got.tobytes() == want.tobytes()
+
+
+def test_parquet_errors_name_file_and_row(tmp_path, vocab):
+    rows = [{"promptid": 1, "prompt": "a cat", "img_path": "x.png", "prob": 0.9, "reason": "Yes"},
+            {"promptid": 2, "prompt": "a dog", "img_path": "y.png", "prob": 1.7, "reason": "Yes"}]
+    pq_file = _write_parquet(tmp_path / "bad.parquet", rows)
+    with pytest.raises(JanusR1Error, match=r"bad.parquet:2 \(data\[0\]\): prob must be a number in \[0, 1\]"):
+        D.load_t2i_labels([pq_file], vocab, check_images=False)
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(JanusR1Error, match="junk.parquet: cannot read as Parquet"):
+        D.load_t2i_labels([tmp_path / "junk.parquet"], vocab)
+
+
+def test_missing_or_corrupt_images_pass_the_scan_and_fail_when_opened(tmp_path, vocab):
+    labels = _bad_labels(tmp_path)
+    recs, report = D.load_t2i_labels([labels], vocab, on_bad_row="skip", check_images=False)
+    assert report.skipped == {"invalid JSON": 1, "prob outside [0, 1]": 1, "prompt over budget": 1}
+    paths = {x.path for r in recs for x in r.images}
+    assert str(tmp_path / "missing.png") in paths and str(tmp_path / "corrupt.png") in paths
+    with pytest.raises(JanusR1Error, match="image not found: .*missing.png"):
+        D.open_image(str(tmp_path / "missing.png"))
+    with pytest.raises(JanusR1Error, match=r"cannot read image .*corrupt.png \(UnidentifiedImageError"):
+        D.open_image(str(tmp_path / "corrupt.png"))
+
+
+def test_prompt_questions_from_jsonl_and_parquet(tmp_path, vocab):
+    rows = [{"prompt": "a red dog", "questions": ["Is there a dog?", "Is the dog red?"]},
+            {"prompt": "a cat", "questions": {"2": "Is the cat black?", "1": "Is there a cat?", "10": "Is it night?"}},
+            {"prompt": "a bird"}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    want = {"a red dog": ["Is there a dog?", "Is the dog red?"],
+            "a cat": ["Is there a cat?", "Is the cat black?", "Is it night?"]}
+    assert D.load_questions(tmp_path / "p.jsonl") == want
+    assert D.load_prompts(tmp_path / "p.jsonl", vocab)[0] == ["a red dog", "a cat", "a bird"]
+    assert D.load_questions(write_toy_prompts_file(tmp_path)) == {}
+    pq_rows = [{"prompt": r["prompt"], "questions": want.get(r["prompt"])} for r in rows]
+    assert D.load_questions(_write_parquet(tmp_path / "p.parquet", pq_rows)) == want
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "a"}\n{"prompt": "b", "questions": "Is it b?"}\n')
+    with pytest.raises(JanusR1Error, match=r"bad.jsonl:2: 'questions' must be a non-empty list"):
+        D.load_questions(tmp_path / "bad.jsonl")
+
+
+def write_toy_prompts_file(tmp_path):
+    from janus_r1.training.toy import write_toy_prompts
+
+    return write_toy_prompts(tmp_path / "txt")

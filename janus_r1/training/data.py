@@ -1,16 +1,19 @@
 """Training data: SFT label files, editing metadata, RL prompt lists -- validated, every problem with file:line.
 
 Formats (spec §3.1, §4.7):
-  * T2I labels (JSONL, one prompt per line):
-    ``{"promptid", "prompt", "data": [{"id", "img_path", "reason", "prob", "state"}, ...]}``. Several files (one
-    per image source) are merged by ``promptid`` -- Janus-Pro negatives are *not* lost (bug S2).
+  * T2I labels, JSONL (one prompt per line) or Parquet (``parquet.py``: the released shards, per-prompt or
+    per-image rows, image paths or embedded image bytes):
+    ``{"promptid", "prompt", "data": [{"id", "img_path" | "image", "reason", "prob", "state"}, ...]}``. Several
+    files (one per image source) are merged by ``promptid`` -- Janus-Pro negatives are *not* lost (bug S2).
   * editing SFT (JSONL): ``{"sample_id", "text", "input", "output"}``.
-  * RL prompts: a text file (one prompt per line) or JSONL with ``prompt`` (or ``caption``);
-    RL editing: JSONL ``{"image1" (or "input"), "text"}``.
+  * RL prompts: a text file (one prompt per line), or JSONL / Parquet with ``prompt`` (or ``caption``) and
+    optionally ``questions`` (the prompt's decomposed yes/no questions, paper B.2: a list of strings, or a DSG
+    style ``{id: question}`` mapping); RL editing: JSONL ``{"image1" (or "input"), "text"}``.
 
-A bad row (unparsable line, missing field, missing or unreadable image, ``prob`` outside [0, 1], prompt over the
-token budget) fails the run (``on_bad_row="fail"``) or is skipped and counted (``"skip"``); :class:`Report` holds
-the counts and the first messages, and is logged by the trainer.
+A bad row (unparsable line, missing field, ``prob`` outside [0, 1], prompt over the token budget) fails the run
+(``on_bad_row="fail"``) or is skipped and counted (``"skip"``); :class:`Report` holds the counts and the first
+messages, and is logged by the trainer. Images are *not* opened at start-up unless ``check_images=True``: the
+training data loader (``loader.py``) verifies each image when it first loads it, skipping and counting bad ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 
 from ..errors import JanusR1Error
 from ..model.vocabulary import Vocabulary, t2i_prompt
+from .parquet import REF_PREFIX, image_ref, parquet_rows, read_image_ref
 
 
 @dataclass
@@ -89,6 +93,11 @@ def _lines(path: Path):
 
 
 def _json_rows(path: Path, report: Report):
+    """``(where, object)`` of every row of a JSONL or Parquet file (Parquet: image bytes as references)."""
+    if path.suffix.lower() == ".parquet":
+        for where, obj, binary in parquet_rows(path):
+            yield where, _attach_refs(obj, binary, path, int(where.rsplit(":", 1)[1]))
+        return
     for n, line in _lines(path):
         if not line.strip():
             continue
@@ -104,20 +113,54 @@ def _json_rows(path: Path, report: Report):
         yield where, obj
 
 
-def _resolve(path_value, base: Path) -> Path:
+def _attach_refs(obj: dict, binary: set, path: Path, row: int) -> dict:
+    """Put an embedded-image reference where the scan left out image bytes (top level or in ``data[k]``)."""
+    for keys in binary:
+        if len(keys) == 1:
+            obj[keys[0]] = image_ref(path, row, [keys[0]])
+        elif len(keys) == 2 and isinstance(obj.get(keys[0]), list):
+            for k, item in enumerate(obj[keys[0]]):
+                if isinstance(item, dict):
+                    item[keys[1]] = image_ref(path, row, [keys[0], k, keys[1]])
+    return obj
+
+
+def _resolve(path_value, base: Path) -> str:
+    if isinstance(path_value, dict):  # an HF Image struct whose bytes were not embedded
+        path_value = path_value.get("path")
+    if isinstance(path_value, str) and path_value.startswith(REF_PREFIX):
+        return path_value
     p = Path(str(path_value)).expanduser()
-    return p if p.is_absolute() else base / p
+    return str(p if p.is_absolute() else base / p)
 
 
-def check_image(path: Path) -> str | None:
-    """None if ``path`` is a readable image, else why not."""
-    if not path.is_file():
+def open_image(path: str) -> Image.Image:
+    """An RGB image from a file path or an embedded-image reference; :class:`JanusR1Error` if unusable."""
+    from ..generation.checks import load_images
+
+    try:
+        if path.startswith(REF_PREFIX):
+            return load_images([read_image_ref(path)])[0]
+        with Image.open(path) as im:
+            im.load()
+            return load_images([im])[0]
+    except JanusR1Error:
+        raise
+    except FileNotFoundError:
+        raise JanusR1Error(f"image not found: {path}") from None
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise JanusR1Error(f"cannot read image {path} ({type(e).__name__}: {e})") from None
+
+
+def check_image(path) -> str | None:
+    """None if ``path`` (a file or an embedded-image reference) is a readable image, else why not."""
+    path = str(path)
+    if not path.startswith(REF_PREFIX) and not Path(path).is_file():
         return f"image not found: {path}"
     try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as e:  # PIL raises many types for corrupt files
-        return f"cannot read image {path} ({type(e).__name__}: {e})"
+        open_image(path)
+    except JanusR1Error as e:
+        return str(e)
     return None
 
 
@@ -131,13 +174,15 @@ def _text(obj: dict, key: str) -> str | None:
 
 
 def load_t2i_labels(paths, vocab: Vocabulary, image_root: str | None = None, on_bad_row: str = "fail",
-                    check_images: bool = True, max_prompt_tokens: int = 200) -> tuple[list[PromptRecord], Report]:
+                    check_images: bool = False, max_prompt_tokens: int = 200) -> tuple[list[PromptRecord], Report]:
     """Read and validate T2I label files; records of the same ``promptid`` across files are merged."""
     report = Report(on_bad_row)
     records: dict[str, PromptRecord] = {}
     for path in [Path(p) for p in ([paths] if isinstance(paths, str) else paths)]:
         base = Path(image_root) if image_root else path.parent
         for where, obj in _json_rows(path, report):
+            if "data" not in obj and ("img_path" in obj or "image" in obj):  # one row per image
+                obj = {"promptid": obj.get("promptid"), "prompt": obj.get("prompt"), "data": [obj]}
             prompt, data = _text(obj, "prompt"), obj.get("data")
             if "promptid" not in obj or prompt is None or not isinstance(data, list):
                 report.bad(where, "missing field", "a label row needs promptid, a non-empty prompt and a data list")
@@ -157,27 +202,27 @@ def load_t2i_labels(paths, vocab: Vocabulary, image_root: str | None = None, on_
                 continue
             for k, item in enumerate(data):
                 iw = f"{where} (data[{k}])"
-                if not isinstance(item, dict) or "img_path" not in item or "prob" not in item:
-                    report.bad(iw, "missing field", "an image entry needs img_path and prob")
+                if not isinstance(item, dict) or item.get("img_path", item.get("image")) is None or "prob" not in item:
+                    report.bad(iw, "missing field", "an image entry needs img_path (or image) and prob")
                     continue
                 prob = item["prob"]
                 if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not math.isfinite(prob) \
                         or not 0.0 <= prob <= 1.0:
                     report.bad(iw, "prob outside [0, 1]", f"prob must be a number in [0, 1] (got {prob!r})")
                     continue
-                img = _resolve(item["img_path"], base)
+                img = _resolve(item.get("img_path", item.get("image")), base)
                 if check_images and (why := check_image(img)):
                     report.bad(iw, "bad image", why)
                     continue
                 state = item.get("state")
-                rec.images.append(Labelled(str(img), str(item.get("reason") or ""), float(prob),
+                rec.images.append(Labelled(img, str(item.get("reason") or ""), float(prob),
                                            state if isinstance(state, int) else None, iw))
                 report.kept += 1
     return [r for r in records.values() if r.images], report
 
 
 def load_edit_rows(paths, vocab: Vocabulary, image_root: str | None = None, on_bad_row: str = "fail",
-                   check_images: bool = True, need_output: bool = True,
+                   check_images: bool = False, need_output: bool = True,
                    max_instruction_tokens: int = 90) -> tuple[list[EditRecord], Report]:
     """Editing SFT metadata (``sample_id, text, input, output``) or RL editing rows (``image1``/``input``, ``text``)."""
     report = Report(on_bad_row)
@@ -206,41 +251,61 @@ def load_edit_rows(paths, vocab: Vocabulary, image_root: str | None = None, on_b
                     break
             if not paths_ok:
                 continue
-            out.append(EditRecord(str(obj.get("sample_id", len(out))), ins.strip(), str(files[0]),
-                                  str(files[1]) if len(files) > 1 else None, where))
+            out.append(EditRecord(str(obj.get("sample_id", len(out))), ins.strip(), files[0],
+                                  files[1] if len(files) > 1 else None, where))
             report.kept += 1
     return out, report
 
 
+def _questions(obj: dict, where: str, report: Report) -> list[str] | None:
+    """A row's decomposed questions: a list of strings or a DSG-style ``{id: question}`` mapping (None if absent)."""
+    qs = obj.get("questions", obj.get("question"))
+    if qs is None:
+        return None
+    if isinstance(qs, dict):
+        qs = [qs[k] for k in sorted(qs, key=lambda k: (len(str(k)), str(k)))]
+    if not isinstance(qs, list) or not qs or not all(isinstance(q, str) and q.strip() for q in qs):
+        report.bad(where, "bad questions", "'questions' must be a non-empty list of question strings")
+        return None
+    return [q.strip() for q in qs]
+
+
+def _prompt_rows(p: Path, report: Report):
+    """``(where, prompt, questions)`` of a text file (one prompt a line) or a JSONL / Parquet file."""
+    if p.suffix.lower() not in (".jsonl", ".json", ".parquet"):
+        for n, line in _lines(p):
+            if line.strip():
+                yield f"{p}:{n}", line.strip(), None
+        return
+    for where, obj in _json_rows(p, report):
+        text = _text(obj, "prompt") or _text(obj, "caption")
+        if text is None:
+            report.bad(where, "missing field", "a prompt row needs a non-empty 'prompt' (or 'caption')")
+            continue
+        yield where, text.strip(), _questions(obj, where, report)
+
+
 def load_prompts(path, vocab: Vocabulary, on_bad_row: str = "fail",
                  max_prompt_tokens: int = 200) -> tuple[list[str], Report]:
-    """RL prompts: a text file with one prompt per line, or JSONL with ``prompt``/``caption``."""
+    """RL prompts: a text file with one prompt per line, or JSONL / Parquet rows with ``prompt``/``caption``."""
     p = Path(path)
     report = Report(on_bad_row)
     prompts: list[str] = []
-    jsonl = p.suffix in (".jsonl", ".json")
-    for n, line in _lines(p):
-        if not line.strip():
-            continue
-        where = f"{p}:{n}"
-        text = line.strip()
-        if jsonl:
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                report.bad(where, "invalid JSON", f"not valid JSON ({e})")
-                continue
-            text = (_text(obj, "prompt") or _text(obj, "caption")) if isinstance(obj, dict) else None
-            if text is None:
-                report.bad(where, "missing field", "a prompt row needs a non-empty 'prompt' (or 'caption')")
-                continue
+    for where, text, _ in _prompt_rows(p, report):
         n_tok = prompt_tokens(vocab, text)
         if n_tok > max_prompt_tokens:
             report.bad(where, "prompt over budget",
                        f"prompt is {n_tok} tokens with its template, over the budget of {max_prompt_tokens}")
             continue
-        prompts.append(text.strip())
+        prompts.append(text)
         report.kept += 1
     if not prompts:
         raise JanusR1Error(f"{p}: no usable prompt ({report.summary()})")
     return prompts, report
+
+
+def load_questions(path) -> dict[str, list[str]]:
+    """prompt -> its decomposed questions, for the prompts of ``path`` that have them (the judge asks each one
+    and averages, paper B.2); prompts without questions get the single caption question."""
+    report = Report("fail")
+    return {text: qs for _, text, qs in _prompt_rows(Path(path), report) if qs}
