@@ -22,8 +22,19 @@ from .model.vocabulary import Vocabulary
 DEFAULT_MODEL = "midbee/Janus-Pro-R1-7B"
 
 
-def _image_sampling(temperature: float, top_k: int, top_p: float) -> Sampling:
-    return Sampling(temperature=temperature, top_k=top_k, top_p=top_p).validate("image")
+def _plain(value):
+    """NumPy scalars (``np.int64`` seeds, ``np.float32`` cfg, ``np.bool_``) -> the Python number they hold."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
+
+
+def _image_sampling(temperature, top_k, top_p) -> Sampling:
+    return Sampling(temperature=_plain(temperature), top_k=_plain(top_k), top_p=_plain(top_p)).validate("image")
+
+
+def _text_sampling(text_top_k) -> Sampling:
+    return Sampling(top_k=_plain(text_top_k)).validate("text")
 
 
 class JanusR1:
@@ -77,11 +88,12 @@ class JanusR1:
     def text_to_image(
         self, prompts: str | Sequence[str], num_images: int = 1, cfg: float = tasks.DEFAULT_CFG,
         temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0,
-        seed: int | None = None, hooks: Hooks = NO_HOOKS,
+        seed: int | None = None, hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
     ) -> list[SampleResult]:
         """Plain Janus text-to-image (one image per sample, never judged)."""
         return tasks.text_to_image(
-            self.janus, prompts, num_images, cfg, _image_sampling(temperature, top_k, top_p), seed, hooks
+            self.janus, prompts, _plain(num_images), _plain(cfg), _image_sampling(temperature, top_k, top_p),
+            _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
     def generate(
@@ -89,69 +101,79 @@ class JanusR1:
         cfg: float = tasks.DEFAULT_CFG, temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k,
         top_p: float = 1.0, text_top_k: int = TEXT_SAMPLING.top_k,
         max_reflection: int = tasks.DEFAULT_MAX_REFLECTION, seed: int | None = None, reencode: bool = False,
-        hooks: Hooks = NO_HOOKS,
+        hooks: Hooks | None = NO_HOOKS, final: str = "last", max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
     ) -> list[SampleResult]:
-        """The paper's introspective text-to-image: generate, judge, regenerate on "No", up to ``max_rounds``."""
+        """The paper's introspective text-to-image: generate, judge, regenerate on "No", up to ``max_rounds``.
+        ``final="last"`` returns the paper's image (the accepted one, else the last drawn); ``"best"`` the
+        attempt with the highest S (ties to the later)."""
         return tasks.introspect(
-            self.janus, prompts, num_images=num_images, max_rounds=max_rounds, cfg=cfg,
-            image_sampling=_image_sampling(temperature, top_k, top_p),
-            text_sampling=Sampling(top_k=text_top_k).validate("text"),
-            max_reflection=max_reflection, seed=seed, hooks=hooks, reencode=reencode,
+            self.janus, prompts, num_images=_plain(num_images), max_rounds=_plain(max_rounds), cfg=_plain(cfg),
+            image_sampling=_image_sampling(temperature, top_k, top_p), text_sampling=_text_sampling(text_top_k),
+            max_reflection=_plain(max_reflection), seed=_plain(seed), hooks=hooks, reencode=_plain(reencode),
+            final=final, max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
     def judge(
         self, images, prompts: str | Sequence[str], max_reflection: int = tasks.DEFAULT_MAX_REFLECTION,
-        text_top_k: int = TEXT_SAMPLING.top_k, seed: int | None = None, hooks: Hooks = NO_HOOKS,
+        text_top_k: int = TEXT_SAMPLING.top_k, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
+        max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
     ) -> list[Judgement]:
-        """Self-evaluate images from any source: verdict, score S and the written reflection."""
+        """Self-evaluate images from any source (PIL images or ``str``/``Path`` paths, one or a list): verdict,
+        score S and the written reflection."""
         return tasks.judge(
-            self.janus, images, prompts, Sampling(top_k=text_top_k).validate("text"), max_reflection, seed, hooks
+            self.janus, images, prompts, _text_sampling(text_top_k), _plain(max_reflection), _plain(seed), hooks,
+            _plain(max_prompt_tokens),
         )
 
-    def score(self, images, prompts: str | Sequence[str]) -> list[Judgement]:
+    def score(self, images, prompts: str | Sequence[str],
+              max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS) -> list[Judgement]:
         """Image-text consistency S = P(Yes)/(P(Yes)+P(No)) in [0, 1], deterministic, no text written."""
-        return tasks.score(self.janus, images, prompts)
+        return tasks.score(self.janus, images, prompts, _plain(max_prompt_tokens))
 
     def regenerate(
         self, images, prompts: str | Sequence[str], critiques: str | Sequence[str | None] | None = None,
         max_rounds: int = 2, cfg: float = tasks.DEFAULT_CFG, temperature: float = 1.0,
         top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, text_top_k: int = TEXT_SAMPLING.top_k,
         max_reflection: int = tasks.DEFAULT_MAX_REFLECTION, seed: int | None = None,
-        redraw_if_accepted: bool = False, hooks: Hooks = NO_HOOKS,
+        redraw_if_accepted: bool = False, hooks: Hooks | None = NO_HOOKS, final: str = "last",
+        max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
     ) -> list[SampleResult]:
         """Redraw images made elsewhere: the model judges each (or takes the caller's critique), and redraws
         conditioned on the image and the critique. ``max_rounds`` counts the input image as round 1."""
-        if isinstance(critiques, str):
-            critiques = [critiques]
+        if images is None:  # never fall back to drawing from scratch: that is generate()
+            tasks.load_images(images)
         return tasks.introspect(
-            self.janus, prompts, max_rounds=max_rounds, cfg=cfg,
-            image_sampling=_image_sampling(temperature, top_k, top_p),
-            text_sampling=Sampling(top_k=text_top_k).validate("text"), max_reflection=max_reflection,
-            seed=seed, hooks=hooks, start_images=images, critiques=critiques,
-            redraw_if_accepted=redraw_if_accepted,
+            self.janus, prompts, max_rounds=_plain(max_rounds), cfg=_plain(cfg),
+            image_sampling=_image_sampling(temperature, top_k, top_p), text_sampling=_text_sampling(text_top_k),
+            max_reflection=_plain(max_reflection), seed=_plain(seed), hooks=hooks, start_images=images,
+            critiques=critiques, redraw_if_accepted=_plain(redraw_if_accepted), final=final,
+            max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
     def edit(
         self, images, instructions: str | Sequence[str], num_images: int = 1, cfg: float = tasks.DEFAULT_EDIT_CFG,
         temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0,
-        seed: int | None = None, hooks: Hooks = NO_HOOKS,
+        seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
     ) -> list[SampleResult]:
         """Edit images with text instructions (CFG 4 by default, per the paper)."""
         return tasks.edit(
-            self.janus, images, instructions, num_images, cfg, _image_sampling(temperature, top_k, top_p),
-            seed, hooks,
+            self.janus, images, instructions, _plain(num_images), _plain(cfg),
+            _image_sampling(temperature, top_k, top_p), _plain(seed), hooks,
         )
 
     def best_of_n(
         self, prompt: str, n: int = 4, cfg: float = tasks.DEFAULT_CFG, temperature: float = 1.0,
-        top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, seed: int | None = None, hooks: Hooks = NO_HOOKS,
+        top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, seed: int | None = None,
+        hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
     ) -> tuple[list[SampleResult], list[float]]:
         """Inference-time scaling beyond the paper: n candidates, ranked by the model's own score S
         (best first)."""
-        results = self.text_to_image(prompt, n, cfg, temperature, top_k, top_p, seed, hooks)
-        judgements = self.score([r.image for r in results], prompt)
+        if not isinstance(prompt, str):
+            raise JanusR1Error(f"prompt must be one text (str) (got {type(prompt).__name__}).")
+        n = tasks.check_int("n", _plain(n), 1)
+        results = self.text_to_image(prompt, n, cfg, temperature, top_k, top_p, seed, hooks, max_prompt_tokens)
+        judgements = self.score([r.image for r in results], prompt, max_prompt_tokens)
         for r, jd in zip(results, judgements):
             r.attempts[0].judgement = jd
         order = sorted(range(len(results)), key=lambda i: -judgements[i].score)
         return [results[i] for i in order], [judgements[i].score for i in order]
-

@@ -31,11 +31,23 @@ def read_prompts(path: str | Path) -> list[PromptItem]:
     """A ``.txt`` file (one prompt per line; blank lines and ``#`` comments skipped) or ``.jsonl`` (objects with
     a ``prompt`` field; other fields are kept as metadata, e.g. GenEval's ``tag``/``include``)."""
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise JanusR1Error(f"prompt file {p} is a directory; give a .txt or .jsonl file.")
+    if not p.exists():
         raise JanusR1Error(f"prompt file {p} does not exist.")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise JanusR1Error(f"prompt file {p}: cannot read it ({e.strerror or e}).") from None
+    try:
+        text_all = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise JanusR1Error(f"prompt file {p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                           f"{e.start}); save it as UTF-8.") from None
     items: list[PromptItem] = []
     jsonl = p.suffix.lower() in (".jsonl", ".json")
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text_all.splitlines(), 1):
         text = line.strip()
         if not text or (not jsonl and text.startswith("#")):
             continue
@@ -63,8 +75,9 @@ def dist_env() -> tuple[int, int, int]:
 def run_batch(jr, items: list[PromptItem], out: Path, *, rank: int = 0, world: int = 1, seed: int = 0,
               batch_size: int = 1, plain: bool = False, num_images: int = 1, hooks=None,
               **gen_kwargs) -> list[int]:
-    """Generate this rank's share of ``items`` into ``out``; returns the indices done by this call."""
-    from .cli import _png_bytes, atomic_write_bytes, write_results
+    """Generate this rank's share of ``items`` into ``out``; returns the indices done by this call. Each prompt's
+    folder is written as one set (:func:`janus_r1.outputs.write_files_together`), ``trace.json`` last."""
+    from .outputs import png_bytes, result_files, write_files_together
 
     mine = [it for it in items if it.index % world == rank and not (out / f"{it.index:05d}" / "trace.json").exists()]
     done: list[int] = []
@@ -77,15 +90,13 @@ def run_batch(jr, items: list[PromptItem], out: Path, *, rank: int = 0, world: i
         results = jr.text_to_image(prompts, **kw) if plain else jr.generate(prompts, **kw)
         for n, it in enumerate(chunk):
             mine_res = results[n * num_images : (n + 1) * num_images]
-            d = out / f"{it.index:05d}"
-            for k, r in enumerate(mine_res):
-                for a in r.attempts:
-                    a.file = None
-                final = r.final_attempt
-                atomic_write_bytes(d / "samples" / f"{k:04d}.png", _png_bytes(final.image))
-            atomic_write_bytes(d / "metadata.jsonl", (json.dumps(it.meta, ensure_ascii=False) + "\n").encode())
-            write_results(d / "attempts", mine_res, {"index": it.index, "prompt": it.prompt, "rank": rank})
-            os.replace(d / "attempts" / "trace.json", d / "trace.json")  # trace.json last: marks the prompt done
+            files = {f"samples/{k:04d}.png": png_bytes(r.final_attempt.image) for k, r in enumerate(mine_res)}
+            files["metadata.jsonl"] = (json.dumps(it.meta, ensure_ascii=False) + "\n").encode()
+            attempts = result_files(mine_res, {"index": it.index, "prompt": it.prompt, "rank": rank})
+            trace = attempts.pop("trace.json")
+            files.update({f"attempts/{name}": data for name, data in attempts.items()})
+            files["trace.json"] = trace  # trace.json last: marks the prompt done
+            write_files_together(out / f"{it.index:05d}", files, last="trace.json")
             done.append(it.index)
     return done
 
@@ -107,7 +118,7 @@ def barrier_and_summarise(out: Path, items: list[PromptItem], rank: int, world: 
         counts = gathered
         dist.barrier()
     if rank == 0:
-        from .cli import atomic_write_bytes
+        from .outputs import atomic_write_bytes
 
         complete = sorted(int(p.parent.name) for p in out.glob("*/trace.json"))
         summary = {"prompts": len(items), "complete": len(complete), "world_size": world,

@@ -10,54 +10,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .api import DEFAULT_MODEL
 from .errors import Cancelled, JanusR1Error
-
-# --- output --------------------------------------------------------------------------------------------
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _png_bytes(image) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_results(out: Path, results, meta: dict) -> Path:
-    """PNG per generated attempt (the final one as ``NNN.png``) and ``trace.json``; returns the trace path."""
-    files: list[tuple[Path, bytes]] = []
-    for n, r in enumerate(results):
-        for k, a in enumerate(r.attempts):
-            if a.source != "generated":
-                continue
-            name = f"{n:03d}.png" if k == r.final % len(r.attempts) else f"{n:03d}_attempt{a.round}.png"
-            a.file = name
-            files.append((out / name, _png_bytes(a.image)))
-    trace = {**meta, "samples": [r.to_dict() for r in results]}
-    for path, data in files:  # everything is encoded before the first byte hits the disk
-        atomic_write_bytes(path, data)
-    trace_path = out / "trace.json"
-    atomic_write_bytes(trace_path, (json.dumps(trace, indent=2, ensure_ascii=False) + "\n").encode())
-    return trace_path
-
+from .outputs import write_results
 
 # --- progress ------------------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from janus_r1 import cli
+from janus_r1 import cli, outputs
 from janus_r1.model.tiny_files import write_tiny
 
 
@@ -125,7 +125,7 @@ def test_bad_model_dirs(tmp_path, capsys):
 def test_results_are_written_atomically(tiny_dir, tmp_path, monkeypatch, micro):
     res = micro.text_to_image(["a", "b"], seed=0)
     calls = {"n": 0}
-    real = cli._png_bytes
+    real = outputs.png_bytes
 
     def flaky(img):
         calls["n"] += 1
@@ -133,9 +133,9 @@ def test_results_are_written_atomically(tiny_dir, tmp_path, monkeypatch, micro):
             raise OSError("disk full")
         return real(img)
 
-    monkeypatch.setattr(cli, "_png_bytes", flaky)
+    monkeypatch.setattr(outputs, "png_bytes", flaky)
     with pytest.raises(OSError):
-        cli.write_results(tmp_path / "o", res, {})
+        outputs.write_results(tmp_path / "o", res, {})
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

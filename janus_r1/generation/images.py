@@ -5,7 +5,8 @@
   so the short side is ``size``, centre crop) then 0.5/0.5 normalisation to [-1, 1] (spec §1.4).
 * ``siglip_pixels``: the understanding input, longest side to ``size`` (bicubic), pad to a square with grey
   (127,127,127) centred, then [-1, 1] (spec §1.3).
-* ``to_pil``: VQ decoder output in [-1, 1] -> uint8 RGB, ``clip((x+1)/2*255)`` rounded to nearest.
+* ``to_pil``: VQ decoder output in [-1, 1] -> uint8 RGB, ``clip((x+1)/2*255)`` rounded to nearest (truncated in
+  re-encode mode, as the released scripts do).
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def siglip_pixels(images: list[Image.Image], size: int) -> torch.Tensor:
     return _normalise([pad_to_square(im, size) for im in images])
 
 
-def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in about [-1, 1] -> list of uint8 RGB PIL images."""
-    x = ((pixels.detach().float().cpu() + 1.0) / 2.0 * 255.0).clamp(0, 255).round().to(torch.uint8)
+def to_pil(pixels: torch.Tensor, truncate: bool = False) -> list[Image.Image]:
+    """(B, 3, H, W) in about [-1, 1] -> list of uint8 RGB PIL images, rounded to nearest; ``truncate=True`` is the
+    released scripts' conversion (``np.clip((x+1)/2*255, 0, 255)`` assigned into a uint8 array: truncation)."""
+    x = ((pixels.detach().float().cpu() + 1.0) / 2.0 * 255.0).clamp(0, 255)
+    x = (x if truncate else x.round()).to(torch.uint8)  # float -> uint8 truncates toward zero, as NumPy does
     return [Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB") for a in x]

@@ -14,7 +14,6 @@ never carried across a phase switch: each phase builds its whole context and pre
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,20 @@ from ..errors import JanusR1Error
 from ..model.vocabulary import EDIT_PREFIX, Vocabulary, t2i_prompt
 from . import images as imgs
 from . import vq
+from .checks import (
+    FINAL_RULES,
+    check_bool,
+    check_cfg,
+    check_choice,
+    check_critiques,
+    check_hooks,
+    check_int,
+    check_prompts,
+    check_seed,
+    choose_final,
+    load_images,
+    resolve_seed,
+)
 from .context import Embeds, Piece, Text, build, cfg_rows, generation_embeds, understanding_embeds
 from .decode import NO_HOOKS, Hooks, decode_image, decode_text
 from .sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling, make_generator
@@ -70,11 +83,12 @@ class Janus:
         """VQ codes (B, N) of external images (centre crop, l2 nearest neighbour)."""
         return vq.encode(self.model.model.vqmodel, imgs.vq_pixels(images, self.image_size))
 
-    def decode_codes(self, codes: torch.Tensor, chunk: int = 4) -> list[Image.Image]:
-        """Decode in chunks: the VQ decoder's full-resolution feature maps dominate peak memory."""
+    def decode_codes(self, codes: torch.Tensor, chunk: int = 4, truncate: bool = False) -> list[Image.Image]:
+        """Decode in chunks: the VQ decoder's full-resolution feature maps dominate peak memory.
+        ``truncate``: 8-bit pixels by truncation, as the released scripts convert (re-encode mode only)."""
         out: list[Image.Image] = []
         for i in range(0, codes.shape[0], chunk):
-            out += imgs.to_pil(vq.decode(self.model.model.vqmodel, codes[i : i + chunk]))
+            out += imgs.to_pil(vq.decode(self.model.model.vqmodel, codes[i : i + chunk]), truncate=truncate)
         return out
 
     # --- prompt pieces ----------------------------------------------------------------------------------
@@ -83,7 +97,8 @@ class Janus:
         if len(ids) > max_tokens:
             raise JanusR1Error(
                 f"prompt is {len(ids)} tokens with its template, over the budget of {max_tokens}; shorten it "
-                f"(the model was trained on captions within {MAX_PROMPT_TOKENS} tokens) or raise max_prompt_tokens."
+                f"(the model was trained on captions within {MAX_PROMPT_TOKENS} tokens) or raise "
+                "max_prompt_tokens (CLI: --max-prompt-tokens)."
             )
         return ids
 
@@ -92,63 +107,7 @@ class Janus:
         return Text(ids, drop=(1, len(ids) - 1))
 
 
-# --- validation -----------------------------------------------------------------------------------------
-
-def check_prompts(prompts) -> list[str]:
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts:
-        raise JanusR1Error("no prompt given; pass at least one non-empty prompt.")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise JanusR1Error(f"prompt {i} is a {type(p).__name__}, expected text.")
-        if not p.strip():
-            raise JanusR1Error(f"prompt {i} is empty or whitespace; describe the image you want.")
-    return prompts
-
-
-def check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise JanusR1Error(f"{name} must be an integer {rng} (got {value!r}).")
-    return value
-
-
-def check_cfg(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise JanusR1Error(f"cfg must be a finite number >= 0 (got {value!r}); the paper uses 5 (4 for editing).")
-    return float(value)
-
-
-def check_seed(seed) -> int | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise JanusR1Error(f"seed must be a non-negative integer or None (got {seed!r}).")
-    return seed
-
-
-def load_images(images) -> list[Image.Image]:
-    """PIL images or paths -> RGB PIL images; anything unreadable is one clear error."""
-    if isinstance(images, (Image.Image, str)):
-        images = [images]
-    out = []
-    for i, im in enumerate(images):
-        if isinstance(im, str):
-            try:
-                with Image.open(im) as f:
-                    f.load()
-                    im = f.copy()
-            except FileNotFoundError:
-                raise JanusR1Error(f"image {i}: no such file {im!r}") from None
-            except Exception as e:  # PIL raises many types for corrupt files
-                raise JanusR1Error(f"image {i}: cannot read {im!r} as an image ({e})") from None
-        out.append(imgs.to_rgb(im))
-    if not out:
-        raise JanusR1Error("no image given.")
-    return out
-
+# --- validation (janus_r1.generation.checks; re-exported for the nodes and the API) -----------------------
 
 def _pair(prompts: list[str], items: list, what: str) -> tuple[list[str], list]:
     """Broadcast one prompt over many images (or one image over many prompts)."""
@@ -180,8 +139,9 @@ def text_to_image(
 ) -> list[SampleResult]:
     """Plain Janus text-to-image: ``num_images`` images per prompt, no judging."""
     prompts = check_prompts(prompts)
-    check_int("num_images", num_images, 1)
-    cfg, seed = check_cfg(cfg), check_seed(seed)
+    num_images = check_int("num_images", num_images, 1)
+    max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens, 1)
+    cfg, seed, hooks = check_cfg(cfg), resolve_seed(seed), check_hooks(hooks)
     sampling.validate("image")
     ids = [j.prompt_ids(p, max_prompt_tokens) for p in prompts]
     rows = [(p, k, i) for p, i in zip(prompts, ids) for k in range(num_images)]
@@ -260,8 +220,9 @@ def judge(
     prompts = check_prompts(prompts)
     pics = load_images(images)
     prompts, pics = _pair(prompts, pics, "images")
-    check_int("max_reflection", max_reflection, 0)
-    seed = check_seed(seed)
+    max_reflection = check_int("max_reflection", max_reflection, 0)
+    max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens, 1)
+    seed, hooks = resolve_seed(seed), check_hooks(hooks)
     sampling.validate("text")
     und = j.embed_und(pics)
     rows = [_judge_context(j, j.prompt_ids(p, max_prompt_tokens), [], und[i]) for i, p in enumerate(prompts)]
@@ -303,6 +264,7 @@ def introspect(
     critiques: list[str | None] | None = None,
     redraw_if_accepted: bool = False,
     max_prompt_tokens: int = MAX_PROMPT_TOKENS,
+    final: str = "last",
 ) -> list[SampleResult]:
     """The paper's introspective text-to-image (and, with ``start_images``, regeneration of external images).
 
@@ -310,29 +272,34 @@ def introspect(
     get image k+1 drawn from the gen-path context of every earlier attempt and its critique, the caption being
     the only thing CFG drops. At most ``max_rounds`` images per sample (external start images count as one).
     ``reencode=True`` rebuilds each failed image's codes by decode -> VQ re-encode, as the released scripts do
-    (bit-parity with them only; lossy and slower). ``redraw_if_accepted`` forces a "No" verdict on external start
-    images so they are always redrawn.
+    (bit-parity with them only; lossy and slower), and converts decoded pixels to 8 bits by truncation as they
+    do, for the images kept and judged alike. ``redraw_if_accepted`` forces a "No" verdict on external start
+    images so they are always redrawn. ``final``: which attempt each sample returns -- ``"last"`` (the paper:
+    the accepted image, else the last drawn) or ``"best"`` (highest S among judged attempts, ties to the later).
     """
     prompts = check_prompts(prompts)
-    check_int("num_images", num_images, 1)
-    check_int("max_rounds", max_rounds, 1)
-    check_int("max_reflection", max_reflection, 1)
-    cfg, seed = check_cfg(cfg), check_seed(seed)
+    num_images = check_int("num_images", num_images, 1)
+    max_rounds = check_int("max_rounds", max_rounds, 1)
+    max_reflection = check_int("max_reflection", max_reflection, 1)
+    max_prompt_tokens = check_int("max_prompt_tokens", max_prompt_tokens, 1)
+    cfg, seed, hooks = check_cfg(cfg), resolve_seed(seed), check_hooks(hooks)
+    final = check_choice("final", final, FINAL_RULES)
+    reencode, judge_final = check_bool("reencode", reencode), check_bool("judge_final", judge_final)
+    redraw_if_accepted = check_bool("redraw_if_accepted", redraw_if_accepted)
     image_sampling.validate("image")
     text_sampling.validate("text")
-    gen = make_generator(seed, j.device)
     task = "introspect"
-
-    prompt_ids = {p: j.prompt_ids(p, max_prompt_tokens) for p in prompts}
     if start_images is not None:
-        task = "regenerate"
         pics = load_images(start_images)
         prompts, pics = _pair(prompts, pics, "images")
-        crits = list(critiques) if critiques is not None else [None] * len(pics)
-        if len(crits) == 1 and len(pics) > 1:
-            crits = crits * len(pics)
-        if len(crits) != len(pics):
-            raise JanusR1Error(f"got {len(crits)} critiques for {len(pics)} images; give one or one per image.")
+        crits = check_critiques(critiques, len(pics))
+    elif critiques is not None:
+        raise JanusR1Error("critiques need start_images: they are critiques of images given by the caller.")
+    prompt_ids = {p: j.prompt_ids(p, max_prompt_tokens) for p in prompts}
+    gen = make_generator(seed, j.device)
+
+    if start_images is not None:
+        task = "regenerate"
         rows = [(p, 0) for p in prompts]
         codes = j.encode_images(pics)
         first_source = "input"
@@ -342,11 +309,12 @@ def introspect(
         if hooks.on_phase:
             hooks.on_phase(f"image 1/{max_rounds}")
         codes = _draw(j, [[j.prompt_piece(prompt_ids[p])] for p, _ in rows], cfg, image_sampling, gen, hooks)
-        pics = j.decode_codes(codes)
+        pics = j.decode_codes(codes, truncate=reencode)
         first_source = "generated"
 
     results = [
-        SampleResult(p, k, [Attempt(1, pic, c.tolist(), source=first_source)], seed=seed, task=task)
+        SampleResult(p, k, [Attempt(1, pic, c.tolist(), source=first_source)], seed=seed, task=task,
+                     final_rule=final)
         for (p, k), pic, c in zip(rows, pics, codes.cpu())
     ]
     und_hist: list[list] = [[] for _ in rows]  # (und embeds, judgement) per finished round
@@ -380,13 +348,12 @@ def introspect(
             jd = judgements[i]
             results[i].attempts[-1].judgement = jd
             if jd.verdict == "Yes" or last:  # accepted, or out of rounds: the latest image is the answer
-                results[i].final = len(results[i].attempts) - 1
                 continue
             still.append(i)
             und_hist[i].append((und[active.index(i)], jd))
             prev = current_codes[i].unsqueeze(0)
-            if reencode and results[i].attempts[-1].source == "generated":
-                prev = j.encode_images(j.decode_codes(prev))  # the released scripts' lossy round trip (B3)
+            if reencode and results[i].attempts[-1].source == "generated":  # the released lossy round trip (B3)
+                prev = j.encode_images([results[i].attempts[-1].image])  # the 8-bit image the judge saw
             gen_hist[i].append((j.embed_gen(prev)[0], jd))
         active = still
         if not active or last:
@@ -396,13 +363,12 @@ def introspect(
             hooks.on_phase(f"image {k + 1}/{max_rounds}")
         ctx_rows = [_regen_context(j, prompt_ids[results[i].prompt], gen_hist[i]) for i in active]
         new_codes = _draw(j, ctx_rows, cfg, image_sampling, gen, hooks)
-        new_pics = j.decode_codes(new_codes)
+        new_pics = j.decode_codes(new_codes, truncate=reencode)
         for n, i in enumerate(active):
             current_codes[i] = new_codes[n]
             results[i].attempts.append(Attempt(k + 1, new_pics[n], new_codes[n].tolist()))
     for r in results:
-        if r.final < 0 or r.final >= len(r.attempts):
-            r.final = len(r.attempts) - 1
+        r.final = choose_final(r.attempts, final)
     return results
 
 
@@ -426,11 +392,11 @@ def edit(
 ) -> list[SampleResult]:
     """Edit images with instructions (template §2.6): the input enters through the VQ path, CFG drops only
     the instruction."""
-    instructions = check_prompts(instructions)
+    instructions = check_prompts(instructions, "instructions")
     pics = load_images(images)
     instructions, pics = _pair(instructions, pics, "images")
-    check_int("num_images", num_images, 1)
-    cfg, seed = check_cfg(cfg), check_seed(seed)
+    num_images = check_int("num_images", num_images, 1)
+    cfg, seed, hooks = check_cfg(cfg), resolve_seed(seed), check_hooks(hooks)
     sampling.validate("image")
     v = j.vocab
     codes_in = j.encode_images(pics)
@@ -458,4 +424,5 @@ def edit(
     ]
 
 
-__all__ = ["Janus", "text_to_image", "judge", "score", "introspect", "edit", "edit_row"]
+__all__ = ["Janus", "text_to_image", "judge", "score", "introspect", "edit", "edit_row", "check_prompts", "check_int",
+           "check_cfg", "check_seed", "load_images"]

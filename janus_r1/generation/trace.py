@@ -67,8 +67,9 @@ class SampleResult:
     index: int  # which of the N images of this prompt
     attempts: list[Attempt]
     final: int = -1  # index into ``attempts`` of the image to use
-    seed: int | None = None
+    seed: int | None = None  # the seed the run used (drawn when the caller gave none), so it can be repeated
     task: str = "generate"
+    final_rule: str = "last"  # how ``final`` was chosen: "last" (the paper's rule) or "best" (highest S)
 
     @property
     def image(self) -> Image.Image:
@@ -101,6 +102,7 @@ class SampleResult:
             "index": self.index,
             "seed": self.seed,
             "final": self.final % len(self.attempts),
+            "final_rule": self.final_rule,
             "final_file": self.final_attempt.file,
             "attempts": [a.to_dict() for a in self.attempts],
         }

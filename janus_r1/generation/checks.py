@@ -1,0 +1,179 @@
+"""Argument checks shared by every entry point (tasks, the Python API, the CLI, the ComfyUI nodes).
+
+Each check accepts what a caller naturally has (a ``str`` or ``pathlib.Path``, NumPy scalars from an array, a
+single item or a list) and otherwise raises one :class:`JanusR1Error` that names the argument and says what it
+accepts -- so no raw ``TypeError`` from deep inside the model ever reaches a user.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+import secrets
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import JanusR1Error
+from . import images as imgs
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2^64-1 (negative seeds wrap); ComfyUI's range too
+DRAWN_SEED_BITS = 53  # a drawn default seed stays exact in any JSON reader (JavaScript numbers included)
+FINAL_RULES = ("last", "best")
+
+
+def _as_int(value) -> int | None:
+    """Python or NumPy integer -> int; None for anything else (bools included: True is not a count)."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def check_int(name: str, value, low: int, high: int | None = None) -> int:
+    """An integer (NumPy integers accepted) in ``[low, high]``."""
+    n = _as_int(value)
+    if n is None or n < low or (high is not None and n > high):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise JanusR1Error(f"{name} must be an integer {rng} (got {value!r}).")
+    return n
+
+
+def check_float(name: str, value, low: float = 0.0, hint: str = "") -> float:
+    """A finite real number >= ``low`` (ints and NumPy floats accepted)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
+            or float(value) < low:
+        raise JanusR1Error(f"{name} must be a finite number >= {low:g} (got {value!r}){hint}.")
+    return float(value)
+
+
+def check_cfg(value) -> float:
+    return check_float("cfg", value, 0.0, "; the paper uses 5 (4 for editing)")
+
+
+def check_seed(seed) -> int | None:
+    """None (draw one) or an integer in [0, 2^64-1]."""
+    if seed is None:
+        return None
+    n = _as_int(seed)
+    if n is None or not 0 <= n <= SEED_MAX:
+        raise JanusR1Error(f"seed must be an integer in [0, 2^64-1 = {SEED_MAX}] or None for a random one "
+                           f"(got {seed!r}).")
+    return n
+
+
+def resolve_seed(seed) -> int:
+    """The checked seed, or a freshly drawn one: every run records the seed it used, so it can be repeated."""
+    n = check_seed(seed)
+    return secrets.randbits(DRAWN_SEED_BITS) if n is None else n
+
+
+def check_bool(name: str, value) -> bool:
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise JanusR1Error(f"{name} must be True or False (got {value!r}).")
+
+
+def check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise JanusR1Error(f"{name} must be one of {', '.join(repr(c) for c in choices)} (got {value!r}).")
+    return value
+
+
+def check_hooks(hooks):
+    """``None`` means no hooks; anything else must be a :class:`janus_r1.Hooks`."""
+    from .decode import NO_HOOKS, Hooks
+
+    if hooks is None:
+        return NO_HOOKS
+    if not isinstance(hooks, Hooks):
+        raise JanusR1Error(f"hooks must be a janus_r1.Hooks or None (got {type(hooks).__name__}).")
+    return hooks
+
+
+def check_prompts(prompts, name: str = "prompts") -> list[str]:
+    """One text or a list of texts, none empty."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    elif isinstance(prompts, (bytes, bytearray)):
+        raise JanusR1Error(f"{name} must be text (str) or a list of str, not bytes; decode it first "
+                           "(e.g. data.decode('utf-8')).")
+    elif prompts is None or not hasattr(prompts, "__iter__") or isinstance(prompts, dict):
+        raise JanusR1Error(f"{name} must be text (str) or a list of str (got {type(prompts).__name__}).")
+    prompts = list(prompts)
+    if not prompts:
+        raise JanusR1Error(f"{name}: no prompt given; pass at least one non-empty text.")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise JanusR1Error(f"{name}[{i}] is a {type(p).__name__}; each must be text (str).")
+        if not p.strip():
+            raise JanusR1Error(f"{name}[{i}] is empty or whitespace; describe the image you want.")
+    return prompts
+
+
+def check_critiques(critiques, n_images: int) -> list[str | None]:
+    """None (the model judges), one critique for every image, or one (or None) per image."""
+    if critiques is None:
+        return [None] * n_images
+    if isinstance(critiques, str):
+        critiques = [critiques]
+    elif isinstance(critiques, (bytes, bytearray)) or not isinstance(critiques, (list, tuple)):
+        raise JanusR1Error(f"critiques must be None, a str, or a list of str/None (got {type(critiques).__name__}).")
+    crits = list(critiques)
+    for i, c in enumerate(crits):
+        if c is not None and not isinstance(c, str):
+            raise JanusR1Error(f"critiques[{i}] is a {type(c).__name__}; each must be a str or None.")
+        if isinstance(c, str) and not c.strip():
+            raise JanusR1Error(f"critiques[{i}] is empty; pass None to let the model write its own.")
+    if len(crits) == 1 and n_images > 1:
+        crits = crits * n_images
+    if len(crits) != n_images:
+        raise JanusR1Error(f"got {len(crits)} critiques for {n_images} images; give one or one per image.")
+    return crits
+
+
+def _open(i: int, path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as f:
+            f.load()
+            return f.copy()
+    except FileNotFoundError:
+        raise JanusR1Error(f"images[{i}]: no such file {str(path)!r}") from None
+    except IsADirectoryError:
+        raise JanusR1Error(f"images[{i}]: {str(path)!r} is a directory, not an image file") from None
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise JanusR1Error(f"images[{i}]: cannot read {str(path)!r} as an image ({e})") from None
+
+
+def load_images(images, name: str = "images") -> list[Image.Image]:
+    """PIL images or paths (``str`` / ``pathlib.Path``), one or a list -> RGB PIL images."""
+    what = f"{name} must be a PIL image, a path (str or pathlib.Path) or a list of them"
+    if isinstance(images, (Image.Image, str, os.PathLike)):
+        images = [images]
+    elif images is None or not isinstance(images, (list, tuple)):
+        raise JanusR1Error(f"{what} (got {type(images).__name__}).")
+    out = []
+    for i, im in enumerate(images):
+        if isinstance(im, (str, os.PathLike)):
+            im = _open(i, Path(im))
+        elif not isinstance(im, Image.Image):
+            raise JanusR1Error(f"{name}[{i}] is a {type(im).__name__}; {what}.")
+        out.append(imgs.to_rgb(im))
+    if not out:
+        raise JanusR1Error(f"{name}: no image given; {what}.")
+    return out
+
+
+def choose_final(attempts, rule: str) -> int:
+    """Index of the attempt a sample returns. ``last``: the paper's rule (the accepted image, or the last drawn).
+    ``best``: the highest S among judged attempts, ties to the later one; unscored attempts (caller critiques,
+    an unjudged last image) are candidates only when no attempt has a score."""
+    if rule == "best":
+        scored = [(a.score, i) for i, a in enumerate(attempts) if a.score is not None]
+        if scored:
+            return max(scored)[1]
+    return len(attempts) - 1

@@ -1,0 +1,125 @@
+"""The ``final`` rule (last | best) and contact sheets: layout, captions' place, the chosen attempt's frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from janus_r1 import JanusR1Error
+from janus_r1.generation.checks import choose_final
+from janus_r1.generation.sheet import BORDER, CHOSEN, MARGIN, contact_sheet, contact_sheet_grid
+from janus_r1.generation.trace import Attempt, Judgement, SampleResult
+
+
+def _attempt(k: int, score: float | None, colour, source: str = "generated") -> Attempt:
+    jd = None if score == "unjudged" else Judgement("No", score, "No, because.")
+    return Attempt(k, Image.new("RGB", (32, 32), colour), [0] * 16, source=source, judgement=jd)
+
+
+@pytest.mark.parametrize("scores, best", [
+    ([0.212, 0.167], 0),                 # the issue's case: the redraw scored lower than the input
+    ([0.1, 0.3, 0.3], 2),                # ties go to the later attempt
+    ([None, 0.4, 0.2], 1),               # a caller's critique (no S) is not a candidate ...
+    ([None, "unjudged"], 1),             # ... unless nothing has a score: then the paper's last image
+    ([0.9, 0.2, "unjudged"], 0),         # an unjudged last image (judge_final=False) is not a candidate
+])
+def test_choose_final_best_and_last(scores, best):
+    attempts = [_attempt(k + 1, s, "red") for k, s in enumerate(scores)]
+    assert choose_final(attempts, "best") == best
+    assert choose_final(attempts, "last") == len(scores) - 1
+
+
+def test_generate_final_best_picks_highest_score_and_records_rule(micro, force_verdict):
+    with force_verdict("No", boost=3.0):  # every image judged "No": all three rounds run
+        last = micro.generate("a red cat", max_rounds=3, max_reflection=4, seed=11)[0]
+        best = micro.generate("a red cat", max_rounds=3, max_reflection=4, seed=11, final="best")[0]
+    assert [a.codes for a in best.attempts] == [a.codes for a in last.attempts]  # the rule changes no draw
+    scores = [a.score for a in best.attempts]
+    assert len(scores) == 3 and None not in scores
+    assert last.final == 2 and last.final_rule == "last" and last.to_dict()["final_rule"] == "last"
+    want = max(range(3), key=lambda i: (scores[i], i))
+    assert best.final == want and best.image is best.attempts[want].image
+    assert best.to_dict()["final_rule"] == "best" and best.to_dict()["final"] == want
+    with pytest.raises(JanusR1Error, match="final must be one of 'last', 'best'"):
+        micro.generate("a red cat", final="highest")
+
+
+def test_regenerate_final_best_with_caller_critique(micro, force_verdict):
+    src = Image.new("RGB", (48, 48), (10, 200, 10))
+    with force_verdict("No", boost=3.0):
+        [r] = micro.regenerate(src, "a red cat", critiques="no cat", max_rounds=3, max_reflection=4, seed=2,
+                               final="best")
+    assert r.attempts[0].score is None and r.final_rule == "best"
+    judged = [i for i, a in enumerate(r.attempts) if a.score is not None]
+    assert r.final == max(judged, key=lambda i: (r.attempts[i].score, i))
+
+
+def _result(scores, final: int) -> SampleResult:
+    colours = [(255, 0, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)]
+    attempts = [_attempt(k + 1, s, colours[k], "input" if k == 0 else "generated") for k, s in enumerate(scores)]
+    return SampleResult("a red cat", 0, attempts, final=final)
+
+
+@pytest.mark.parametrize("thumb", [64, 256])
+def test_contact_sheet_layout_and_chosen_frame(thumb):
+    r = _result([0.212, 0.167, "unjudged"], final=0)
+    sheet = contact_sheet(r, thumb=thumb)
+    assert sheet.width == 3 * thumb + 4 * MARGIN and sheet.height > thumb + 2 * MARGIN
+    px = sheet.load()
+    for k, colour in enumerate([(255, 0, 0), (0, 0, 255), (255, 255, 255)]):  # thumbnails in round order
+        x = MARGIN + k * (thumb + MARGIN)
+        assert px[x + thumb // 2, MARGIN + thumb // 2] == colour
+        frame = px[x - BORDER // 2 - 1, MARGIN + thumb // 2]  # in the margin left of the thumbnail
+        assert (frame == CHOSEN) == (k == 0)
+    # the frame surrounds the chosen thumbnail on all four sides and never covers the image
+    x0 = MARGIN
+    assert px[x0 + thumb + BORDER // 2, MARGIN + 5] == CHOSEN
+    assert px[x0 + thumb // 2, MARGIN - BORDER // 2 - 1] == CHOSEN
+    assert px[x0 + thumb // 2, MARGIN + thumb + BORDER // 2] == CHOSEN
+    assert px[x0, MARGIN] == (255, 0, 0) and px[x0 + thumb - 1, MARGIN + thumb - 1] == (255, 0, 0)
+    # captions sit under the thumbnails: some light text pixels below each one
+    for k in range(3):
+        x = MARGIN + k * (thumb + MARGIN)
+        strip = sheet.crop((x, MARGIN + thumb + BORDER + 1, x + thumb, sheet.height))
+        assert np.asarray(strip.convert("L")).max() > 150
+
+
+def test_contact_sheet_moves_frame_with_final():
+    r = _result([0.1, 0.5], final=1)
+    px = contact_sheet(r, thumb=64).load()
+    assert px[MARGIN - BORDER // 2 - 1, MARGIN + 32] != CHOSEN
+    assert px[MARGIN + 64 + MARGIN - BORDER // 2 - 1, MARGIN + 32] == CHOSEN
+
+
+def test_grid_best_of_n_marks_only_the_pick():
+    rows = [_result([s], final=0) for s in (0.3, 0.8, 0.5)]
+    one = contact_sheet(rows[0], thumb=64)
+    grid = contact_sheet_grid(rows, thumb=64)
+    assert grid.size == (one.width, 3 * one.height)
+    px = grid.load()
+    marked = [px[MARGIN - BORDER // 2 - 1, i * one.height + MARGIN + 32] == CHOSEN for i in range(3)]
+    assert marked == [False, True, False]
+    explicit = contact_sheet_grid(rows, thumb=64, chosen=2).load()
+    assert [explicit[MARGIN - 3, i * one.height + MARGIN + 32] == CHOSEN for i in range(3)] == [False, False, True]
+
+
+def test_grid_of_cot_results_marks_each_rows_final_and_left_aligns():
+    a, b = _result([0.1, 0.2, 0.3], final=2), _result([0.9], final=0)
+    grid = contact_sheet_grid([a, b], thumb=64)
+    ha = contact_sheet(a, thumb=64).height
+    assert grid.width == 3 * 64 + 4 * MARGIN
+    px = grid.load()
+    assert px[MARGIN + 2 * (64 + MARGIN) - 3, MARGIN + 32] == CHOSEN
+    assert px[MARGIN - 3, ha + MARGIN + 32] == CHOSEN
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: contact_sheet(None), "SampleResult"),
+    (lambda: contact_sheet(_result([0.1], 0), thumb=0), "thumb"),
+    (lambda: contact_sheet_grid([]), "non-empty list"),
+    (lambda: contact_sheet_grid([_result([0.1], 0)], chosen=3), "chosen"),
+])
+def test_sheet_bad_input(call, match):
+    with pytest.raises(JanusR1Error, match=match):
+        call()
