@@ -35,6 +35,10 @@ class Common:
     log_every: int = 1
     max_prompt_tokens: int = 200
     resume: str = "auto"  # auto (the latest checkpoint under out, if any) | none | a checkpoint directory
+    # logging and evaluation (tracking.py, evaluation.py)
+    log_with: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | wandb | tensorboard,wandb
+    eval_prompts: str | None = None  # held-out prompt file (.txt, or .jsonl such as GenEval's metadata)
+    eval_every: int = 0  # evaluate every N steps and at the last step (0: never)
 
 
 @dataclass
@@ -42,7 +46,9 @@ class SFTConfig(Common):
     data: list[str] = field(default_factory=list)  # label files (t2i) or editing metadata JSONL files
     image_root: str | None = None  # relative img_path are resolved against this (default: the label file's dir)
     on_bad_row: str = "fail"  # fail | skip (skipped rows are counted and logged)
-    check_images: bool = True
+    check_images: bool = False  # True: open every image at start-up; False: verify each when first loaded (skip+count)
+    num_workers: int = 2  # DataLoader workers that open images off the main thread (0: in the main process)
+    prefetch: int = 4  # steps each worker prepares ahead
     # selection (paper §3.1/B.1); select="state" is the released code's state codes (state 4 / {0,1}, S1-S5 aside)
     select: str = "score"  # score | state
     gen_positive: float = 0.8
@@ -67,7 +73,7 @@ class SFTConfig(Common):
 class GRPOConfig(Common):
     prompts: str = ""  # text file (one prompt per line) or JSONL; editing: JSONL {"image1"|"input", "text"}
     ref_model: str | None = None  # frozen KL reference; default a copy of the initial policy
-    reward: str = "self"  # self | self:PATH | vlm:PATH | http:URL
+    reward: str = "self"  # self | self:PATH | vlm:PATH | openai:URL?model=NAME (served judge) | http:URL (deprecated)
     reward_retries: int = 5
     reward_timeout: float = 120.0
     group_size: int = 7  # G (paper 7; code 8)
@@ -152,6 +158,8 @@ def validate(cfg) -> None:
         bad("max_steps must be >= 1")
     if cfg.dtype not in ("fp32", "bf16"):
         bad(f"dtype must be fp32 or bf16 (got {cfg.dtype!r})")
+    if cfg.eval_every < 0 or (cfg.eval_every and not cfg.eval_prompts):
+        bad("eval_every must be >= 0 and needs eval_prompts (a held-out prompt file)")
     if isinstance(cfg, SFTConfig):
         if cfg.on_bad_row not in ("fail", "skip"):
             bad("on_bad_row must be fail or skip")
@@ -163,6 +171,8 @@ def validate(cfg) -> None:
             bad("yes_no_weight must be in (0, 1) or null")
         if cfg.judge_history < 0 or cfg.regen_history < 1:
             bad("judge_history must be >= 0 and regen_history >= 1")
+        if cfg.num_workers < 0 or cfg.prefetch < 1:
+            bad("num_workers must be >= 0 and prefetch >= 1")
     else:
         if cfg.group_size < 2:
             bad("group_size must be >= 2 (advantages are normalised within a group)")

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from ..generation.context import Piece, uncond
-from ..generation.tasks import Janus, _judge_context, _regen_context, edit_row, load_images
+from ..generation.tasks import Janus, _judge_context, _regen_context, edit_row
 from ..generation.trace import Judgement
-from .data import EditRecord, PromptRecord, Report
+from .data import EditRecord, PromptRecord, Report, open_image
 from .sequences import gen_embeds, image_logits, text_logits, und_embeds
 
 TASKS = ("t2i", "judge", "regen")
@@ -143,9 +143,10 @@ class ImageCache:
     def __init__(self, j: Janus, max_items: int = 4096) -> None:
         self.j, self.max_items = j, max_items
         self.codes: dict[str, torch.Tensor] = {}
+        self.ready: dict = {}  # path -> PIL image the data loader's workers already opened for this step
 
     def pil(self, paths: list[str]):
-        return load_images(list(paths))
+        return [self.ready[p] if p in self.ready else open_image(p) for p in paths]
 
     def vq(self, paths: list[str]) -> torch.Tensor:
         todo = [p for p in dict.fromkeys(paths) if p not in self.codes]

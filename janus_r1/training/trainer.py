@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import math
 import os
@@ -25,8 +24,11 @@ from ..generation.tasks import Janus, load_images
 from . import checkpoint as ck
 from . import data as D
 from . import grpo as G
+from . import loader as L
 from . import sft as S
+from . import tracking as TR
 from .config import GRPOConfig, SFTConfig
+from .evaluation import Evaluator
 
 logger = logging.getLogger("janus_r1.training")
 
@@ -159,6 +161,11 @@ class Run:
 
             self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=type(cfg).__name__[:-6].lower(),
                             disable=os.environ.get("JANUS_R1_NO_PROGRESS") == "1")
+        self.tracker = TR.Tracker(self.out, type(cfg).__name__[:-6].lower(), _jsonable(cfg), self.step,
+                                  cfg.log_with, acc.is_main_process)
+        self.evaluator = Evaluator(cfg.eval_prompts, cfg.eval_every, self.out, cfg.seed, cfg.max_steps)
+        if self.evaluator.items and acc.is_main_process:
+            self.evaluator.write_prompt_file()
 
     def log_main(self, msg: str) -> None:
         if self.acc.is_main_process:
@@ -175,9 +182,10 @@ class Run:
         record = {"step": self.step + 1, "lr": self.sched.get_last_lr()[0], **record}
         self.sched.step()
         self.step += 1
+        if self.evaluator.due(self.step):
+            record.update(self.evaluate())
+        self.tracker.log(record)
         if self.acc.is_main_process:
-            with open(self.out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
             if self.bar is not None:
                 self.bar.update(1)
                 self.bar.set_postfix({k: round(v, 4) for k, v in record.items()
@@ -191,6 +199,12 @@ class Run:
             if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
                 os.kill(os.getpid(), signal.SIGKILL)
 
+    def evaluate(self) -> dict:
+        """The held-out evaluation (evaluation.py) on the current weights, every process its share."""
+        with full_params(self.acc, self.policy):
+            return self.evaluator.run(self.model, self.vocab, self.step, self.acc.process_index,
+                                      self.acc.num_processes, self.acc.gather)
+
     def finish(self) -> Path:
         """Export ``OUT/final`` and record each replica's weight digest in ``OUT/replicas.json``."""
         self.acc.wait_for_everyone()
@@ -202,6 +216,7 @@ class Run:
         if self.acc.is_main_process:
             if self.bar is not None:
                 self.bar.close()
+            self.tracker.finish()
             ck.export_model(self.acc.unwrap_model(self.policy).model, self.vocab, target)
         self.acc.wait_for_everyone()
         return target
@@ -250,16 +265,17 @@ def train_sft(cfg: SFTConfig) -> Path:
     mix = pools.mix() if cfg.task == "t2i" else None
     cache = S.ImageCache(j)
     set_train(run.model, True)
+    # each step's draws are seeded by (seed, step, micro-step, rank); workers open the images ahead (loader.py)
+    stream = L.sft_stream(pools, cfg, acc.process_index, run.step, mix, cfg.num_workers, cfg.prefetch,
+                          world=acc.num_processes)
+    bad_images = 0
     while run.step < cfg.max_steps:
         losses, tasks_used = [], []
-        for m in range(cfg.grad_accum):
-            shared = random.Random(derive_seed(cfg.seed, "task", run.step, m))  # same task on every rank
-            rng = random.Random(derive_seed(cfg.seed, "data", run.step, m, acc.process_index))
-            if cfg.task == "edit":
-                task, samples = "edit", [S.draw_edit(pools, rng, cfg.prompt_dropout) for _ in range(cfg.batch_size)]
-            else:
-                task = shared.choices(S.TASKS, weights=mix)[0]
-                samples = [pools.draw(task, rng) for _ in range(cfg.batch_size)]
+        for m, mb in enumerate(next(stream)):
+            task, samples, cache.ready = mb.task, mb.samples, mb.images
+            bad_images += len(mb.bad)
+            for msg in mb.bad:
+                logger.warning(f"skipped a bad image (rank {acc.process_index}): {msg}")
             sync = acc.no_sync(run.policy) if m < cfg.grad_accum - 1 else contextlib.nullcontext()
             with sync, acc.autocast():
                 loss = run.policy(S.sft_loss, j, samples, cache, cfg.max_answer_tokens, cfg.yes_no_weight,
@@ -268,8 +284,9 @@ def train_sft(cfg: SFTConfig) -> Path:
             losses.append(float(loss.detach()))
             tasks_used.append(task)
         norm = run.optimizer_step()
-        stats = run.mean_across({"loss": sum(losses) / len(losses), "grad_norm": norm})
-        run.end_step({**stats, "task": ",".join(tasks_used)})
+        stats = run.mean_across({"loss": sum(losses) / len(losses), "grad_norm": norm,
+                                 **TR.task_losses(losses, tasks_used)})  # tasks are the same on every rank
+        run.end_step({**stats, "task": ",".join(tasks_used), "bad_images": bad_images})
     return run.finish()
 
 
@@ -299,8 +316,9 @@ def train_grpo(cfg: GRPOConfig) -> Path:
             ref = load_policy(cfg.model, cfg.dtype, acc.device)[0]
     ref.requires_grad_(False).eval()
     ref_j = Janus(ref, run.vocab)
+    questions = D.load_questions(cfg.prompts) if cfg.task == "t2i" and cfg.prompts else None  # paper B.2
     reward = make_reward(cfg.reward, ref_janus=ref_j, retries=cfg.reward_retries, timeout=cfg.reward_timeout,
-                         device=str(acc.device))
+                         device=str(acc.device), questions=questions)
     if cfg.task == "edit" and cfg.reward.split(":")[0] == "self":
         raise JanusR1Error("editing GRPO needs a judge that scores edits: --reward vlm:PATH or http:URL")
     if not cfg.prompts:
@@ -335,7 +353,8 @@ def train_grpo(cfg: GRPOConfig) -> Path:
             acc.backward(loss)
             norms.append(run.optimizer_step())
             losses.append(float(loss.detach()))
-        stats = {"loss": losses[-1], "grad_norm": norms[-1], **extra, **G.rollout_stats(trajs, cfg)}
+        stats = {"loss": losses[-1], "grad_norm": norms[-1], **extra, **G.rollout_stats(trajs, cfg),
+                 **TR.reward_spread(trajs)}
         run.end_step(run.mean_across(stats))
     return run.finish()
 
