@@ -194,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"local dir, hub repo id or 'tiny-random' (default {DEFAULT_MODEL})")
         sp.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
         sp.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32")
-        sp.add_argument("--quantize", default="none", choices=["none", "4bit", "8bit"],
-                        help="language model in 4-bit NF4 or 8-bit (needs bitsandbytes)")
+        sp.add_argument("--quantize", default="none", choices=["none", "4bit", "int4", "nf4", "8bit"],
+                        help="language model only: 4bit = int4 on torch's own kernels where the device has one (CUDA sm80+, "
+                    "CPU), else NF4 | int4 | nf4, 8bit (need bitsandbytes)")
         sp.add_argument("--runner", default="auto", choices=["auto", "static", "fixed", "compiled", "dynamic"],
                         help="decode loop: auto (static KV cache) | compiled (torch.compile; CUDA graphs on a GPU)"
                         " | dynamic (transformers' own cache); all give the same tokens")
