@@ -64,7 +64,9 @@ class JanusR1:
         """Load a local directory or hub repo id, in DeepSeek or transformers layout (``"tiny-random"`` for a
         noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``.
         ``runner="compiled"`` compiles the fixed-shape decode step (CUDA graphs on a GPU); ``quantize="4bit"``
-        or ``"8bit"`` loads the language model through bitsandbytes (vision, VQ and heads stay unquantised);
+        quantises the language model only (vision, VQ and heads stay unquantised): int4 on torch's own fused kernels
+        where the device has one (CUDA sm80+, CPU), else NF4; ``"int4"`` asks for int4 anywhere, ``"nf4"`` and
+        ``"8bit"`` for bitsandbytes;
         ``max_memory_gib`` keeps at most that much weight on the device and streams the other decoder layers
         from CPU RAM (or ``offload_dir``) every step."""
         from .model.loading import load_model
