@@ -475,7 +475,9 @@ def load_model(
     ``device``: ``"auto"`` (cuda, else mps, else cpu) or a device string. ``dtype``: ``"auto"`` (the checkpoint's
     torch_dtype, bfloat16 for the released models), ``"bf16"``, ``"fp16"``, ``"fp32"`` or a torch.dtype. The
     model comes back in eval mode with every tensor loaded from the checkpoint and ``lm_head`` untied.
-    ``quantize``: ``"4bit"`` (NF4) or ``"8bit"`` for the language model only, through bitsandbytes.
+    ``quantize``: the language model only, layer by layer as it reaches the device (never its bf16 copy on a GPU):
+    ``"4bit"`` (int4 on torch's fused kernels where the device has one, else NF4), ``"int4"``, ``"nf4"`` or
+    ``"8bit"`` (the last two through bitsandbytes); see ``model/quantize.py``.
     ``max_memory_gib``: keep at most this much weight on the device and stream the other decoder layers from CPU
     RAM (or from ``offload_dir`` on disk) at every step.
     """
@@ -494,7 +496,7 @@ def load_model(
     target_dtype = _resolve_dtype(dtype, cfg)
     vocab = load_tokenizer(model_dir)
     if layout == "deepseek":
-        # quantised layers are built from host tensors and quantised on their way to the device
+        # quantised layers are built from host tensors and quantised one by one on their way to the device
         host = torch.device("cpu") if quantize != "none" or offloading else dev
         model = _load_deepseek(model_dir, cfg, vocab, target_dtype, host, progress)
     else:
