@@ -19,7 +19,7 @@ KNOWN_REPOS = {
     "Janus-Pro-1B": "deepseek-ai/Janus-Pro-1B",
 }
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
-QUANTIZE = ["none", "4bit", "8bit"]
+QUANTIZE = ["none", "4bit", "int4", "nf4", "8bit"]
 
 
 def register_folder() -> None:
@@ -135,9 +135,10 @@ class Loader(io.ComfyNode):
                     "quantize",
                     options=QUANTIZE,
                     default="none",
-                    tooltip="Language model in 4-bit (NF4) or 8-bit through bitsandbytes (pip install "
-                    "bitsandbytes), so the 7B model fits small cards (~6 GB in 4-bit). SigLIP, the VQ model and "
-                    "the heads stay in bf16. none = full precision.",
+                    tooltip="Language model only, so the 7B model fits small cards (~6 GB in 4-bit). 4bit = int4 on "
+                    "torch's own kernels where the device has one (CUDA sm80+, CPU), else NF4; int4 forces int4; "
+                    "nf4 and 8bit need bitsandbytes (pip install bitsandbytes). SigLIP, the VQ model and the heads "
+                    "stay in bf16. none = full precision.",
                 ),
             ],
             outputs=[
