@@ -212,7 +212,7 @@ def test_object_info_shapes(object_info):
     options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
     assert options[0] == "Janus-Pro-R1-7B" and {"Janus-Pro-7B", "Janus-Pro-1B"} <= set(options)
     q = loader["input"]["required"]["quantize"]
-    assert (q[1]["options"] if q[0] == "COMBO" else q[0]) == ["none", "4bit", "8bit"]
+    assert (q[1]["options"] if q[0] == "COMBO" else q[0]) == ["none", "4bit", "int4", "nf4", "8bit"]
     cot_info = object_info["JanusR1CoTGenerate"]
     assert cot_info["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "INT"]
     assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds"]
