@@ -63,7 +63,7 @@ class JanusR1:
     ) -> JanusR1:
         """Load a local directory or hub repo id, in DeepSeek or transformers layout (``"tiny-random"`` for a
         noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``.
-        ``runner="compiled"`` compiles the fixed-shape decode step (CUDA graphs on a GPU); ``quantize="4bit"``
+        ``runner``: see ``generation/decode.py`` (``auto`` replays a CUDA-graph step on a GPU); ``quantize="4bit"``
         quantises the language model only (vision, VQ and heads stay unquantised): int4 on torch's own fused kernels
         where the device has one (CUDA sm80+, CPU), else NF4; ``"int4"`` asks for int4 anywhere, ``"nf4"`` and
         ``"8bit"`` for bitsandbytes;

@@ -30,9 +30,10 @@ def _oracle(micro, prompts, **kw):
                           max_length=enc.input_ids.shape[1] + micro.num_image_tokens, **kw)
 
 
-@pytest.fixture(params=["static", "fixed", "dynamic"])
+@pytest.fixture(params=["eager", "fixed", "graph", "dynamic"])
 def runner(request, micro, monkeypatch):
-    """Every decode runner must give the same tokens: static cache, fixed-shape static step, transformers' own."""
+    """Every decode runner must give the same tokens: static cache, fixed-shape step (eager, and through the graph
+    path, which runs it eagerly on the CPU), transformers' own."""
     monkeypatch.setattr(micro.janus, "runner", request.param)
     return request.param
 
@@ -68,19 +69,25 @@ def test_all_runners_agree_on_every_task(micro, monkeypatch):
         e = micro.edit(g[0].image, "make it blue", seed=2)
         return [r.to_dict() for r in g + e]
 
-    static = run("static")
-    assert static == run("dynamic")
-    assert static == run("fixed")
-    assert any(len(d["attempts"]) > 1 for d in static)  # regeneration contexts (with mask holes) were exercised
+    eager = run("eager")
+    assert eager == run("dynamic")
+    assert eager == run("fixed")
+    assert eager == run("graph")
+    assert any(len(d["attempts"]) > 1 for d in eager)  # regeneration contexts (with mask holes) were exercised
 
 
-def test_compiled_step_is_token_identical(micro, monkeypatch):
-    """torch.compile of the fixed-shape step (inductor on CPU; CUDA graphs on a GPU) changes no token."""
-    monkeypatch.setattr(micro.janus, "runner", "static")
-    eager = micro.text_to_image(PROMPTS, seed=8, top_k=0)
-    monkeypatch.setattr(micro.janus, "runner", "compiled")
-    compiled = micro.text_to_image(PROMPTS, seed=8, top_k=0)
-    assert [r.attempts[0].codes for r in eager] == [r.attempts[0].codes for r in compiled]
+@pytest.mark.parametrize("old, new", [("static", "eager"), ("compiled", "graph")])
+def test_old_runner_names_are_aliases(micro, monkeypatch, old, new):
+    """The names before the CUDA-graph step still work and select the same runner."""
+    ctx = build(cfg_rows([[micro.janus.prompt_piece(micro.janus.prompt_ids("a red cat"))]], micro.vocab.ids.pad),
+                micro.model.get_input_embeddings(), micro.vocab.ids.pad)
+    a, b = D._runner(micro.model, ctx, 4, old), D._runner(micro.model, ctx, 4, new)
+    assert (type(a[0]), a[0].fixed, a[1]) == (type(b[0]), b[0].fixed, b[1])
+    monkeypatch.setattr(micro.janus, "runner", old)
+    before = micro.text_to_image(PROMPTS, seed=8, top_k=0)
+    monkeypatch.setattr(micro.janus, "runner", new)
+    after = micro.text_to_image(PROMPTS, seed=8, top_k=0)
+    assert [r.attempts[0].codes for r in before] == [r.attempts[0].codes for r in after]
 
 
 def test_same_seed_same_image_and_seeds_differ(micro):

@@ -3,6 +3,12 @@
 Order: optional top-k (every logit strictly below the k-th largest -> -inf, ties kept), ``softmax(logits / T)``,
 optional top-p (drop entries whose *preceding* cumulative mass exceeds p, renormalise), then a multinomial draw.
 All of it runs in float32 whatever the model dtype, so bf16 logits do not change the distribution's support.
+
+No function here reads a value back to the host, so a decode step that samples can be captured in a CUDA graph:
+the draw is ``torch.multinomial``'s own one-sample algorithm (ATen ``multinomial_out``: ``argmax(p / q)`` with
+``q = empty_like(p).exponential_(1, generator)``) minus its host-side validity checks -- the same tokens and the
+same generator state for the same seed (tested against ``torch.multinomial``). The CFG mix and the forced first
+token live here too, so decoding, training and the benchmarks apply one rule.
 """
 
 from __future__ import annotations
@@ -48,8 +54,32 @@ def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
+def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, weight: float) -> torch.Tensor:
+    """Classifier-free guidance: the sampling logits ``u + w (c - u)`` (paper App. B.4; the reference's order)."""
+    return uncond + weight * (cond - uncond)
+
+
+def force_tokens(logits: torch.Tensor, allowed: list[int] | torch.Tensor) -> torch.Tensor:
+    """Keep only the ``allowed`` ids of every row (the forced Yes/No verdict); every other logit becomes -inf."""
+    out = torch.full_like(logits, float("-inf"))
+    out[..., allowed] = logits[..., allowed]
+    return out
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One index per row of ``probs`` (P, V) -> (P, 1), exactly as ``torch.multinomial(probs, 1, generator=...)``.
+
+    ATen's one-sample path is ``argmax(p / q)``, ``q ~ Exp(1)`` drawn by ``exponential_`` on a tensor like ``p``;
+    written out it consumes the generator identically but skips multinomial's validity checks, which read back
+    to the host (CPU) or launch asserts. Other devices (MPS) keep their own multinomial kernel."""
+    if probs.device.type not in ("cpu", "cuda"):
+        return torch.multinomial(probs, 1, generator=generator)
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return torch.argmax(probs / q, dim=-1, keepdim=True)
+
+
 def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one token per row of ``logits`` (P, V) -> (P,) int64."""
+    """Pick one token per row of ``logits`` (P, V) -> (P,) int64, with no host synchronisation."""
     logits = filter_top_k(logits.float(), s.top_k)
     if s.greedy:
         return torch.argmax(logits, dim=-1)
@@ -59,9 +89,8 @@ def sample(logits: torch.Tensor, s: Sampling, generator: torch.Generator | None)
         preceding = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
         sorted_probs = sorted_probs.masked_fill(preceding > s.top_p, 0.0)
         sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
-        pick = torch.multinomial(sorted_probs, 1, generator=generator)
-        return torch.gather(order, -1, pick).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return torch.gather(order, -1, draw(sorted_probs, generator)).squeeze(-1)
+    return draw(probs, generator).squeeze(-1)
 
 
 def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator:

@@ -56,7 +56,7 @@ class Janus:
 
     model: torch.nn.Module
     vocab: Vocabulary
-    runner: str = "auto"  # decode runner: auto | static | fixed | compiled | dynamic (see decode.py)
+    runner: str = "auto"  # decode runner: auto | graph | fixed | eager | dynamic (see decode.py)
 
     @property
     def device(self) -> torch.device:
