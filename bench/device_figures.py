@@ -54,8 +54,14 @@ def deepseek_config(size: str) -> dict:
 
 
 @torch.no_grad()
-def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    """A real-geometry Janus with random weights made directly on ``device`` (no host copy)."""
+def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int = 0, quantize: str = "none"):
+    """A real-geometry Janus with random weights made directly on ``device`` (no host copy).
+
+    ``quantize`` ("4bit", "int4", "nf4", "8bit"): each decoder linear is drawn on the device and quantised at
+    once, so the card never holds the bf16 decoder and the peak is the quantised model's.
+    """
+    from janus_r1.model.quantize import decoder_linears, quantize_linear, resolve_mode
+
     from transformers import JanusForConditionalGeneration
 
     tok = build_tiny_tokenizer()
@@ -63,7 +69,12 @@ def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int 
     with params_on_meta():
         model = JanusForConditionalGeneration(cfg)
     gen = torch.Generator(device=device).manual_seed(seed)
+    mode = resolve_mode(quantize, device)
+    slots = [(parent, attr) for parent, attr, _ in decoder_linears(model)] if mode != "none" else []
+    later = {id(getattr(parent, attr)) for parent, attr in slots}
     for module in model.modules():
+        if id(module) in later:
+            continue
         for name, p in list(module._parameters.items()):
             if p is None:
                 continue
@@ -73,6 +84,14 @@ def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int 
             else:
                 t.normal_(0.0, 0.02, generator=gen)
             module._parameters[name] = torch.nn.Parameter(t, requires_grad=False)
+    for parent, attr in slots:  # one bf16 weight on the card at a time
+        lin = getattr(parent, attr)
+        w = torch.empty(lin.weight.shape, device=device, dtype=dtype).normal_(0.0, 0.02, generator=gen)
+        lin.weight = torch.nn.Parameter(w, requires_grad=False)
+        setattr(parent, attr, quantize_linear(lin, mode, device, dtype))
+        del lin, w
+    if slots:
+        model.config.janus_r1_quantization = mode
     return model.to(device).eval(), tok
 
 
