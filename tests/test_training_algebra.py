@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from janus_r1.training import grpo as G
+from janus_r1.training.schedules import GRPOSchedule, SFTSchedule
 from janus_r1.training.sequences import code_merged_logprobs, guided
-from janus_r1.training.trainer import GRPOSchedule, SFTSchedule
 
 
 def test_group_advantages_zero_mean_unit_std_per_group():
@@ -63,10 +63,11 @@ def test_cfg_merged_logprob_is_guided_logits_at_temperature_w():
 
 
 def test_grpo_lr_schedule_c7():
+    """LambdaLR evaluates the factor at the number of updates already taken: update n uses factor(n - 1)."""
     s = GRPOSchedule(peak=6e-6, warmup=100, convert=2e-6, convert_steps=400, minimum=2e-7, total=3000, decay="linear")
-    assert s(0) == 0.0 and s(100) == pytest.approx(1.0)
+    assert s(0) == pytest.approx(0.01) and s(99) == pytest.approx(1.0) and s(100) == pytest.approx(1.0)
     assert s(400) == pytest.approx(2e-6 / 6e-6) and s(3000) == pytest.approx(2e-7 / 6e-6)
-    assert s(50) == pytest.approx(0.5) and s(250) == pytest.approx((1 + 2e-6 / 6e-6) / 2)
+    assert s(49) == pytest.approx(0.5) and s(250) == pytest.approx((1 + 2e-6 / 6e-6) / 2)
     assert s(1700) == pytest.approx((2e-6 + 2e-7) / 2 / 6e-6)
     c = GRPOSchedule(6e-6, 100, 2e-6, 400, 2e-7, 3000, "cosine")
     assert c(400) == pytest.approx(2e-6 / 6e-6) and c(3000) == pytest.approx(2e-7 / 6e-6)
@@ -76,9 +77,25 @@ def test_grpo_lr_schedule_c7():
 
 def test_sft_schedule_warmup_then_cosine_to_min():
     s = SFTSchedule(peak=2e-5, warmup=1000, total=50000, start=1e-6, minimum=2e-7)
-    assert s(0) * 2e-5 == pytest.approx(1e-6) and s(1000) == pytest.approx(1.0)
-    assert s(50000) * 2e-5 == pytest.approx(2e-7)
+    assert s(0) * 2e-5 == pytest.approx(1e-6 + (2e-5 - 1e-6) / 1000) and s(999) == pytest.approx(1.0)
+    assert s(1000) == pytest.approx(1.0) and s(50000) * 2e-5 == pytest.approx(2e-7)
     assert s(25500) * 2e-5 == pytest.approx((2e-5 + 2e-7) / 2)
+
+
+@pytest.mark.parametrize("schedule", [SFTSchedule(2e-5, 3, 10), GRPOSchedule(6e-6, 3, 2e-6, 5, 2e-7, 10)])
+def test_the_first_update_is_not_a_noop(schedule):
+    """Warm-up starts above 0: the first optimizer step moves the weights (issue 10, item 6)."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    lrs = []
+    for _ in range(4):
+        lrs.append(sched.get_last_lr()[0])
+        p.grad = torch.ones(3)
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(lrs[2] / 3) and lrs[0] > 0 and lrs[2] == pytest.approx(1.0)
+    assert not torch.equal(p.detach(), torch.ones(3))
 
 
 def test_bilevel_reward_paper_b2():

@@ -41,25 +41,25 @@ def write_json(path: Path, obj) -> None:
 
 
 def optimizer_tensors(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into flat tensors and JSON metadata."""
+    """Split a name-keyed optimizer state dict (``sharding.optimizer_state``) into flat tensors and JSON."""
     tensors, meta = {}, {"param_groups": sd["param_groups"], "scalars": {}}
-    for idx, st in sd["state"].items():
+    for name, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"state.{idx}.{k}"] = v.detach().cpu().contiguous()
+                tensors[f"state.{name}.{k}"] = v.detach().cpu().contiguous()
             else:
-                meta["scalars"][f"{idx}.{k}"] = v
+                meta["scalars"][f"{name}.{k}"] = v
     return tensors, meta
 
 
 def optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict = {}
-    for name, v in tensors.items():
-        _, idx, k = name.split(".", 2)
-        state.setdefault(int(idx), {})[k] = v
-    for name, v in meta["scalars"].items():
-        idx, k = name.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
+    for key, v in tensors.items():
+        name, k = key.removeprefix("state.").rsplit(".", 1)
+        state.setdefault(name, {})[k] = v
+    for key, v in meta["scalars"].items():
+        name, k = key.rsplit(".", 1)
+        state.setdefault(name, {})[k] = v
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
@@ -71,8 +71,12 @@ def rng_tensors() -> tuple[dict[str, torch.Tensor], list]:
     return t, list(random.getstate()[1])
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, extra: dict, acc) -> Path:
-    """All ranks call this; rank 0 writes model/optimizer/state, every rank its RNG state."""
+def save_checkpoint(root: Path, step: int, policy, optimizer, scheduler, extra: dict, acc) -> Path:
+    """All ranks call this (the gathers are collective); rank 0 writes the full model/optimizer/state, every rank
+    its RNG state."""
+    from .sharding import model_state, optimizer_state
+
+    model_sd, opt_sd = model_state(policy), optimizer_state(policy, optimizer)
     ckdir = root / "checkpoints"
     name = f"step-{step:08d}"
     tmp = ckdir / f".tmp-{name}"
@@ -84,9 +88,8 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, extra: d
     rng, py = rng_tensors()
     save_file(rng, str(tmp / f"rng-rank{acc.process_index}.safetensors"), metadata={"python": json.dumps(py)})
     if acc.is_main_process:
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(sd, str(tmp / "model.safetensors"))
-        ot, ometa = optimizer_tensors(optimizer.state_dict())
+        save_file({k: v.contiguous() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
+        ot, ometa = optimizer_tensors(opt_sd)
         save_file(ot, str(tmp / "optimizer.safetensors"))
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
         write_json(tmp / "state.json", {"step": step, "optimizer": ometa, "scheduler": sched, **extra})
@@ -125,14 +128,50 @@ def find_checkpoint(root: Path, resume: str | None) -> Path | None:
     return p
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int) -> dict:
+def check_compatible(path: Path, model, stage: str, cfg: dict) -> None:
+    """A clear error when a checkpoint is another model's run (instead of a raw "size mismatch" later)."""
+    from safetensors import safe_open
+
     state = json.loads((path / "state.json").read_text())
-    sd = load_file(str(path / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    old = state.get("config", {})
+    diffs = []
+    if state.get("stage", stage) != stage:
+        diffs.append(f"it is a {state['stage']} run, this is {stage}")
+    for key in ("model", "task"):
+        if key in old and old[key] != cfg.get(key):
+            diffs.append(f"{key} {old[key]!r} in the checkpoint vs {cfg.get(key)!r} now")
+    mine = model.state_dict()
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    shapes = [f"{k}: {list(theirs[k])} in the checkpoint vs {list(v.shape)} now" for k, v in mine.items()
+              if k in theirs and theirs[k] != tuple(v.shape)]
+    missing, unexpected = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+    diffs += shapes[:3] + ([f"{len(shapes)} tensors differ in shape"] if len(shapes) > 3 else [])
+    if missing or unexpected:
+        diffs.append(f"{len(missing)} weights missing from the checkpoint (e.g. {missing[:2]}), "
+                     f"{len(unexpected)} unknown to the model (e.g. {unexpected[:2]})")
+    if diffs:
+        raise JanusR1Error(f"--out holds another run: checkpoint {path} does not match ({'; '.join(diffs)}); "
+                           "use another --out, or --resume none to start over there")
+
+
+def load_model_weights(path: Path, model) -> dict:
+    """Load a checkpoint's weights into the (unsharded) model; returns its state.json."""
+    state = json.loads((path / "state.json").read_text())
+    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
     if missing or unexpected:
         raise JanusR1Error(f"checkpoint {path} does not match the model (missing {missing[:5]}, "
                            f"unexpected {unexpected[:5]})")
-    optimizer.load_state_dict(optimizer_state(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    return state
+
+
+def load_training_state(path: Path, policy, optimizer, scheduler, rank: int) -> None:
+    """Optimizer (each rank its shard), scheduler and this rank's RNG state, after the model is sharded."""
+    from .sharding import load_optimizer_state
+
+    state = json.loads((path / "state.json").read_text())
+    load_optimizer_state(policy, optimizer, optimizer_state(load_file(str(path / "optimizer.safetensors")),
+                                                            state["optimizer"]))
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     rng_file = path / f"rng-rank{rank}.safetensors"
     if rng_file.is_file():
@@ -143,7 +182,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int) -> dict:
         with safe_open(str(rng_file), framework="pt") as f:
             py = json.loads(f.metadata()["python"])
         random.setstate((3, tuple(py), None))
-    return state
 
 
 def export_model(model, vocab, target: Path) -> Path:

@@ -21,8 +21,9 @@ class Common:
     task: str = "t2i"  # t2i | edit
     max_steps: int = 1000
     seed: int = 1024
-    dtype: str = "fp32"  # weights dtype: fp32 | bf16 (pure bf16 as the reference SFT) ; autocast via mixed_precision
-    mixed_precision: str = "no"  # accelerate: no | bf16 | fp16
+    dtype: str = "fp32"  # master weights: fp32 (with mixed_precision bf16: bf16 compute) | bf16 (pure bf16, lossy)
+    mixed_precision: str = "no"  # no | bf16 | fp16: autocast over the master weights (FSDP: its param_dtype)
+    sharding: str = "none"  # none (one replica per process: DDP, or DeepSpeed from the accelerate config) | fsdp
     gradient_checkpointing: bool = False
     # optimiser (paper Table 5): AdamW (0.9, 0.95), eps 1e-6, wd 0.05, clip 1.0; no decay on biases and norms
     lr: float = 2e-5
@@ -77,7 +78,9 @@ class GRPOConfig(Common):
     reward_retries: int = 5
     reward_timeout: float = 120.0
     group_size: int = 7  # G (paper 7; code 8)
-    prompts_per_step: int = 1  # per process; each prompt's group lives on one process
+    prompts_per_step: int = 1  # per process and rollout batch; each prompt's group lives on one process
+    rollout_batches: int = 1  # rollout batches per update (each seeded by its slot, like grad_accum in SFT)
+    micro_batch: int = 0  # trajectories per forward/backward of the update (gradient accumulation); 0 = all
     max_rounds: int = 2  # T images per trajectory (paper inference <= 3; code 2)
     advantage: str = "trajectory"  # trajectory (paper R_Gen + R_Comp) | segments (code: A(r1), A(r2), A(r3))
     logprob: str = "sampled"  # sampled (CFG-guided at the sampling temperature) | code (c - (w-1)/w u, R3/R4)
@@ -158,9 +161,17 @@ def validate(cfg) -> None:
         bad("max_steps must be >= 1")
     if cfg.dtype not in ("fp32", "bf16"):
         bad(f"dtype must be fp32 or bf16 (got {cfg.dtype!r})")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        bad(f"mixed_precision must be no, bf16 or fp16 (got {cfg.mixed_precision!r})")
+    if cfg.sharding not in ("none", "fsdp"):
+        bad(f"sharding must be none or fsdp (got {cfg.sharding!r})")
+    if cfg.sharding == "fsdp" and cfg.mixed_precision == "fp16":
+        bad("sharding fsdp supports mixed_precision no or bf16")
     if cfg.eval_every < 0 or (cfg.eval_every and not cfg.eval_prompts):
         bad("eval_every must be >= 0 and needs eval_prompts (a held-out prompt file)")
     if isinstance(cfg, SFTConfig):
+        if cfg.batch_size < 1 or cfg.grad_accum < 1:
+            bad("need batch_size >= 1 and grad_accum >= 1")
         if cfg.on_bad_row not in ("fail", "skip"):
             bad("on_bad_row must be fail or skip")
         if cfg.select not in ("score", "state"):
@@ -174,6 +185,8 @@ def validate(cfg) -> None:
         if cfg.num_workers < 0 or cfg.prefetch < 1:
             bad("num_workers must be >= 0 and prefetch >= 1")
     else:
+        if cfg.prompts_per_step < 1 or cfg.rollout_batches < 1 or cfg.micro_batch < 0:
+            bad("need prompts_per_step >= 1, rollout_batches >= 1 and micro_batch >= 0")
         if cfg.group_size < 2:
             bad("group_size must be >= 2 (advantages are normalised within a group)")
         if cfg.inner_iterations < 1:

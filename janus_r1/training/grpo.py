@@ -241,39 +241,61 @@ def advantages(trajs: list[Trajectory], group_size: int) -> torch.Tensor:
     return torch.stack([group_advantages(r[:, c], group_size) for c in range(r.shape[1])], dim=1)
 
 
+def micro_batches(segs: list[Segment], n_traj: int, size: int) -> list[list[int]]:
+    """Segment indices by chunks of ``size`` whole trajectories (0: one chunk). Every process holds the same number
+    of trajectories, so every process runs the same number of forwards and backwards (FSDP needs that)."""
+    size = size or max(n_traj, 1)
+    return [[n for n, s in enumerate(segs) if lo <= s.traj < lo + size] for lo in range(0, n_traj, size)]
+
+
+def _mask(s: Segment, lp: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(lp) if s.mask is None else torch.tensor(s.mask, dtype=lp.dtype, device=lp.device)
+
+
+def loss_coefficients(segs: list[Segment], lps: list[torch.Tensor]) -> list[float]:
+    """Each segment's factor on its summed per-token loss. Paper: 1 / (its trajectory's token count) / (number of
+    trajectories). Segments mode (code): 1 / (the row's token count) / (rows of its stream) / (streams).
+    Computed once over the whole update, so micro-batches sum to exactly the one-shot loss."""
+    keys = [(s.traj, None) if not s.stream else (s.stream, s.traj) for s in segs]
+    count: dict = {}
+    for k, s, x in zip(keys, segs, lps):
+        count[k] = count.get(k, 0.0) + float(_mask(s, x).sum())
+    rows: dict = {}
+    for k in count:
+        outer = k[0] if k[1] is not None else None
+        rows[outer] = rows.get(outer, 0) + 1
+    return [1.0 / max(count[k], 1.0) / rows[k[0] if k[1] is not None else None] / len(rows) for k in keys]
+
+
+def grpo_terms(lp, lp_old, lp_ref, segs: list[Segment], adv: torch.Tensor, cfg,
+               coef: list[float]) -> tuple[torch.Tensor, dict]:
+    """The loss of some of an update's segments (their share of the total) and token sums for the statistics."""
+    dev = lp[0].device
+    total = lp[0].new_zeros(())
+    kl = clipped = ntok = 0.0
+    for s, a, b, c, w in zip(segs, lp, lp_old, lp_ref, coef):
+        m = _mask(s, a)
+        A = adv[s.traj, s.stream - 1 if s.stream else 0].to(device=dev, dtype=a.dtype)
+        total = total + (token_loss(a, b, c, A, cfg.clip_eps, cfg.beta) * m).sum() * w
+        ratio = torch.exp(a - b).detach()
+        clip = ((ratio > 1 + cfg.clip_eps) & (A > 0)) | ((ratio < 1 - cfg.clip_eps) & (A < 0))
+        kl += float((k3(a, c).detach() * m).sum())
+        clipped += float((clip.float() * m).sum())
+        ntok += float(m.sum())
+    return total, {"kl_sum": kl, "clip_sum": clipped, "tokens": ntok}
+
+
+def token_stats(sums: dict) -> dict:
+    """Per-token means of :func:`grpo_terms`' sums."""
+    n = max(sums.get("tokens", 0.0), 1.0)
+    return {"kl": sums.get("kl_sum", 0.0) / n, "clip_frac": sums.get("clip_sum", 0.0) / n}
+
+
 def grpo_loss(lp, lp_old, lp_ref, segs: list[Segment], adv: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
     """Paper: per-trajectory token mean over all its segments, then the mean over trajectories.
     Segments mode (code): per stream, mean over rows of the row's token mean; then the mean over streams."""
-    dev = lp[0].device
-    per_tok, kls, clipped, weights, keys = [], [], [], [], []
-    for s, a, b, c in zip(segs, lp, lp_old, lp_ref):
-        m = torch.ones_like(a) if s.mask is None else torch.tensor(s.mask, dtype=a.dtype, device=dev)
-        col = s.stream - 1 if s.stream else 0
-        A = adv[s.traj, col].to(device=dev, dtype=a.dtype)
-        per_tok.append(token_loss(a, b, c, A, cfg.clip_eps, cfg.beta) * m)
-        kls.append((k3(a, c) * m).detach())
-        ratio = torch.exp(a - b).detach()
-        clipped.append((((ratio > 1 + cfg.clip_eps) & (A > 0)) | ((ratio < 1 - cfg.clip_eps) & (A < 0))).float() * m)
-        weights.append(m)
-        keys.append((s.traj, None) if not s.stream else (s.stream, s.traj))
-    # each token is normalised by its row's token count (a trajectory, or a stream's row), rows are averaged
-    count: dict = {}
-    for k, m in zip(keys, weights):
-        count[k] = count.get(k, 0.0) + float(m.sum())
-    rows_per_outer: dict = {}
-    for k in count:
-        outer = k[0] if k[1] is not None else None
-        rows_per_outer[outer] = rows_per_outer.get(outer, 0) + 1
-    total = lp[0].new_zeros(())
-    for k, v in zip(keys, per_tok):
-        outer = k[0] if k[1] is not None else None
-        total = total + v.sum() / max(count[k], 1.0) / rows_per_outer[outer] / len(rows_per_outer)
-    ntok = sum(float(m.sum()) for m in weights)
-    stats = {
-        "kl": sum(float(x.sum()) for x in kls) / max(ntok, 1.0),
-        "clip_frac": sum(float(x.sum()) for x in clipped) / max(ntok, 1.0),
-    }
-    return total, stats
+    total, sums = grpo_terms(lp, lp_old, lp_ref, segs, adv, cfg, loss_coefficients(segs, lp))
+    return total, token_stats(sums)
 
 
 def rollout_stats(trajs: list[Trajectory], cfg) -> dict:

@@ -11,7 +11,6 @@ import contextlib
 import copy
 import hashlib
 import logging
-import math
 import os
 import random
 import signal
@@ -26,9 +25,11 @@ from . import data as D
 from . import grpo as G
 from . import loader as L
 from . import sft as S
+from . import sharding
 from . import tracking as TR
 from .config import GRPOConfig, SFTConfig
 from .evaluation import Evaluator
+from .schedules import GRPOSchedule, SFTSchedule
 
 logger = logging.getLogger("janus_r1.training")
 
@@ -66,40 +67,6 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class SFTSchedule:
-    """LR factor: linear warm-up from ``start/peak`` to 1 over ``warmup`` steps, cosine to ``min/peak`` at ``total``."""
-
-    def __init__(self, peak: float, warmup: int, total: int, start: float = 0.0, minimum: float = 0.0) -> None:
-        self.peak, self.warmup, self.total, self.start, self.minimum = peak, warmup, total, start, minimum
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (self.start + (self.peak - self.start) * step / self.warmup) / self.peak
-        span = max(self.total - self.warmup, 1)
-        t = min((step - self.warmup) / span, 1.0)
-        return (self.minimum + (self.peak - self.minimum) * 0.5 * (1 + math.cos(math.pi * t))) / self.peak
-
-
-class GRPOSchedule:
-    """Spec C.7 / Table 5: 0 -> peak over ``warmup``, linear to ``convert`` at ``convert_steps``, then linear
-    (code) or cosine (paper) to ``minimum`` at ``total``."""
-
-    def __init__(self, peak, warmup, convert, convert_steps, minimum, total, decay="cosine") -> None:
-        self.peak, self.warmup, self.convert, self.convert_steps = peak, warmup, convert, convert_steps
-        self.minimum, self.total, self.decay = minimum, total, decay
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            lr = self.peak * step / self.warmup
-        elif step < self.convert_steps:
-            lr = self.peak + (self.convert - self.peak) * (step - self.warmup) / (self.convert_steps - self.warmup)
-        else:
-            t = min((step - self.convert_steps) / max(self.total - self.convert_steps, 1), 1.0)
-            w = t if self.decay == "linear" else 0.5 * (1 - math.cos(math.pi * t))
-            lr = self.convert + (self.minimum - self.convert) * w
-        return lr / self.peak
-
-
 def derive_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 2
 
@@ -132,27 +99,38 @@ def load_policy(name: str, dtype: str, device):
 class Run:
     """What both loops share: accelerator, model, optimizer, scheduler, checkpoints, log, progress bar."""
 
-    def __init__(self, cfg, schedule) -> None:
+    def __init__(self, cfg, schedule, reference: bool = False) -> None:
         self.cfg = cfg
+        self.stage = type(cfg).__name__[:-6].lower()
         self.acc = acc = make_accelerator(cfg)
         self.out = Path(cfg.out)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.model, self.vocab = load_policy(cfg.model, cfg.dtype, acc.device)
         freeze_encoders(self.model)
+        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
+        # the frozen reference: the initial weights, before the checkpoint's and before the checkpointing hook
+        self.ref = make_reference(cfg, self.model, acc.device) if reference else None
+        self.step = 0
+        if found is not None:
+            ck.check_compatible(found, self.model, self.stage, _jsonable(cfg))
+            self.step = int(ck.load_model_weights(found, self.model)["step"])
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.j = Janus(self.model, self.vocab)
+        self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
+        if cfg.sharding == "fsdp":
+            sharding.shard(self.root, cfg.mixed_precision, acc.device)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                      eps=cfg.eps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, schedule)
-        self.step = 0
-        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
         if found is not None:
-            state = ck.load_checkpoint(found, self.model, self.opt, self.sched, acc.process_index)
-            self.step = int(state["step"])
+            ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index)
             self.log_main(f"resumed from {found} at step {self.step}")
-        self.policy, self.opt = acc.prepare(Policy(self.model), self.opt)
+        if cfg.sharding == "fsdp":
+            self.policy = self.root
+        else:
+            self.policy, self.opt = acc.prepare(self.root, self.opt)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.bar = None
         if acc.is_main_process:
@@ -171,8 +149,20 @@ class Run:
         if self.acc.is_main_process:
             logger.warning(msg)
 
+    @property
+    def sharded(self) -> bool:
+        return self.cfg.sharding == "fsdp"
+
+    def sync(self, last: bool):
+        """Gradient all-reduce only on the last micro-batch of an update (DDP); FSDP reduce-scatters every
+        backward so that no rank ever holds full-size gradients."""
+        return contextlib.nullcontext() if last or self.sharded else self.acc.no_sync(self.policy)
+
     def optimizer_step(self) -> float:
-        norm = self.acc.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
+        if self.sharded:
+            norm = sharding.clip_grad_norm(self.trainable, self.cfg.grad_clip)
+        else:
+            norm = self.acc.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return float(norm) if norm is not None else float("nan")
@@ -192,8 +182,8 @@ class Run:
                                       if isinstance(v, float) and k in ("loss", "reward", "kl", "aha_rate")})
         last = self.step == self.cfg.max_steps
         if self.step % self.cfg.save_every == 0 or last:
-            ck.save_checkpoint(self.out, self.step, self.model, self.opt, self.sched,
-                               {"config": _jsonable(self.cfg)}, self.acc)
+            ck.save_checkpoint(self.out, self.step, self.root, self.opt, self.sched,
+                               {"stage": self.stage, "config": _jsonable(self.cfg)}, self.acc)
             if self.acc.is_main_process:
                 ck.prune(self.out, self.cfg.keep_checkpoints)
             if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
@@ -206,18 +196,25 @@ class Run:
                                       self.acc.num_processes, self.acc.gather)
 
     def finish(self) -> Path:
-        """Export ``OUT/final`` and record each replica's weight digest in ``OUT/replicas.json``."""
+        """Export ``OUT/final`` (the full weights) and ``OUT/replicas.json``: each replica's weight digest, or
+        the digest of the gathered weights of a sharded run."""
         self.acc.wait_for_everyone()
-        digests = self.acc.gather(torch.tensor([weights_digest(self.model)], device=self.acc.device))
         target = self.out / "final"
+        if self.sharded:
+            state = sharding.model_state(self.root)  # collective; the main process gets the full weights
+            digests = torch.tensor([weights_digest(state) if self.acc.is_main_process else 0])
+            replicas = {"sharding": "fsdp", "processes": self.acc.num_processes}
+        else:
+            digests = self.acc.gather(torch.tensor([weights_digest(self.model.state_dict())],
+                                                   device=self.acc.device))
+            replicas = {"in_sync": len(set(digests.tolist())) == 1}
         if self.acc.is_main_process:
-            ck.write_json(self.out / "replicas.json", {"digests": [int(x) for x in digests.tolist()],
-                                                       "in_sync": len(set(digests.tolist())) == 1})
-        if self.acc.is_main_process:
+            ck.write_json(self.out / "replicas.json", {"digests": [int(x) for x in digests.tolist()], **replicas})
             if self.bar is not None:
                 self.bar.close()
             self.tracker.finish()
-            ck.export_model(self.acc.unwrap_model(self.policy).model, self.vocab, target)
+            model = sharding.plain_model(self.model, state) if self.sharded else self.model
+            ck.export_model(model, self.vocab, target)
         self.acc.wait_for_everyone()
         return target
 
@@ -229,10 +226,10 @@ class Run:
         return {k: float(torch.nanmean(t[:, i])) for i, k in enumerate(keys)}
 
 
-def weights_digest(model) -> int:
-    """A 62-bit digest of every parameter's bytes (equal digests = bit-identical replicas)."""
+def weights_digest(state: dict[str, torch.Tensor]) -> int:
+    """A 62-bit digest of every tensor's bytes (equal digests = bit-identical replicas)."""
     h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
+    for name, p in sorted(state.items()):
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return int.from_bytes(h.digest()[:8], "little") >> 2
@@ -276,8 +273,7 @@ def train_sft(cfg: SFTConfig) -> Path:
             bad_images += len(mb.bad)
             for msg in mb.bad:
                 logger.warning(f"skipped a bad image (rank {acc.process_index}): {msg}")
-            sync = acc.no_sync(run.policy) if m < cfg.grad_accum - 1 else contextlib.nullcontext()
-            with sync, acc.autocast():
+            with run.sync(m == cfg.grad_accum - 1), acc.autocast():
                 loss = run.policy(S.sft_loss, j, samples, cache, cfg.max_answer_tokens, cfg.yes_no_weight,
                                   cfg.yes_no_weight_mode)
                 acc.backward(loss / cfg.grad_accum)
@@ -290,11 +286,11 @@ def train_sft(cfg: SFTConfig) -> Path:
     return run.finish()
 
 
-def _prompt_batch(items: list, step: int, rank: int, world: int, per: int, seed: int) -> list:
-    """Prompts of (step, rank): an epoch-wise seeded permutation, sharded across ranks."""
+def _prompt_batch(items: list, step: int, slot: int, slots: int, per: int, seed: int) -> list:
+    """Prompts of (step, slot): an epoch-wise seeded permutation, cut into ``slots`` shares per step."""
     out = []
     for i in range(per):
-        g = (step * world + rank) * per + i
+        g = (step * slots + slot) * per + i
         epoch, pos = divmod(g, len(items))
         perm = list(range(len(items)))
         random.Random(derive_seed(seed, "epoch", epoch)).shuffle(perm)
@@ -302,23 +298,79 @@ def _prompt_batch(items: list, step: int, rank: int, world: int, per: int, seed:
     return out
 
 
+def make_reference(cfg, model, device):
+    """The frozen KL reference (and ``self`` judge): a copy of the initial policy or ``ref_model``, in bf16 when
+    the run computes in bf16, never with the policy's checkpointing hook, without grads, in eval mode."""
+    dtype = torch.bfloat16 if "bf16" in (cfg.dtype, cfg.mixed_precision) else torch.float32
+    ref = load_policy(cfg.ref_model, cfg.dtype, device)[0] if cfg.ref_model else copy.deepcopy(model)
+    return ref.to(dtype).requires_grad_(False).eval()
+
+
+def _rollouts(run, cfg, items, reward) -> list:
+    """This process's rollouts of a step: batch k is slot ``k * world + rank``, seeded by (step, slot), so a run
+    on one process with ``rollout_batches = n`` draws what n processes draw with 1."""
+    acc, j, world = run.acc, run.j, run.acc.num_processes
+    trajs: list = []
+    set_train(run.model, False)
+    with torch.no_grad(), full_params(acc, run.policy):
+        for k in range(cfg.rollout_batches):
+            slot = k * world + acc.process_index
+            batch = _prompt_batch(items, run.step, slot, world * cfg.rollout_batches, cfg.prompts_per_step, cfg.seed)
+            seed = derive_seed(cfg.seed, "rollout", run.step, slot) % (2**62)
+            if cfg.task == "edit":
+                new = G.edit_rollout(j, load_images([b.input for b in batch]), [b.instruction for b in batch],
+                                     cfg, seed)
+            else:
+                new = G.rollout(j, batch, cfg, seed)
+            for t in new:
+                t.group += k * cfg.prompts_per_step
+            trajs += new
+    with torch.no_grad():  # the judge (for `self`, the frozen reference) never builds a graph
+        G.score_trajectories(trajs, reward, cfg, j.image_size)
+    return trajs
+
+
+def _grpo_update(run, cfg, trajs: list, ref_j: Janus) -> dict:
+    """``inner_iterations`` updates on one rollout batch, each over micro-batches of trajectories whose gradients
+    add up to the one-shot update's; old-policy log-probs come from the (sharded) policy's own forward."""
+    acc, j = run.acc, run.j
+    adv = G.advantages(trajs, cfg.group_size)
+    segs = G.segments(trajs, cfg)
+    chunks = G.micro_batches(segs, len(trajs), cfg.micro_batch)
+    lp_old: list = [None] * len(segs)
+    lp_ref: list = [None] * len(segs)
+    with torch.no_grad(), acc.autocast():
+        for c in chunks:
+            sub = [segs[i] for i in c]
+            old = run.policy(G.segment_logprobs, j, trajs, sub, cfg)
+            for i, a, b in zip(c, old, G.segment_logprobs(ref_j.model, ref_j, trajs, sub, cfg)):
+                lp_old[i], lp_ref[i] = a.detach().float(), b.float()
+    coef = G.loss_coefficients(segs, lp_old)
+    set_train(run.model, True)
+    for _ in range(cfg.inner_iterations):
+        loss_sum, sums = 0.0, {}
+        for n, c in enumerate(chunks):
+            sub = [segs[i] for i in c]
+            with run.sync(n == len(chunks) - 1), acc.autocast():
+                lp = run.policy(G.segment_logprobs, j, trajs, sub, cfg)
+                loss, part = G.grpo_terms(lp, [lp_old[i] for i in c], [lp_ref[i] for i in c], sub, adv, cfg,
+                                          [coef[i] for i in c])
+                acc.backward(loss)
+            loss_sum += float(loss.detach())
+            sums = {k: sums.get(k, 0.0) + v for k, v in part.items()}
+        norm = run.optimizer_step()
+    return {"loss": loss_sum, "grad_norm": norm, **G.token_stats(sums)}
+
+
 def train_grpo(cfg: GRPOConfig) -> Path:
     from .rewards import make_reward
 
     run = Run(cfg, GRPOSchedule(cfg.lr, cfg.warmup_steps, cfg.convert_lr, cfg.convert_steps, cfg.min_lr,
-                                cfg.max_steps, cfg.decay))
-    acc, j, model = run.acc, run.j, run.model
-    if cfg.ref_model:
-        ref, _ = load_policy(cfg.ref_model, cfg.dtype, acc.device)
-    else:  # the initial policy (or, when resuming, the initial weights are gone: require --ref-model for parity)
-        ref = copy.deepcopy(model) if run.step == 0 else None
-        if ref is None:
-            ref = load_policy(cfg.model, cfg.dtype, acc.device)[0]
-    ref.requires_grad_(False).eval()
-    ref_j = Janus(ref, run.vocab)
+                                cfg.max_steps, cfg.decay), reference=True)
+    ref_j = Janus(run.ref, run.vocab)
     questions = D.load_questions(cfg.prompts) if cfg.task == "t2i" and cfg.prompts else None  # paper B.2
     reward = make_reward(cfg.reward, ref_janus=ref_j, retries=cfg.reward_retries, timeout=cfg.reward_timeout,
-                         device=str(acc.device), questions=questions)
+                         device=str(run.acc.device), questions=questions)
     if cfg.task == "edit" and cfg.reward.split(":")[0] == "self":
         raise JanusR1Error("editing GRPO needs a judge that scores edits: --reward vlm:PATH or http:URL")
     if not cfg.prompts:
@@ -329,45 +381,14 @@ def train_grpo(cfg: GRPOConfig) -> Path:
         items, report = D.load_prompts(cfg.prompts, run.vocab, "fail", cfg.max_prompt_tokens)
     run.log_main(f"prompts: {report.summary()}")
     while run.step < cfg.max_steps:
-        batch = _prompt_batch(items, run.step, acc.process_index, acc.num_processes, cfg.prompts_per_step, cfg.seed)
-        seed = derive_seed(cfg.seed, "rollout", run.step, acc.process_index) % (2**62)
-        set_train(model, False)
-        with full_params(acc, run.policy):
-            if cfg.task == "edit":
-                trajs = G.edit_rollout(j, load_images([b.input for b in batch]), [b.instruction for b in batch],
-                                       cfg, seed)
-            else:
-                trajs = G.rollout(j, batch, cfg, seed)
-        G.score_trajectories(trajs, reward, cfg, j.image_size)
-        adv = G.advantages(trajs, cfg.group_size)
-        segs = G.segments(trajs, cfg)
-        with torch.no_grad(), acc.autocast():
-            lp_old = [x.detach() for x in G.segment_logprobs(model, j, trajs, segs, cfg)]
-            lp_ref = G.segment_logprobs(ref, ref_j, trajs, segs, cfg)
-        set_train(model, True)
-        losses, norms, extra = [], [], {}
-        for _ in range(cfg.inner_iterations):
-            with acc.autocast():
-                lp = run.policy(G.segment_logprobs, j, trajs, segs, cfg)
-                loss, extra = G.grpo_loss(lp, lp_old, lp_ref, segs, adv, cfg)
-            acc.backward(loss)
-            norms.append(run.optimizer_step())
-            losses.append(float(loss.detach()))
-        stats = {"loss": losses[-1], "grad_norm": norms[-1], **extra, **G.rollout_stats(trajs, cfg),
-                 **TR.reward_spread(trajs)}
+        trajs = _rollouts(run, cfg, items, reward)
+        stats = {**_grpo_update(run, cfg, trajs, ref_j), **G.rollout_stats(trajs, cfg), **TR.reward_spread(trajs)}
         run.end_step(run.mean_across(stats))
     return run.finish()
 
 
 @contextlib.contextmanager
 def full_params(acc, policy):
-    """Rollouts run the engine on the plain module; FSDP must gather its shards for that."""
-    from accelerate.utils import DistributedType
-
-    if acc.distributed_type == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with FSDP.summon_full_params(policy, writeback=False):
-            yield
-    else:
+    """Rollouts and evaluation run the engine on the plain modules: a sharded policy gathers its weights."""
+    with sharding.full_params(policy):
         yield
