@@ -1,272 +1,239 @@
-"""``janus-r1``: generate | regenerate | edit | score | make-tiny.
+"""``janus-r1``: the command line (the commands themselves are in :mod:`janus_r1.commands`).
 
-Every command validates its input and exits 2 with one ``error:`` line on bad input; images and trace.json are
-written atomically (a temp file renamed into place) and only after the whole run succeeded.
+Every option is checked when the arguments are parsed, and every input (prompts, images, the output folder)
+before the model is loaded. Bad input exits 2 with one ``error:`` line and writes nothing; a failure while
+writing exits 1 with one ``error:`` line, and a run's files appear all together or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
+import re
 import sys
-from pathlib import Path
+import warnings
 
 from .api import DEFAULT_MODEL
+from .commands import WriteFailed, cmd_batch, cmd_edit, cmd_generate, cmd_make_tiny, cmd_regenerate, cmd_score
 from .errors import Cancelled, JanusR1Error
-from .outputs import write_results
+from .generation.checks import FINAL_RULES, SEED_MAX
+from .outputs import os_reason
 
-# --- progress ------------------------------------------------------------------------------------------
+DESCRIPTION = """Janus-Pro-R1 from the command line.
 
-class Progress:
-    """A tqdm bar per phase (tokens of each image or reflection); silent with --quiet."""
+commands:
+  generate     introspective text-to-image: draw, judge, redraw on "No" (--plain: no judging)
+  regenerate   judge images made elsewhere and redraw them (optionally with your critique)
+  edit         edit images with an instruction
+  score        image-text consistency S = P(Yes)/(P(Yes)+P(No)), one JSON line per image
+  judge        score + the model's verdict and written reflection (= score --reflect N)
+  batch        a prompt file -> GenEval-style folders, resumable, data-parallel under accelerate/torchrun
+  make-tiny    write a tiny random model (for tests and demos: it draws noise)
+  train-sft    supervised fine-tuning (tasks I/II/III, or editing)
+  train-grpo   GRPO with bi-level rewards on introspective rollouts (or editing)
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = None
-        self.label = ""
+'janus-r1 COMMAND --help' lists a command's options."""
 
-    def phase(self, label: str) -> None:
-        self.label = label
-        self.close()
-
-    def step(self, event) -> None:
-        if self.quiet:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            unit = "tok"
-            self.bar = tqdm(total=event.total, desc=self.label or event.phase, unit=unit, file=sys.stderr,
-                            leave=False, dynamic_ncols=True)
-        self.bar.update(event.step - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def hooks(self):
-        from .generation.decode import Hooks
-
-        return Hooks(on_step=self.step, on_phase=self.phase)
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32", "float")
 
 
-# --- commands ------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: ... (see: janus-r1 generate --help)``, exit 2."""
 
-def _load(args):
-    from .api import JanusR1
-
-    if args.model == "tiny-random" and not args.quiet:
-        print("note: --model tiny-random is a tiny RANDOM model: it draws noise (for smoke tests and demos).",
-              file=sys.stderr)
-    return JanusR1.from_pretrained(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet,
-                                   quantize=args.quantize, max_memory_gib=args.max_memory, runner=args.runner)
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
-def _meta(args, jr, command: str) -> dict:
-    keys = ["seed", "cfg", "temperature", "top_k", "top_p", "text_top_k", "max_rounds", "max_reflection"]
-    return {"command": command, "model": args.model, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
+# --- option types: every value is checked while parsing, before anything loads --------------------------
+
+def _int_in(low: int, high: int | None = None, what: str = "an integer"):
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            n = None
+        if n is None or n < low or (high is not None and n > high):
+            rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {what} {rng} (got {v!r})")
+        return n
+    return parse
 
 
-def cmd_generate(args) -> int:
-    jr = _load(args)
-    prog = Progress(args.quiet)
-    common = dict(num_images=args.num_images, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k,
-                  top_p=args.top_p, seed=args.seed, hooks=prog.hooks())
-    if args.plain:
-        results = jr.text_to_image(args.prompt, **common)
-    else:
-        results = jr.generate(args.prompt, max_rounds=args.max_rounds, text_top_k=args.text_top_k,
-                              max_reflection=args.max_reflection, reencode=args.reencode, **common)
-    prog.close()
-    trace = write_results(Path(args.out), results, _meta(args, jr, "generate"))
-    _summary(results, trace, args.quiet)
-    return 0
+def _float_in(low: float, high: float | None = None, open_low: bool = False):
+    def parse(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            x = math.nan
+        ok = math.isfinite(x) and (x > low if open_low else x >= low) and (high is None or x <= high)
+        if not ok:
+            lo = f"> {low:g}" if open_low else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a number {lo}{'' if high is None else f' and <= {high:g}'}"
+                                             f" (got {v!r})")
+        return x
+    return parse
 
 
-def cmd_regenerate(args) -> int:
-    jr = _load(args)
-    prog = Progress(args.quiet)
-    results = jr.regenerate(
-        args.images, args.prompt, critiques=args.critique, max_rounds=args.max_rounds, cfg=args.cfg,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, text_top_k=args.text_top_k,
-        max_reflection=args.max_reflection, seed=args.seed, redraw_if_accepted=args.always_redraw,
-        hooks=prog.hooks(),
-    )
-    prog.close()
-    for r, src in zip(results, args.images):
-        r.attempts[0].file = str(src)
-    trace = write_results(Path(args.out), results, _meta(args, jr, "regenerate"))
-    _summary(results, trace, args.quiet)
-    return 0
+def _device(v: str) -> str:
+    if not DEVICE.match(v.strip().lower()):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps (got {v!r})")
+    return v.strip().lower()
 
 
-def cmd_edit(args) -> int:
-    jr = _load(args)
-    prog = Progress(args.quiet)
-    results = jr.edit(args.images, args.instruction, num_images=args.num_images, cfg=args.cfg,
-                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                      hooks=prog.hooks())
-    prog.close()
-    for r in results:
-        r.attempts[0].file = str(args.images[0] if len(args.images) == 1 else args.images[r.index])
-    trace = write_results(Path(args.out), results, _meta(args, jr, "edit"))
-    _summary(results, trace, args.quiet)
-    return 0
+def _dtype(v: str) -> str:
+    if v.strip().lower() not in DTYPES:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(DTYPES)} (got {v!r})")
+    return v.strip().lower()
 
 
-def cmd_score(args) -> int:
-    jr = _load(args)
-    if args.reflect:
-        prog = Progress(args.quiet)
-        out = jr.judge(args.images, args.prompt, max_reflection=args.reflect, seed=args.seed, hooks=prog.hooks())
-        prog.close()
-    else:
-        out = jr.score(args.images, args.prompt)
-    for path, jd in zip(args.images, out):
-        rec = {"image": str(path), "prompt": args.prompt, "score": round(jd.score, 6), "verdict": jd.verdict}
-        if args.reflect:
-            rec["reflection"] = jd.reflection
-        print(json.dumps(rec, ensure_ascii=False))
-    return 0
-
-
-def cmd_batch(args) -> int:
-    from .batch import barrier_and_summarise, dist_env, read_prompts, run_batch
-
-    items = read_prompts(args.prompt_file)
-    rank, world, local = dist_env()
-    if args.device == "auto" and world > 1:
-        import torch
-
-        if torch.cuda.is_available():
-            args.device = f"cuda:{local % torch.cuda.device_count()}"
-    jr = _load(args)
-    prog = Progress(args.quiet or rank != 0)
-    kw = dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    if not args.plain:
-        kw.update(max_rounds=args.max_rounds, text_top_k=args.text_top_k, max_reflection=args.max_reflection)
-    out = Path(args.out)
-    done = run_batch(jr, items, out, rank=rank, world=world, seed=args.seed or 0, batch_size=args.batch_size,
-                     plain=args.plain, num_images=args.num_images, hooks=prog.hooks(), **kw)
-    prog.close()
-    barrier_and_summarise(out, items, rank, world, done)
-    if not args.quiet:
-        print(f"rank {rank}/{world}: {len(done)} prompt(s) generated into {out}")
-    return 0
-
-
-def cmd_make_tiny(args) -> int:
-    from .model.tiny_files import write_tiny
-
-    path = write_tiny(args.dir, layout=args.layout, geometry=args.geometry, seed=args.seed,
-                      weights=args.weights, shards=args.shards)
-    print(f"wrote a tiny random {args.geometry} model ({args.layout} layout) to {path} -- it draws noise")
-    return 0
-
-
-def _summary(results, trace: Path, quiet: bool) -> None:
-    if quiet:
-        return
-    for r in results:
-        fa = r.final_attempt
-        s = "" if fa.score is None else f" S={fa.score:.3f}"
-        print(f"{fa.file}: {r.rounds} image(s) drawn, final verdict {fa.verdict}{s} -- {r.prompt[:60]!r}")
-    print(f"trace: {trace}")
+_positive_int = _int_in(1)
+_seed = _int_in(0, SEED_MAX, "an integer seed")
 
 
 # --- parser --------------------------------------------------------------------------------------------
 
-def _positive_int(v: str) -> int:
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1 (got {v})")
-    return n
+def _model_opts(sp, seed_help: str = "random seed, 0 .. 2^64-1 (default: drawn at random and recorded in "
+                "trace.json, so the run can be repeated)", seed_default=None) -> None:
+    sp.add_argument("--model", default=DEFAULT_MODEL,
+                    help=f"local directory, hub repo id or 'tiny-random' (default {DEFAULT_MODEL})")
+    sp.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    sp.add_argument("--dtype", type=_dtype, default="auto",
+                    help="auto (the checkpoint's own) | bf16 | fp16 | fp32 (default auto)")
+    sp.add_argument("--quantize", default="none", choices=["none", "4bit", "int4", "nf4", "8bit"],
+                    help="language model only: 4bit = int4 on torch's own kernels where the device has one (CUDA sm80+, "
+                    "CPU), else NF4 | int4 | nf4, 8bit (need bitsandbytes)")
+    sp.add_argument("--runner", default="auto",
+                    choices=["auto", "graph", "fixed", "eager", "dynamic", "static", "compiled"],
+                    help="decode loop: auto (graph on CUDA, else eager) | graph (fixed-shape step replayed as a CUDA"
+                    " graph) | fixed (that step, eager) | eager (static KV cache) | dynamic (transformers' own"
+                    " cache); static = eager and compiled = graph are old names; all give the same tokens")
+    sp.add_argument("--max-memory", type=_float_in(0, open_low=True), default=None, metavar="GIB",
+                    help="keep at most GIB of weights on the device; stream the other decoder layers from RAM")
+    sp.add_argument("--seed", type=_seed, default=seed_default, help=seed_help)
+    sp.add_argument("--quiet", action="store_true", help="no progress bars, notes, summary or warnings")
+
+
+def _image_opts(sp, cfg: float) -> None:
+    sp.add_argument("--cfg", type=_float_in(0), default=cfg, help=f"classifier-free guidance weight (default {cfg:g})")
+    sp.add_argument("--temperature", type=_float_in(0, open_low=True), default=1.0,
+                    help="image-token sampling temperature, > 0 (default 1)")
+    sp.add_argument("--top-k", type=_int_in(0), default=4096, help="image-token top-k (0 = off; paper 4096)")
+    sp.add_argument("--top-p", type=_float_in(0, 1, open_low=True), default=1.0,
+                    help="image-token nucleus sampling, in (0, 1] (default 1 = off)")
+
+
+def _prompt_tokens_opt(sp) -> None:
+    sp.add_argument("--max-prompt-tokens", type=_positive_int, default=200, metavar="N",
+                    help="refuse prompts longer than N tokens with their template (default 200, the length the "
+                    "model was trained on)")
+
+
+def _reflect_opts(sp, rounds: int, rounds_help: str) -> None:
+    sp.add_argument("--max-rounds", type=_positive_int, default=rounds, help=rounds_help)
+    sp.add_argument("--text-top-k", type=_int_in(0), default=50, help="reflection top-k (0 = off; paper 50)")
+    sp.add_argument("--max-reflection", type=_positive_int, default=256, help="reflection tokens at most (256)")
+    sp.add_argument("--final", choices=FINAL_RULES, default="last",
+                    help="the image each sample returns: last (the paper: the accepted image, else the last drawn)"
+                    " | best (the highest score S; ties to the later)")
+    _prompt_tokens_opt(sp)
+
+
+def _out_opt(sp, what: str) -> None:
+    sp.add_argument("--out", required=True, help=f"output directory ({what}); created if missing, checked "
+                    "before the model loads")
+
+
+def _chunk_opt(sp) -> None:
+    sp.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
+                    help="samples decoded together (default: as many as the free memory allows). Chunk k >= 1 is "
+                    "seeded from (seed, k): a run is repeatable for the same seed and chunk size")
+
+
+def _num_images_opt(sp, what: str) -> None:
+    sp.add_argument("--num-images", type=_positive_int, default=1, help=f"{what} (default 1); a run that cannot "
+                    "fit in memory is refused before it starts, a large one is split into chunks")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="janus-r1", description="Janus-Pro-R1: generate, judge, regenerate, edit.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def model_opts(sp):
-        sp.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"local dir, hub repo id or 'tiny-random' (default {DEFAULT_MODEL})")
-        sp.add_argument("--device", default="auto", help="auto | cuda | mps | cpu")
-        sp.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32")
-        sp.add_argument("--quantize", default="none", choices=["none", "4bit", "int4", "nf4", "8bit"],
-                        help="language model only: 4bit = int4 on torch's own kernels where the device has one (CUDA sm80+, "
-                    "CPU), else NF4 | int4 | nf4, 8bit (need bitsandbytes)")
-        sp.add_argument("--runner", default="auto", choices=["auto", "static", "fixed", "compiled", "dynamic"],
-                        help="decode loop: auto (static KV cache) | compiled (torch.compile; CUDA graphs on a GPU)"
-                        " | dynamic (transformers' own cache); all give the same tokens")
-        sp.add_argument("--max-memory", type=float, default=None, metavar="GIB",
-                        help="keep at most GIB of weights on the device; stream the other decoder layers from RAM")
-        sp.add_argument("--seed", type=int, default=None)
-        sp.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-
-    def image_opts(sp, cfg: float):
-        sp.add_argument("--cfg", type=float, default=cfg, help=f"classifier-free guidance (default {cfg})")
-        sp.add_argument("--temperature", type=float, default=1.0)
-        sp.add_argument("--top-k", type=int, default=4096, help="image-token top-k (0 = off; paper 4096)")
-        sp.add_argument("--top-p", type=float, default=1.0)
-
-    def reflect_opts(sp, rounds: int):
-        sp.add_argument("--max-rounds", type=int, default=rounds, help=f"images per sample at most ({rounds})")
-        sp.add_argument("--text-top-k", type=int, default=50, help="reflection top-k (paper 50)")
-        sp.add_argument("--max-reflection", type=int, default=256, help="reflection tokens at most")
+    p = Parser(prog="janus-r1", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="introspective text-to-image (the paper's CoT loop)")
-    g.add_argument("prompt", nargs="+", help="one or more prompts")
-    g.add_argument("--out", required=True, help="output directory (PNGs + trace.json)")
-    g.add_argument("--num-images", type=int, default=1)
+    g.add_argument("prompt", nargs="+", help="one or more prompts (each one quoted)")
+    _out_opt(g, "NNN.png final images, NNN_attemptK.png earlier attempts, NNN_sheet.png contact sheets, "
+             "trace.json")
+    _num_images_opt(g, "images per prompt")
     g.add_argument("--plain", action="store_true", help="plain Janus text-to-image, no judging")
     g.add_argument("--reencode", action="store_true",
-                   help="decode+re-encode failed images like the released scripts (bit-parity only)")
-    model_opts(g), image_opts(g, 5.0), reflect_opts(g, 3)
+                   help="as the released scripts: failed images are decoded to 8-bit (by truncation) and VQ "
+                   "re-encoded before the redraw, and the judge sees the truncated pixels (bit-parity only)")
+    _chunk_opt(g)
+    _model_opts(g), _image_opts(g, 5.0)
+    _reflect_opts(g, 3, "images per prompt at most, the first draw included (default 3, the paper's)")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("regenerate", help="judge images made elsewhere and redraw them")
-    r.add_argument("images", nargs="+")
-    r.add_argument("--prompt", required=True)
-    r.add_argument("--critique", default=None, help="use this critique instead of the model's own")
+    r.add_argument("images", nargs="+", help="image files (any size and mode)")
+    r.add_argument("--prompt", required=True, help="what the images should show")
+    r.add_argument("--critique", default=None, help="use this critique instead of the model's own judgement")
     r.add_argument("--always-redraw", action="store_true", help="redraw even if the model accepts the image")
-    r.add_argument("--out", required=True)
-    model_opts(r), image_opts(r, 5.0), reflect_opts(r, 2)
+    _out_opt(r, "NNN.png, NNN_attemptK.png, NNN_sheet.png, trace.json")
+    _chunk_opt(r)
+    _model_opts(r), _image_opts(r, 5.0)
+    _reflect_opts(r, 2, "images per sample at most, the INPUT image counting as round 1 (default 2: the input "
+                  "and one redraw)")
     r.set_defaults(func=cmd_regenerate)
 
     e = sub.add_parser("edit", help="edit images with an instruction")
-    e.add_argument("images", nargs="+")
-    e.add_argument("--instruction", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--num-images", type=int, default=1)
-    model_opts(e), image_opts(e, 4.0)
+    e.add_argument("images", nargs="+", help="image files to edit")
+    e.add_argument("--instruction", required=True, help="what to change, e.g. 'make the sky purple'")
+    _out_opt(e, "NNN.png edited images, trace.json")
+    _num_images_opt(e, "edits per image")
+    _chunk_opt(e)
+    _model_opts(e), _image_opts(e, 4.0)
     e.set_defaults(func=cmd_edit)
 
     s = sub.add_parser("score", help="image-text consistency S = P(Yes)/(P(Yes)+P(No)); one JSON line per image")
-    s.add_argument("images", nargs="+")
-    s.add_argument("--prompt", required=True)
-    s.add_argument("--reflect", type=int, default=0, metavar="N", help="also write a reflection of <= N tokens")
-    model_opts(s)
+    s.add_argument("images", nargs="+", help="image files to score")
+    s.add_argument("--prompt", required=True, help="the text the images should match")
+    s.add_argument("--reflect", type=_int_in(0), default=0, metavar="N",
+                   help="also write a reflection of <= N tokens (the same as 'judge --max-reflection N')")
+    _prompt_tokens_opt(s)
+    _model_opts(s, "seed of the reflection's sampling (--reflect only)")
     s.set_defaults(func=cmd_score)
+
+    j = sub.add_parser("judge", help="verdict, S and the model's written reflection; one JSON line per image")
+    j.add_argument("images", nargs="+", help="image files to judge")
+    j.add_argument("--prompt", required=True, help="the text the images should match")
+    j.add_argument("--max-reflection", type=_positive_int, default=256, help="reflection tokens at most (256)")
+    _prompt_tokens_opt(j)
+    _model_opts(j, "seed of the reflection's sampling")
+    j.set_defaults(func=cmd_score)
 
     b = sub.add_parser("batch", help="a prompt file (.txt or .jsonl) -> GenEval-style folders; data-parallel "
                        "under accelerate launch / torchrun")
-    b.add_argument("prompt_file")
-    b.add_argument("--out", required=True)
-    b.add_argument("--num-images", type=int, default=1)
+    b.add_argument("prompt_file", help="UTF-8 .txt (one prompt per line, # comments) or .jsonl ({\"prompt\": ...})")
+    _out_opt(b, "OUT/<index:05d>/{samples/, attempts/, metadata.jsonl, trace.json}, summary.json")
+    _num_images_opt(b, "images per prompt")
     b.add_argument("--batch-size", type=_positive_int, default=1, help="prompts decoded together (default 1)")
     b.add_argument("--plain", action="store_true", help="plain text-to-image, no judging")
-    model_opts(b), image_opts(b, 5.0), reflect_opts(b, 3)
+    _model_opts(b, "prompt i is seeded seed + i (default 0)", seed_default=0)
+    _image_opts(b, 5.0)
+    _reflect_opts(b, 3, "images per prompt at most (default 3)")
     b.set_defaults(func=cmd_batch)
 
     t = sub.add_parser("make-tiny", help="write a tiny random model (weights + config + tokenizer)")
-    t.add_argument("dir")
-    t.add_argument("--layout", choices=["deepseek", "transformers"], default="deepseek")
-    t.add_argument("--geometry", choices=["micro", "real"], default="micro")
-    t.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors")
-    t.add_argument("--shards", type=_positive_int, default=1)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("dir", help="directory to write (created)")
+    t.add_argument("--layout", choices=["deepseek", "transformers"], default="deepseek",
+                   help="checkpoint layout: DeepSeek's released one or transformers' (default deepseek)")
+    t.add_argument("--geometry", choices=["micro", "real"], default="micro",
+                   help="micro (16 image tokens, 64 px) or real (576 tokens, 384 px; tiny widths)")
+    t.add_argument("--weights", choices=["safetensors", "bin"], default="safetensors",
+                   help="weight file format (bin: a weights-only pickle)")
+    t.add_argument("--shards", type=_positive_int, default=1, help="number of weight files (default 1)")
+    t.add_argument("--seed", type=_seed, default=0, help="seed of the random weights (default 0)")
     t.set_defaults(func=cmd_make_tiny)
 
     from .training.cli import add_training_commands  # train-sft, train-grpo (heavy imports stay lazy)
@@ -275,18 +242,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# --- main ----------------------------------------------------------------------------------------------
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as ``warning: message`` -- no source file, no source line."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
+def _quiet_logs() -> None:
+    import logging
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    for name in ("transformers", "janus_r1", "accelerate", "PIL"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if getattr(args, "quiet", False):
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return args.func(args)
-    except JanusR1Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, Cancelled):
-        print("cancelled; nothing was written", file=sys.stderr)
-        return 130
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad option (2, its one error line already printed)
+        return e.code if isinstance(e.code, int) else 2
+    quiet = getattr(args, "quiet", False)
+    if quiet:
+        _quiet_logs()
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")  # warnings only: errors still raise and are reported below
+        else:
+            warnings.showwarning = _one_line_warning
+        try:
+            return args.func(args)
+        except JanusR1Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except WriteFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # reading an input, creating a folder: one line, whatever the errno
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            print(f"error:{where} {os_reason(e)}", file=sys.stderr)
+            return 1
+        except (KeyboardInterrupt, Cancelled):
+            print("cancelled; nothing was written", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

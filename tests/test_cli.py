@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from janus_r1 import cli, outputs
+from janus_r1.generation.sheet import MARGIN
 from janus_r1.model.tiny_files import write_tiny
 
 
@@ -36,16 +37,19 @@ def test_generate_writes_pngs_and_trace(tiny_dir, tmp_path, capsys):
     assert trace["command"] == "generate" and trace["seed"] == 1 and trace["max_rounds"] == 2
     assert len(trace["samples"]) == 4
     files = set()
-    for s in trace["samples"]:
-        assert 1 <= len(s["attempts"]) <= 2
+    for n, s in enumerate(trace["samples"]):
+        assert 1 <= len(s["attempts"]) <= 2 and s["final_rule"] == "last"
         assert s["final_file"] == s["attempts"][s["final"]]["file"]
         for a in s["attempts"]:
             assert len(a["codes"]) == 16 and a["verdict"] in ("Yes", "No") and 0 <= a["score"] <= 1
             assert a["reflection"].startswith(a["verdict"])
             files.add(a["file"])
             assert Image.open(out / a["file"]).size == (64, 64)
+        sheet = Image.open(out / f"{n:03d}_sheet.png")  # every attempt side by side (tests/test_sheet.py)
+        assert sheet.width == len(s["attempts"]) * 256 + (len(s["attempts"]) + 1) * MARGIN
+        files.add(f"{n:03d}_sheet.png")
     assert files == {p.name for p in out.glob("*.png")}
-    assert not list(out.glob(".*tmp"))
+    assert not list(out.glob(".*tmp")) and not list(tmp_path.glob(".*tmp"))
 
 
 def test_same_seed_same_png(tiny_dir, tmp_path, capsys):
@@ -62,8 +66,7 @@ def test_runner_option_changes_speed_not_tokens(tiny_dir, tmp_path, capsys):
         assert run(capsys, "generate", "a red cat", "--model", tiny_dir, "--out", tmp_path / runner, "--seed", 2,
                    "--plain", "--quiet", "--runner", runner)[0] == 0
     assert (tmp_path / "auto" / "000.png").read_bytes() == (tmp_path / "dynamic" / "000.png").read_bytes()
-    with pytest.raises(SystemExit):
-        cli.main(["generate", "x", "--out", str(tmp_path / "n"), "--runner", "warp"])
+    assert cli.main(["generate", "x", "--out", str(tmp_path / "n"), "--runner", "warp"]) == 2
 
 
 def test_score_prints_one_json_object_per_image(tiny_dir, tmp_path, capsys):
@@ -101,9 +104,9 @@ def test_edit_and_regenerate(tiny_dir, tmp_path, capsys):
     (["generate", "   ", "--out", "{out}"], "empty"),
     (["generate", "a cat", "--out", "{out}", "--cfg", "-1"], "cfg"),
     (["generate", "a cat", "--out", "{out}", "--temperature", "0"], "temperature"),
-    (["generate", "a cat", "--out", "{out}", "--top-p", "2"], "top_p"),
-    (["generate", "a cat", "--out", "{out}", "--max-rounds", "0"], "max_rounds"),
-    (["generate", "a cat", "--out", "{out}", "--num-images", "0"], "num_images"),
+    (["generate", "a cat", "--out", "{out}", "--top-p", "2"], "--top-p"),
+    (["generate", "a cat", "--out", "{out}", "--max-rounds", "0"], "--max-rounds"),
+    (["generate", "a cat", "--out", "{out}", "--num-images", "0"], "--num-images"),
     (["score", "/no/such.png", "--prompt", "a cat"], "no such file"),
 ])
 def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(tiny_dir, tmp_path, capsys, argv, message):
@@ -115,10 +118,12 @@ def test_bad_input_exits_2_with_one_error_line_and_writes_nothing(tiny_dir, tmp_
 
 
 def test_bad_model_dirs(tmp_path, capsys):
-    code, _, err = run(capsys, "score", "x.png", "--prompt", "p", "--model", tmp_path / "missing")
+    img = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(img)
+    code, _, err = run(capsys, "score", img, "--prompt", "p", "--model", tmp_path / "missing")
     assert code == 2 and "does not exist" in err
     (tmp_path / "empty").mkdir()
-    code, _, err = run(capsys, "score", "x.png", "--prompt", "p", "--model", tmp_path / "empty")
+    code, _, err = run(capsys, "score", img, "--prompt", "p", "--model", tmp_path / "empty")
     assert code == 2 and "config.json" in err
 
 

@@ -15,6 +15,7 @@ References: ``transformers-janus.md`` §2 (key map, config map) and ``janus-pro-
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -663,6 +664,12 @@ def read_shard(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except JanusR1Error:
         raise
+    except pickle.UnpicklingError:  # torch's weights_only unpickler met a non-tensor object
+        raise JanusR1Error(
+            f"Refused to load weight file {path}: besides tensors it pickles Python objects, and unpickling those "
+            "could run arbitrary code, so janus-r1 never does. If you trust where the file comes from, convert it "
+            "to safetensors there (safetensors.torch.save_file(state_dict, 'model.safetensors')) and load that."
+        ) from None
     except Exception as e:  # safetensors, zipfile and unpickler errors have no common base class
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise JanusR1Error(

@@ -421,6 +421,7 @@ def _load_transformers(model_dir: Path, vocab: Vocabulary, dtype: torch.dtype, p
     config.tie_word_embeddings = False
     config.text_config.tie_word_embeddings = False
     config.image_token_id = vocab.ids.image_placeholder
+    _check_shapes(model_dir, config)
     from transformers.utils import logging as hf_logging
 
     bars_were_on = hf_logging.is_progress_bar_enabled()
@@ -446,6 +447,31 @@ def _load_transformers(model_dir: Path, vocab: Vocabulary, dtype: torch.dtype, p
             f"The transformers-layout checkpoint in {model_dir} does not match its config: {'; '.join(problems)}."
         )
     return model
+
+
+def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    return {k: tuple(t.shape) for k, t in read_shard(path).items()}  # mmap: no tensor data is read
+
+
+def _check_shapes(model_dir: Path, config) -> None:
+    """Name the first tensor whose shape differs from the model config.json describes (transformers would only
+    point at its own load report)."""
+    from transformers import JanusForConditionalGeneration
+
+    with params_on_meta():
+        expected = {k: tuple(v.shape) for k, v in JanusForConditionalGeneration(config).state_dict().items()}
+    for path in weight_files(model_dir):
+        for key, shape in _file_shapes(path).items():
+            if key in expected and shape != expected[key]:
+                raise JanusR1Error(
+                    f"{path.name}: {key} has shape {list(shape)} but the model built from config.json expects "
+                    f"{list(expected[key])}; config.json does not match the weights (another model's checkpoint?)."
+                )
 
 
 def _check_safetensors(path: Path) -> None:

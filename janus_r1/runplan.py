@@ -1,0 +1,113 @@
+"""Plan a CLI run against the memory there is: refuse up front what cannot fit, split what fits only in parts.
+
+A run needs (a) on the device, beyond the weights, the KV cache and activations of the samples decoded together
+(:func:`janus_r1.model.memory.estimate`), and (b) in host RAM, every finished image and its PNG until the run's
+files are written together at the end. (b) is checked for the whole run; (a) decides how many samples go
+through the model at once (a *chunk*).
+
+Randomness: chunk ``k`` is sampled with its own generator seeded :func:`chunk_seed` ``(seed, k)``; chunk 0 uses
+``seed`` itself, so a run that fits in one chunk is exactly the unchunked run. A run is repeatable for a given
+seed *and chunk size*; the automatic chunk size depends on the free memory, so pass ``--chunk-size`` to repeat a
+large run on another machine (the trace records both, and every sample records the seed it was drawn with).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from .errors import JanusR1Error
+from .generation.checks import SEED_MAX
+
+GIB = 1024**3
+SHEET_THUMB = 256  # contact sheets: one thumbnail per attempt (generation/sheet.py default)
+CODE_BYTES = 36  # a VQ code held as a Python int in a list
+
+
+def available_bytes(device: torch.device | str) -> int:
+    """Free memory of ``device``: CUDA's free bytes; else (CPU, and MPS's unified memory) available host RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def result_bytes(image_size: int, image_tokens: int, attempts: int) -> int:
+    """Host RAM one sample's results hold until written: per attempt its RGB image, its PNG (at most about the
+    raw size), its contact-sheet thumbnail and its codes."""
+    raw = 3 * image_size * image_size
+    return attempts * (2 * raw + 3 * SHEET_THUMB * SHEET_THUMB + CODE_BYTES * image_tokens)
+
+
+def chunk_seed(seed: int, k: int) -> int:
+    """Chunk ``k``'s seed: ``seed`` for chunk 0, else a SplitMix64 mix of (seed, k) -- unrelated to the seeds
+    ``seed + 1, seed + 2, ...`` another run might use."""
+    if k == 0:
+        return seed
+    z = (seed + k * 0x9E3779B97F4A7C15) & SEED_MAX
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & SEED_MAX
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & SEED_MAX
+    return z ^ (z >> 31)
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+def plan_chunk(model: torch.nn.Module, samples: int, rounds: int, reflection: int, prompt_tokens: int,
+               chunk_size: int | None = None, what: str = "--num-images",
+               avail: Callable[[torch.device | str], int] | None = None) -> int:
+    """How many samples to decode together; :class:`JanusR1Error` if even the whole run's results or one sample
+    cannot fit. ``rounds`` = images per sample at most (1 for plain text-to-image and editing)."""
+    from .model.memory import estimate
+
+    avail = avail or available_bytes
+    device = model.get_input_embeddings().weight.device
+    vc = model.config.vision_config
+    host_need = samples * result_bytes(int(vc.image_size), int(vc.num_image_tokens), rounds)
+    host_free = avail("cpu")
+    if host_need > host_free:
+        raise JanusR1Error(
+            f"{what}: {samples} sample(s) of up to {rounds} image(s) need about {_gib(host_need)} of RAM to hold "
+            f"until they are written, and {_gib(host_free)} is available; ask for fewer per run, or use "
+            "`janus-r1 batch`, which writes each prompt's images as it finishes."
+        )
+    device_free = host_free - host_need if device.type == "cpu" else avail(device)
+
+    def need(s: int) -> int:
+        e = estimate(model, samples=s, max_rounds=rounds, max_reflection=reflection, prompt_tokens=prompt_tokens)
+        return e.total - e.weights  # the weights are loaded already
+
+    if chunk_size is not None:
+        if need(chunk_size) > device_free:
+            raise JanusR1Error(
+                f"--chunk-size {chunk_size} needs about {_gib(need(chunk_size))} of {device} memory beyond the "
+                f"weights and {_gib(device_free)} is free; use a smaller --chunk-size (or leave it out)."
+            )
+        return min(chunk_size, samples)
+    if need(1) > device_free:
+        raise JanusR1Error(
+            f"one sample needs about {_gib(need(1))} of {device} memory beyond the weights and {_gib(device_free)} "
+            "is free; lower --max-rounds or --max-reflection, or use --quantize 4bit / --max-memory."
+        )
+    lo, hi = 1, samples  # largest s with need(s) <= free; need grows with s
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need(mid) <= device_free else (lo, mid - 1)
+    return lo
+
+
+def run_in_chunks(units: list, chunk: int, seed: int, call: Callable[[list, int], list]) -> list:
+    """``call(units[i:i+chunk], chunk_seed(seed, k))`` for every chunk ``k``; the results concatenated."""
+    out: list = []
+    for k, start in enumerate(range(0, len(units), chunk)):
+        out += call(units[start : start + chunk], chunk_seed(seed, k))
+    return out
