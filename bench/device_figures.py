@@ -60,9 +60,9 @@ def random_model(size: str, device: torch.device, dtype: torch.dtype, seed: int 
     ``quantize`` ("4bit", "int4", "nf4", "8bit"): each decoder linear is drawn on the device and quantised at
     once, so the card never holds the bf16 decoder and the peak is the quantised model's.
     """
-    from janus_r1.model.quantize import decoder_linears, quantize_linear, resolve_mode
-
     from transformers import JanusForConditionalGeneration
+
+    from janus_r1.model.quantize import decoder_linears, quantize_linear, resolve_mode
 
     tok = build_tiny_tokenizer()
     cfg = janus_config_from_deepseek(deepseek_config(size), tok.convert_tokens_to_ids("<image_placeholder>"))
