@@ -97,13 +97,28 @@ def sft_stream(pools, cfg, rank: int, start: int, mix: list[float] | None, worke
     steps = SFTSteps(pools, cfg, rank, mix, world)
     kw = {"num_workers": workers}
     if workers > 0:
-        kw.update(prefetch_factor=prefetch, multiprocessing_context="fork" if _can_fork() else None)
+        kw.update(prefetch_factor=prefetch, multiprocessing_context="fork" if _can_fork() else None,
+                  worker_init_fn=_die_with_parent)
     return iter(torch.utils.data.DataLoader(steps, sampler=range(start, cfg.max_steps), batch_size=None,
                                             collate_fn=_keep, **kw))
 
 
 def _keep(item):
     return item
+
+
+def _die_with_parent(_worker_id: int) -> None:
+    """Linux: a worker is killed with its trainer. A SIGKILLed trainer otherwise leaves workers blocked on a full
+    result pipe forever, holding the job's stdout/stderr open (and its memory)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _can_fork() -> bool:
