@@ -88,6 +88,19 @@ def test_dtype_casts_keep_the_kernel_working():
     assert torch.allclose(layer(x.bfloat16()).float(), y, atol=0.05)
 
 
+@needs_cpu_kernel
+def test_repacking_for_another_kernel_keeps_the_weights():
+    """What a device move does (unpack, move, pack for the new device's kernel), between the two CPU kernels."""
+    layer = Int4Linear.from_linear(_linear(80, 128, torch.float32), "cpu")
+    x = torch.randn(2, 128)
+    y, q = layer(x), layer.canonical()
+    layer.repack(torch.device("cpu"), torch.float32, kernel="reference")
+    assert layer.kernel == "reference" and torch.equal(layer.weight_packed, q)
+    assert torch.allclose(layer(x), y, rtol=1e-5, atol=1e-6)  # same math, another summation order
+    layer.repack(torch.device("cpu"), torch.float32)
+    assert layer.kernel == "cpu" and torch.equal(layer.canonical(), q) and torch.equal(layer(x), y)
+
+
 def test_group_size_must_fit_the_width():
     assert int4.pick_group_size(4096) == 128 and int4.pick_group_size(11008) == 128
     assert int4.pick_group_size(96) == 32 and int4.pick_group_size(5632, 256) == 256

@@ -264,15 +264,20 @@ class Int4Linear(nn.Module):
             y = y + self.bias.to(y.dtype)
         return y.view(*shape[:-1], self.out_features)
 
+    @torch.no_grad()
+    def repack(self, device: torch.device, dtype: torch.dtype, kernel: str | None = None) -> None:
+        """Unpack here, move to ``device``, pack for its kernel (``dtype``: the compute dtype for its scales)."""
+        q = self.canonical().to(device)
+        self.kernel = kernel or layer_kernel(device, self.in_features, self.out_features)
+        self.weight_packed = pack(q, self.kernel)
+        self.scales_and_zeros = self.scales_and_zeros.to(device, scale_dtype(self.kernel, dtype))
+
     def _apply(self, fn, recurse: bool = True):
         """Device moves re-pack (each kernel has its own layout); dtype casts leave the scales' dtype alone."""
         sz = self.scales_and_zeros
         probe = fn(torch.zeros(1, dtype=sz.dtype, device=sz.device))
         if probe.device != sz.device:
-            q = self.canonical().to(probe.device)
-            self.kernel = layer_kernel(probe.device, self.in_features, self.out_features)
-            self.weight_packed = pack(q, self.kernel)
-            self.scales_and_zeros = sz.to(probe.device, scale_dtype(self.kernel, probe.dtype))
+            self.repack(probe.device, probe.dtype)
         elif probe.dtype != sz.dtype and self.kernel == "reference":
             self.scales_and_zeros = sz.to(probe.dtype)
         if self.bias is not None:
