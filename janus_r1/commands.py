@@ -78,6 +78,14 @@ def _load(args):
                                    quantize=args.quantize, max_memory_gib=args.max_memory, runner=args.runner)
 
 
+def _text_images_model(args, text: str, what: str):
+    """The command's one text and its images, read and checked, then the model: in that order."""
+    [text] = check_prompts(text, what)
+    pics = load_images(args.images, "images")
+    _prepare(args)
+    return text, pics, _load(args)
+
+
 def _meta(args, command: str, chunk: int | None = None) -> dict:
     keys = ["seed", "cfg", "temperature", "top_k", "top_p", "text_top_k", "max_rounds", "max_reflection", "final",
             "reencode", "max_prompt_tokens"]
@@ -138,10 +146,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_regenerate(args) -> int:
-    [prompt] = check_prompts(args.prompt, "--prompt")
-    pics = load_images(args.images, "images")
-    _prepare(args)
-    jr = _load(args)
+    prompt, pics, jr = _text_images_model(args, args.prompt, "--prompt")
     units = [(i, 0) for i in range(len(pics))]
 
     def call(us, seed, hooks):
@@ -160,10 +165,7 @@ def cmd_regenerate(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    [instruction] = check_prompts(args.instruction, "--instruction")
-    pics = load_images(args.images, "images")
-    _prepare(args)
-    jr = _load(args)
+    instruction, pics, jr = _text_images_model(args, args.instruction, "--instruction")
     units = [(i, k) for i in range(len(pics)) for k in range(args.num_images)]
 
     def call(us, seed, hooks):
@@ -179,10 +181,7 @@ def cmd_edit(args) -> int:
 
 def cmd_score(args) -> int:
     """``score`` (S only, deterministic) and ``judge`` (S, verdict and a written reflection)."""
-    [prompt] = check_prompts(args.prompt, "--prompt")
-    pics = load_images(args.images, "images")
-    _prepare(args)
-    jr = _load(args)
+    prompt, pics, jr = _text_images_model(args, args.prompt, "--prompt")
     reflect = args.max_reflection if args.command == "judge" else args.reflect
     if reflect:
         prog = Progress(args.quiet)
