@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import JanusR1Error
+from .compat import dtype_kwargs
 from .deepseek_layout import (
     convert_deepseek_tensor,
     janus_config_from_deepseek,
@@ -429,7 +430,8 @@ def _load_transformers(model_dir: Path, vocab: Vocabulary, dtype: torch.dtype, p
         hf_logging.disable_progress_bar()
     try:
         model, info = JanusForConditionalGeneration.from_pretrained(
-            str(model_dir), config=config, dtype=dtype, output_loading_info=True, local_files_only=True
+            str(model_dir), config=config, output_loading_info=True, local_files_only=True,
+            **dtype_kwargs(dtype),
         )
     except Exception as e:
         raise JanusR1Error(f"Cannot load the weights in {model_dir}: {type(e).__name__}: {e}.") from e
