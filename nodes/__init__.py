@@ -1,6 +1,11 @@
-"""The ComfyUI face of Janus-R1: one small V3 node class per task, every one calling the engine (``janus_r1``).
+"""The ComfyUI face of Janus-R1: one small V3 node class per task, each a schema and an ``execute`` that calls
+the engine (``janus_r1``) through :func:`run.run_task`.
 
-Importing this package needs ComfyUI (``comfy_api``, ``folder_paths``) but does no model work.
+Helpers, one job each: ``engine`` (the engine import), ``widgets`` (categories, defaults, shared inputs),
+``handle`` (the model socket and ComfyUI's patcher), ``progress`` (progress bar, preview, streamed text,
+interrupt), ``run`` (the shared execute path), ``images`` (IMAGE <-> PIL), ``outputs`` and ``text`` (what the
+nodes return and show). Importing this package needs ComfyUI (``comfy_api``, ``folder_paths``) but does no
+model work.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from . import glue
+from . import widgets
+from .engine import engine, engine_module
+from .handle import JanusModelHandle, make_patcher
 
 log = logging.getLogger("janus_r1.comfy")
 
@@ -34,8 +36,11 @@ def janus_dirs() -> list[str]:
         return []
 
 
-def model_names() -> list[str]:
-    """Sub-folders of every registered ``janus`` path, then the known hub names not on disk yet."""
+DOWNLOAD_MARK = " (download)"
+
+
+def model_folders() -> list[str]:
+    """Sub-folders of every registered ``janus`` path, the known model names first."""
     found: list[str] = []
     for base in janus_dirs():
         if not os.path.isdir(base):
@@ -43,8 +48,22 @@ def model_names() -> list[str]:
         for entry in sorted(os.listdir(base)):
             if not entry.startswith(".") and os.path.isdir(os.path.join(base, entry)) and entry not in found:
                 found.append(entry)
-    known = [n for n in KNOWN_REPOS if n not in found]
-    return sorted(found, key=lambda n: (n not in KNOWN_REPOS, n)) + known
+    return sorted(found, key=lambda n: (n not in KNOWN_REPOS, n))
+
+
+def model_names() -> list[str]:
+    """The loader's list: folders on disk by name, then known models not on disk as downloadable hub ids,
+    marked, e.g. ``midbee/Janus-Pro-R1-7B (download)``."""
+    folders = model_folders()
+    return folders + [f"{repo}{DOWNLOAD_MARK}" for name, repo in KNOWN_REPOS.items() if name not in folders]
+
+
+def folder_name(choice: str) -> str:
+    """The folder a list entry names. Accepts the marked hub entry, a bare hub id, and the bare folder name
+    that workflows saved before the marks used (``Janus-Pro-R1-7B``)."""
+    choice = choice.removesuffix(DOWNLOAD_MARK)
+    by_repo = {repo: name for name, repo in KNOWN_REPOS.items()}
+    return by_repo.get(choice, choice)
 
 
 def find_model_dir(name: str) -> str | None:
@@ -77,7 +96,7 @@ def download(name: str) -> str:
         raise ValueError(
             "Janus-R1: downloading needs huggingface_hub (pip install -r requirements.txt)."
         ) from e
-    patterns = list(glue.engine_module("model.loading").HUB_ALLOW_PATTERNS)
+    patterns = list(engine_module("model.loading").HUB_ALLOW_PATTERNS)
     log.info("Janus-R1: downloading %s into %s", repo, target)
     try:
         snapshot_download(repo, local_dir=target, allow_patterns=patterns)
@@ -104,9 +123,10 @@ def resolve_dtype(choice: str):
 class Loader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return glue.schema(
+        return widgets.schema(
             node_id="JanusR1Loader",
             display_name="Janus-R1 Loader",
+            category=widgets.CATEGORY_LOADERS,
             description="Load a Janus-Pro / Janus-Pro-R1 model folder from models/janus. ComfyUI's memory manager "
             "moves it to the GPU when a Janus-R1 node runs and offloads it when others need room.",
             search_aliases=["janus", "janus pro", "janus r1", "load janus"],
@@ -114,9 +134,10 @@ class Loader(io.ComfyNode):
                 io.Combo.Input(
                     "model_name",
                     options=model_names(),
-                    default="Janus-Pro-R1-7B",
+                    default=model_names()[0],
                     tooltip="A folder inside models/janus (or any 'janus' path from "
-                    "extra_model_paths.yaml) holding config.json, tokenizer.json and weights.",
+                    "extra_model_paths.yaml) holding config.json, tokenizer.json and weights. Entries marked "
+                    "'(download)' are known models not on disk yet: tick download_if_missing to fetch them.",
                 ),
                 io.Combo.Input(
                     "dtype",
@@ -142,31 +163,34 @@ class Loader(io.ComfyNode):
                 ),
             ],
             outputs=[
-                glue.JanusModel.Output(
+                widgets.JanusModel.Output(
                     "model", display_name="model", tooltip="The loaded model, for every other Janus-R1 node."
                 )
             ],
         )
 
     @classmethod
-    def validate_inputs(cls, model_name=None, dtype=None, quantize=None):
-        # ComfyUI 0.3.75 does not check V3 combo values itself; newer versions do (this is then a no-op)
-        if model_name is not None and model_name not in model_names():
-            return (
-                f"Janus-R1: model folder '{model_name}' not found in {janus_dirs()}; choose one of "
-                f"{model_names()}"
-            )
-        if dtype is not None and dtype not in DTYPES:
-            return f"Janus-R1: dtype must be one of {DTYPES}, got {dtype!r}"
-        if quantize is not None and quantize not in QUANTIZE:
-            return f"Janus-R1: quantize must be one of {QUANTIZE}, got {quantize!r}"
-        return True
+    def validate_inputs(cls, model_name=None):
+        # only model_name: ComfyUI reports a validator's message once per input the validator takes
+        if model_name is None:
+            return True
+        name = folder_name(model_name)
+        if name in KNOWN_REPOS or name in model_folders():
+            return True
+        return f"Janus-R1: model folder '{model_name}' not found in {janus_dirs()}; choose one of {model_names()}"
 
     @classmethod
-    def execute(cls, model_name: str, dtype: str, download_if_missing: bool, quantize: str = "none") -> io.NodeOutput:
+    def execute(
+        cls, model_name: str, dtype: str, download_if_missing: bool, quantize: str = "none"
+    ) -> io.NodeOutput:
         import comfy.model_management as mm
 
-        model = model_name
+        # combos are checked here: ComfyUI 0.3.75 does not check V3 combo values (newer versions do)
+        if dtype not in DTYPES:
+            raise ValueError(f"Janus-R1: dtype must be one of {DTYPES}, got {dtype!r}.")
+        if quantize not in QUANTIZE:
+            raise ValueError(f"Janus-R1: quantize must be one of {QUANTIZE}, got {quantize!r}.")
+        model = folder_name(model_name)
         path = find_model_dir(model)
         if path is None:
             if not download_if_missing:
@@ -181,16 +205,20 @@ class Loader(io.ComfyNode):
                     f"{os.path.join(where[0], model)}{hint}."
                 )
             path = download(model)
-        eng = glue.engine()
+        eng = engine()
         torch_dtype = resolve_dtype(dtype)
         try:
             jr = eng.JanusR1.from_pretrained(
-                path, device=str(mm.unet_offload_device()), dtype=torch_dtype, progress=False, quantize=quantize
+                path,
+                device=str(mm.unet_offload_device()),
+                dtype=torch_dtype,
+                progress=False,
+                quantize=quantize,
             )
         except eng.JanusR1Error as e:
             raise ValueError(f"Janus-R1: cannot load {path}: {e}") from None
-        patcher = glue.make_patcher(jr.model)
-        return io.NodeOutput(glue.JanusModelHandle(jr=jr, patcher=patcher, name=model, dtype=torch_dtype))
+        patcher = make_patcher(jr.model)
+        return io.NodeOutput(JanusModelHandle(jr=jr, patcher=patcher, name=model, dtype=torch_dtype))
 
 
 NODES = [Loader]

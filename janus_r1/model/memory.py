@@ -14,6 +14,9 @@ import torch
 SELF_CHECK_TOKENS = 16  # "<end_of_image>\nLet me think Does this image match the prompt..." (about 15)
 TRIGGER_TOKENS = 12  # "<EOS>\nNext, I will draw a new image<begin_of_image>" (about 10)
 VQ_DECODE_CHUNK = 4  # images decoded at once (see generation.tasks.Janus.decode_codes)
+PROMPT_TOKENS = 200  # a caption prompt's token budget with its template (generation.tasks.MAX_PROMPT_TOKENS)
+EDIT_TEXT_TOKENS = 160  # editing template + instruction (<= 90 tokens, generation.tasks.MAX_INSTRUCTION_TOKENS)
+TASKS = ("text_to_image", "best_of_n", "generate", "regenerate", "judge", "edit")
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class MemoryEstimate:
                 f" activations {self.activations / gib:.2f})")
 
 
-def context_tokens(num_image_tokens: int, max_rounds: int, max_reflection: int, prompt_tokens: int = 200) -> int:
+def context_tokens(num_image_tokens: int, max_rounds: int, max_reflection: int,
+                   prompt_tokens: int = PROMPT_TOKENS) -> int:
     """Tokens of the longest row an introspective run of ``max_rounds`` images builds."""
     per_round = num_image_tokens + SELF_CHECK_TOKENS + max_reflection + TRIGGER_TOKENS
     return prompt_tokens + (max_rounds - 1) * per_round + num_image_tokens + SELF_CHECK_TOKENS + max_reflection
@@ -96,3 +100,26 @@ def estimate(model: torch.nn.Module, samples: int = 1, max_rounds: int = 3, max_
     side = int(cfg.vision_config.image_size)
     vq_peak = min(samples, VQ_DECODE_CHUNK) * 3 * vq.base_channels * side * side * 4
     return MemoryEstimate(weight_bytes(model), kv, max(prefill, vq_peak) + 256 * 1024**2)
+
+
+def memory_needed(model: torch.nn.Module, task: str, batch: int = 1, rounds: int = 1, reflection: int = 0,
+                  prompt_tokens: int = PROMPT_TOKENS) -> int:
+    """Bytes beyond the weights that one call of ``task`` needs for ``batch`` outputs: the one place that knows
+    each task's rows (CFG doubles the drawing rows), context and new tokens. ComfyUI hands it to
+    ``load_models_gpu(memory_required=...)`` as core nodes do with ``VAE.memory_used_decode``.
+
+    ``batch`` counts output images (for ``judge``: images judged); ``rounds`` and ``reflection`` bound an
+    introspective run (``generate``/``regenerate``); ``prompt_tokens`` is the caller's prompt budget."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)} (got {task!r})")
+    n_img = int(model.config.vision_config.num_image_tokens)
+    judge_ctx = prompt_tokens + n_img + SELF_CHECK_TOKENS
+    if task in ("generate", "regenerate"):
+        ctx = context_tokens(n_img, max(rounds, 1), reflection, prompt_tokens)
+        return run_bytes(model, 2 * batch, ctx, 0, batch)  # ctx already counts the last phase's new tokens
+    if task == "judge":
+        return run_bytes(model, batch, judge_ctx, max(reflection, 1))
+    if task == "edit":
+        return run_bytes(model, 2 * batch, n_img + EDIT_TEXT_TOKENS, n_img, batch)
+    draw = run_bytes(model, 2 * batch, prompt_tokens, n_img, batch)
+    return draw if task == "text_to_image" else max(draw, run_bytes(model, batch, judge_ctx, 1))

@@ -27,11 +27,13 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
 from pathlib import Path
 
 MARK = "@@JANUS_R1_HARNESS@@ "
 PACK_NAME = "janus-r1"
+TESTING_PACK = "janus-r1-testing"
 JANUS_NODES = [
     "JanusR1Loader",
     "JanusR1TextToImage",
@@ -74,6 +76,9 @@ def make_base(base: Path, model_dir: Path, images: dict[str, Path] | None = None
     link = base / "custom_nodes" / PACK_NAME
     if not link.exists():
         link.symlink_to(REPO, target_is_directory=True)
+    testing = base / "custom_nodes" / TESTING_PACK
+    if not testing.exists():  # test-only nodes (odd IMAGE tensors for the bad-input matrix)
+        testing.symlink_to(Path(__file__).resolve().parent / "testing_nodes", target_is_directory=True)
     target = base / "models" / "janus" / "Janus-Pro-R1-7B"
     if not target.exists():
         target.symlink_to(model_dir, target_is_directory=True)
@@ -156,7 +161,7 @@ def worker(comfy: Path, base: Path) -> None:
     comfy_server.PromptServer.instance = fake
 
     def hook(value, total, preview, prompt_id=None, node_id=None):
-        progress.append([str(node_id), int(value), int(total), preview is not None])
+        progress.append([str(node_id), int(value), int(total), preview is not None, time.monotonic()])
         n = state["interrupt_at"]
         if n is not None and len(progress) >= n:
             mm.interrupt_current_processing(True)

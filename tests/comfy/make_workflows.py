@@ -33,17 +33,18 @@ WORKFLOWS = {
                 {"prompt": "a red apple on the left of a green cup, photo", "seed": 42},
             ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/cot"}),
-            ("attempts", "PreviewImage", {}),
+            ("sheet", "PreviewImage", {}),
             ("reasoning", "PreviewAny", {}),
         ],
         [
             ("loader", 0, "cot", "model"),
             ("cot", 0, "save", "images"),
-            ("cot", 1, "attempts", "images"),
+            ("cot", 5, "sheet", "images"),
             ("cot", 2, "reasoning", "source"),
         ],
         "Janus-Pro-R1 draws, judges its picture against the prompt, explains what is wrong and redraws (at most "
-        "max_rounds images). The final image is saved; every attempt and the reasoning are previewed.",
+        "max_rounds images). The final image is saved; the contact sheet shows every attempt with its verdict "
+        "and score, and the reasoning is previewed. `final` picks the last image (the paper) or the best score.",
     ),
     "janus_r1_judge_ranking": (
         [
@@ -52,7 +53,7 @@ WORKFLOWS = {
             ("img_b", "LoadImage", {"image": "example.png"}),
             ("batch", "ImageBatch", {}),
             ("judge", "JanusR1Judge", {"prompt": "a photo of a cat sitting on a sofa", "seed": 0}),
-            ("ranked", "PreviewImage", {}),
+            ("best", "PreviewImage", {}),
             ("report", "PreviewAny", {}),
         ],
         [
@@ -60,11 +61,12 @@ WORKFLOWS = {
             ("img_a", 0, "batch", "image1"),
             ("img_b", 0, "batch", "image2"),
             ("batch", 0, "judge", "images"),
-            ("judge", 0, "ranked", "images"),
+            ("judge", 5, "best", "images"),
             ("judge", 4, "report", "source"),
         ],
         "Rank pictures made by any other model: load them (ImageBatch resizes the second to the first), and the "
-        "Judge scores each against the prompt, S in [0, 1], with its Yes/No verdict and reason.",
+        "Judge scores each against the prompt, S in [0, 1], with its Yes/No verdict and reason. `best` is the "
+        "top-scored picture (`ranked` has them all, best first; `best_index` its place in the batch).",
     ),
     "janus_r1_edit_image": (
         [
@@ -86,14 +88,14 @@ WORKFLOWS = {
                 {"prompt": "two cats sleeping on a red blanket", "seed": 3, "always_redraw": True},
             ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/regenerate"}),
-            ("attempts", "PreviewImage", {}),
+            ("sheet", "PreviewImage", {}),
             ("reasoning", "PreviewAny", {}),
         ],
         [
             ("loader", 0, "regen", "model"),
             ("img", 0, "regen", "image"),
             ("regen", 0, "save", "images"),
-            ("regen", 1, "attempts", "images"),
+            ("regen", 4, "sheet", "images"),
             ("regen", 2, "reasoning", "source"),
         ],
         "Improve an image made elsewhere: Janus judges it against the prompt (or uses your critique), writes what "
@@ -108,13 +110,13 @@ WORKFLOWS = {
                 {"prompt": "a blue bird on a snowy branch, watercolor", "seed": 11, "n": 4},
             ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/best"}),
-            ("cands", "PreviewImage", {}),
+            ("sheet", "PreviewImage", {}),
             ("report", "PreviewAny", {}),
         ],
         [
             ("loader", 0, "bon", "model"),
             ("bon", 0, "save", "images"),
-            ("bon", 1, "cands", "images"),
+            ("bon", 4, "sheet", "images"),
             ("bon", 3, "report", "source"),
         ],
         "Inference-time scaling: draw N candidates and keep the one the model itself scores highest.",

@@ -10,7 +10,12 @@ from harness import JANUS_NODES
 
 LOADER = {
     "class_type": "JanusR1Loader",
-    "inputs": {"model_name": "Janus-Pro-R1-7B", "dtype": "fp32", "download_if_missing": False, "quantize": "none"},
+    "inputs": {
+        "model_name": "Janus-Pro-R1-7B",
+        "dtype": "fp32",
+        "download_if_missing": False,
+        "quantize": "none",
+    },
 }
 SAMPLING = {"cfg": 5.0, "temperature": 1.0, "top_k": 4096, "top_p": 1.0}
 
@@ -83,23 +88,45 @@ def test_bad_inputs_are_validation_errors(worker, bad, where):
     assert any(where in str(e) for e in errs), errs
 
 
-def test_unknown_model_folder_is_validation_error(worker):
+def test_unknown_model_folder_is_one_validation_error(worker):
     p = graph(cot(), save("2"))
     p["1"]["inputs"]["model_name"] = "no-such-model"
     res = worker.validate(p)
     assert not res["valid"] and "1" in res["node_errors"]
+    errs = res["node_errors"]["1"]["errors"]
+    assert len(errs) == 1, errs  # not once per widget of the loader
+    assert errs[0]["extra_info"]["input_name"] == "model_name"
+    assert "model folder 'no-such-model' not found" in errs[0]["details"]
 
 
-def test_unknown_quantize_mode_is_validation_error(worker):
+@pytest.mark.parametrize(
+    "name",
+    ["Janus-Pro-R1-7B", "Janus-Pro-1B", "deepseek-ai/Janus-Pro-1B", "deepseek-ai/Janus-Pro-1B (download)"],
+)
+def test_model_names_old_and_marked_validate(worker, name):
+    """Saved workflows keep loading: the bare folder name (before the marks), the hub id and the marked entry."""
+    p = graph(cot(), save("2"))
+    p["1"]["inputs"]["model_name"] = name
+    assert worker.validate(p)["valid"]
+
+
+def test_unknown_quantize_mode_is_one_clear_error(worker):
+    # ComfyUI 0.3.75 does not check V3 combo values (newer versions reject them in validation); the loader
+    # refuses them itself, once
     p = graph(cot(), save("2"))
     p["1"]["inputs"]["quantize"] = "3bit"
-    res = worker.validate(p)
-    assert not res["valid"] and "quantize" in str(res["node_errors"]["1"]), res["node_errors"]
+    res = worker.execute(p)
+    errs = [e[1] for e in res["events"] if e[0] == "execution_error"]
+    assert len(errs) == 1 and errs[0]["node_id"] == "1"
+    assert (
+        errs[0]["exception_message"].strip()
+        == "Janus-R1: quantize must be one of ['none', '4bit', 'int4', 'nf4', '8bit'], got '3bit'."
+    )
 
 
 def test_missing_model_is_clear_node_error(worker):
     p = graph(cot(), save("2"))
-    p["1"]["inputs"]["model_name"] = "Janus-Pro-1B"  # known (downloadable) name, not on disk
+    p["1"]["inputs"]["model_name"] = "deepseek-ai/Janus-Pro-1B (download)"  # known, not on disk
     res = worker.execute(p)
     assert res["valid"] and not res["success"]
     err = [e for e in res["events"] if e[0] == "execution_error"][0][1]
@@ -183,7 +210,7 @@ def test_text_to_image_edit_judge_regenerate_best_of_n(worker):
         save("7", 1, "cands"),
     )
     res = worker.execute(p)
-    assert res["success"], [e for e in res["events"] if e[0] == "execution_error"]
+    assert res.get("success"), res
     out = res["outputs"]
     counts = {k: len(out[k]["images"]) for k in ("8", "9", "10", "11", "12", "13", "14")}
     assert counts == {"8": 2, "9": 2, "10": 2, "11": 1, "12": 2, "13": 1, "14": 3}
@@ -196,11 +223,25 @@ def test_text_to_image_edit_judge_regenerate_best_of_n(worker):
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
 
 
+CATEGORIES = {
+    "JanusR1Loader": "Janus-R1/loaders",
+    "JanusR1TextToImage": "Janus-R1/generate",
+    "JanusR1CoTGenerate": "Janus-R1/generate",
+    "JanusR1BestOfN": "Janus-R1/generate",
+    "JanusR1Regenerate": "Janus-R1/generate",
+    "JanusR1Judge": "Janus-R1/judge",
+    "JanusR1Edit": "Janus-R1/edit",
+}
+
+
 def test_object_info_shapes(object_info):
+    from janus_r1.generation import sampling, tasks
+
+    assert set(CATEGORIES) == set(JANUS_NODES)
     for name in JANUS_NODES:
         assert name in object_info, name
         info = object_info[name]
-        assert info["category"] == "Janus-R1"
+        assert info["category"] == CATEGORIES[name]  # grouped as core packs do (image/batch, latent/...)
         assert info["display_name"].startswith("Janus-R1 ")
         for section in info["input"].values():
             for key, spec in section.items():
@@ -210,17 +251,29 @@ def test_object_info_shapes(object_info):
     assert loader["output"] == ["JANUS_R1_MODEL"]
     spec = loader["input"]["required"]["model_name"]
     options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
-    assert options[0] == "Janus-Pro-R1-7B" and {"Janus-Pro-7B", "Janus-Pro-1B"} <= set(options)
+    # the folder on disk by name; known models not on disk as marked, downloadable hub ids
+    assert options == [
+        "Janus-Pro-R1-7B",
+        "deepseek-ai/Janus-Pro-7B (download)",
+        "deepseek-ai/Janus-Pro-1B (download)",
+    ]
+    assert spec[1]["default"] == "Janus-Pro-R1-7B"
     q = loader["input"]["required"]["quantize"]
     assert (q[1]["options"] if q[0] == "COMBO" else q[0]) == ["none", "4bit", "int4", "nf4", "8bit"]
     cot_info = object_info["JanusR1CoTGenerate"]
-    assert cot_info["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "INT"]
-    assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds"]
+    # new outputs are appended: links in saved workflows address outputs by slot
+    assert cot_info["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "INT", "IMAGE"]
+    assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds", "sheet"]
     req = cot_info["input"]["required"]
+    # new widgets are optional and last: widget values are positional in saved workflows, and API prompts
+    # written before them still validate
+    assert cot_info["input_order"]["optional"] == ["final", "max_prompt_tokens"]
+    final = cot_info["input"]["optional"]["final"]
+    assert (final[1]["options"] if final[0] == "COMBO" else final[0]) == ["last", "best score"]
+    assert final[1]["default"] == "last"
+    assert cot_info["input"]["optional"]["max_prompt_tokens"][1]["default"] == tasks.MAX_PROMPT_TOKENS
     assert req["model"][0] == "JANUS_R1_MODEL"
     # the widgets mirror the engine's (paper) defaults; the pack cannot import the engine at schema time
-    from janus_r1.generation import sampling, tasks
-
     assert req["max_rounds"][1]["default"] == tasks.DEFAULT_MAX_ROUNDS == 3
     assert req["cfg"][1]["default"] == tasks.DEFAULT_CFG == 5.0
     assert req["top_k"][1]["default"] == sampling.IMAGE_SAMPLING.top_k == 4096
@@ -230,7 +283,14 @@ def test_object_info_shapes(object_info):
     edit_cfg = object_info["JanusR1Edit"]["input"]["required"]["cfg"][1]["default"]
     assert edit_cfg == tasks.DEFAULT_EDIT_CFG == 4.0
     judge = object_info["JanusR1Judge"]
-    assert judge["output"] == ["IMAGE", "FLOAT", "STRING", "STRING", "STRING"]
-    assert judge["output_is_list"] == [False, True, True, True, False]
-    assert object_info["JanusR1BestOfN"]["output"] == ["IMAGE", "IMAGE", "FLOAT", "STRING"]
-    assert object_info["JanusR1Regenerate"]["input"]["optional"]["critique"][0] == "STRING"
+    assert judge["output"] == ["IMAGE", "FLOAT", "STRING", "STRING", "STRING", "IMAGE", "INT"]
+    assert judge["output_name"][-2:] == ["best", "best_index"]
+    assert judge["output_is_list"] == [False, True, True, True, False, False, False]
+    assert judge["input_order"]["optional"] == ["max_prompt_tokens"]
+    assert object_info["JanusR1BestOfN"]["output"] == ["IMAGE", "IMAGE", "FLOAT", "STRING", "IMAGE"]
+    regen = object_info["JanusR1Regenerate"]
+    assert regen["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "IMAGE"]
+    assert regen["input_order"]["optional"] == ["critique", "final", "max_prompt_tokens"]
+    assert regen["input"]["optional"]["critique"][0] == "STRING"
+    for name in ("JanusR1TextToImage", "JanusR1BestOfN"):
+        assert object_info[name]["input_order"]["optional"] == ["max_prompt_tokens"], name

@@ -11,6 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+# the shared workflows as released before the final / max_prompt_tokens widgets and the sheet / best outputs:
+# saved workflows must keep loading, converting and running
+OLD_WORKFLOWS = sorted((Path(__file__).parent / "old_workflows").glob("*.json"))
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -107,11 +110,22 @@ def test_workflow_converts_validates_and_runs(path, object_info_file, worker):
         assert saved, "CoT workflow must save a PNG"
         reasoning = texts["JanusR1CoTGenerate"]
         assert reasoning.startswith("[image 1]") and texts.get("PreviewAny") == reasoning
-        cot = next(n for n in api.values() if n["class_type"] == "JanusR1CoTGenerate")
-        attempts = [o for nid, o in out.items() if kinds[nid] == "PreviewImage"][0]["images"]
-        assert 1 <= len(attempts) <= cot["inputs"]["max_rounds"]
+        [sheet] = [o for nid, o in out.items() if kinds[nid] == "PreviewImage"][0]["images"]  # one contact sheet
     if "JanusR1Judge" in kinds.values():
         assert texts["JanusR1Judge"].count("image ") >= 2
     if "JanusR1BestOfN" in kinds.values():
         n = next(x for x in api.values() if x["class_type"] == "JanusR1BestOfN")["inputs"]["n"]
         assert len(scores) >= n
+
+
+@pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.stem)
+def test_old_saved_workflow_still_runs(path, object_info_file, worker):
+    """A workflow saved before the newer widgets: converted, the appended widgets take their defaults (the
+    paper's rule, the default prompt budget), it validates and runs."""
+    assert len(OLD_WORKFLOWS) == 5
+    api = convert(path, object_info_file)
+    for n in api.values():
+        if n["class_type"] in ("JanusR1CoTGenerate", "JanusR1Regenerate"):
+            assert n["inputs"]["final"] == "last" and n["inputs"]["max_prompt_tokens"] == 200
+    res = worker.execute(api)
+    assert res["success"], [e[1].get("exception_message") for e in res["events"] if e[0] == "execution_error"]

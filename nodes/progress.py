@@ -1,0 +1,101 @@
+"""The engine's hooks bridged to ComfyUI for one node execution: progress bar, live preview, streamed text,
+interrupt."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .engine import engine
+from .throttle import PreviewThrottle
+
+log = logging.getLogger("janus_r1.comfy")
+
+
+class RunHooks:
+    """* ``comfy.utils.ProgressBar`` per token (the bar restarts for each phase: image 1/3, judge 1/3, ...);
+    * the partial image (missing codes padded) as the live preview, throttled by :class:`PreviewThrottle`;
+    * the reasoning so far, streamed with ``PromptServer.send_progress_text`` where the server offers it;
+    * ``should_cancel`` polls ComfyUI's interrupt flag between tokens; :meth:`run` turns the engine's
+      ``Cancelled`` into ComfyUI's own interrupt exception so the prompt ends as interrupted."""
+
+    def __init__(self, jr, node_id: str | None, text_every: int = 8):
+        import comfy.model_management as mm
+        import comfy.utils
+
+        self.jr, self.node_id, self.mm = jr, node_id, mm
+        self.bar = comfy.utils.ProgressBar(1, node_id=node_id)
+        self.text_every = max(1, text_every)
+        self.preview = PreviewThrottle()
+        self.transcript: list[str] = []
+        self._server = _prompt_server()
+        self.hooks = engine().Hooks(
+            on_step=self.on_step, should_cancel=mm.processing_interrupted, on_phase=self.on_phase
+        )
+
+    def on_phase(self, label: str) -> None:
+        self.preview.restart()
+        self.transcript.append(f"[{label}]")
+        self.stream("\n".join(self.transcript))
+
+    def on_step(self, ev) -> None:
+        total, step = max(int(ev.total), 1), int(ev.step)
+        if ev.phase == "image":
+            preview = self._preview(ev.tokens) if self.preview.due(step, total) else None
+            if preview is not None or step % max(1, total // 64) == 0 or step == total:
+                self.bar.update_absolute(step, total, preview)
+        elif step % self.text_every == 0 or step == 1:
+            self.bar.update_absolute(step, total)
+            text = self._decode_text(ev.tokens)
+            if text is not None:
+                self.stream("\n".join([*self.transcript, text]))
+
+    def _preview(self, tokens: torch.Tensor):
+        """The first row's partial image: codes sampled so far, the rest padded with the last one."""
+        started = self.preview.clock()
+        try:
+            n = self.jr.num_image_tokens
+            row = tokens[:1].detach()
+            pad = row[:, -1:].expand(1, n - row.shape[1])
+            img = self.jr.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
+        except Exception as e:  # a preview must never break the run
+            log.debug("Janus-R1 preview failed: %s", e)
+            return None
+        finally:
+            self.preview.done(started)
+        return ("JPEG", img, 512)
+
+    def _decode_text(self, tokens: torch.Tensor) -> str | None:
+        try:
+            return self.jr.vocab.decode(tokens[0].tolist())
+        except Exception:  # streaming is best effort
+            return None
+
+    def stream(self, text: str) -> None:
+        if self._server is None or self.node_id is None or not hasattr(self._server, "send_progress_text"):
+            return
+        try:
+            self._server.send_progress_text(text, self.node_id)
+        except Exception as e:  # no client connected, older server: the final ui text still shows it
+            log.debug("Janus-R1 send_progress_text failed: %s", e)
+
+    def run(self, fn, *args, **kwargs):
+        """Call an engine method with these hooks; interrupt -> ComfyUI's InterruptProcessingException, an
+        engine input error -> one ``ValueError`` that ComfyUI shows on the node."""
+        eng = engine()
+        try:
+            return fn(*args, hooks=self.hooks, **kwargs)
+        except eng.Cancelled:
+            self.mm.throw_exception_if_processing_interrupted()
+            raise self.mm.InterruptProcessingException() from None
+        except eng.JanusR1Error as e:
+            raise ValueError(f"Janus-R1: {e}") from None
+
+
+def _prompt_server():
+    try:
+        from server import PromptServer
+    except Exception:  # unit tests, embedded executors
+        return None
+    return getattr(PromptServer, "instance", None)

@@ -1,0 +1,23 @@
+"""The one path every node takes: ready the model for the task -> progress/interrupt hooks -> engine call."""
+
+from __future__ import annotations
+
+from .progress import RunHooks
+
+
+def node_id(cls) -> str | None:
+    hidden = getattr(cls, "hidden", None)
+    return getattr(hidden, "unique_id", None) if hidden is not None else None
+
+
+def run_task(cls, model, task: str, *args, need: dict, **kwargs):
+    """``model.jr.<task>(*args, **kwargs)`` after ComfyUI has loaded the model with the memory the engine says
+    ``task`` needs (``need``: batch, rounds, reflection, prompt_tokens), with this node's progress bar, preview,
+    streamed text and interrupt."""
+    jr = model.ready(task, **need)
+    return RunHooks(jr, node_id(cls)).run(getattr(jr, task), *args, **kwargs)
+
+
+def sampling(cfg, temperature, top_k, top_p) -> dict:
+    """The image-sampling widgets as the engine's keyword arguments."""
+    return dict(cfg=float(cfg), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))

@@ -1,0 +1,44 @@
+"""The text the nodes show and output: scores rounded to 3 decimals for reading (FLOAT outputs stay exact)."""
+
+from __future__ import annotations
+
+RULES = {"last": "last", "best": "best score"}  # the engine's final_rule -> the widget's words
+
+
+def score(s: float | None) -> str:
+    return "n/a" if s is None else f"{s:.3f}"
+
+
+def final_line(r) -> str:
+    """Which attempt became the output and by which rule, e.g. '=> final: image 2 of 3 (best score, S=0.212)';
+    'accepted' when the paper's rule stopped at a Yes, 'the input' when the caller's image was kept."""
+    a = r.final_attempt
+    why = "accepted" if r.final_rule == "last" and a.verdict == "Yes" else RULES.get(r.final_rule, r.final_rule)
+    where = ", the input" if a.source == "input" else ""
+    return f"=> final: image {a.round} of {len(r.attempts)} ({why}{where}, S={score(a.score)})"
+
+
+def reasoning(results, header: str = "sample") -> str:
+    """Each sample's rounds (verdict, S, reflection) and its final line; a header per sample when several."""
+    parts = [
+        (f"== {header} {n} ==\n" if len(results) > 1 else "") + f"{r.reasoning()}\n{final_line(r)}"
+        for n, r in enumerate(results, 1)
+    ]
+    return "\n\n".join(parts)
+
+
+def judge_report(judgements, with_reason: bool) -> str:
+    """'image 1: S=0.912  Yes  reason' per image, then the ranking."""
+    lines = [
+        f"image {i}: S={score(j.score)}  {j.verdict}  {j.reflection.strip() if with_reason else ''}".rstrip()
+        for i, j in enumerate(judgements, 1)
+    ]
+    order = ranking([j.score for j in judgements])
+    if len(order) > 1:
+        lines.append("ranking (best first): " + ", ".join(f"image {i + 1}" for i in order))
+    return "\n".join(lines)
+
+
+def ranking(scores: list[float]) -> list[int]:
+    """Indices best first; ties keep input order."""
+    return sorted(range(len(scores)), key=lambda i: -scores[i])

@@ -1,0 +1,148 @@
+"""The node schemas' shared parts: categories, the paper's defaults, and input widgets written once.
+
+Schema fields and widget options newer than ComfyUI 0.3.75 (``search_aliases``, ``advanced``) are
+feature-detected and dropped where this ComfyUI lacks them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+from comfy_api.latest import io
+
+ROOT = "Janus-R1"
+CATEGORY_LOADERS = f"{ROOT}/loaders"
+CATEGORY_GENERATE = f"{ROOT}/generate"
+CATEGORY_JUDGE = f"{ROOT}/judge"
+CATEGORY_EDIT = f"{ROOT}/edit"
+MODEL_TYPE = "JANUS_R1_MODEL"  # pack-unique: other Janus packs already use JANUS_MODEL
+JanusModel = io.Custom(MODEL_TYPE)
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+# paper defaults (Janus-Pro-R1, App. B.4/B.5), mirrored for the widgets (a test keeps them equal to the engine's)
+DEFAULT_CFG = 5.0
+DEFAULT_EDIT_CFG = 4.0
+DEFAULT_TOP_K = 4096
+DEFAULT_TEXT_TOP_K = 50
+DEFAULT_MAX_ROUNDS = 3
+DEFAULT_MAX_REFLECTION = 256
+DEFAULT_MAX_PROMPT_TOKENS = 200  # janus_r1.generation.tasks.MAX_PROMPT_TOKENS
+# widget label -> the engine's final rule (JanusR1.generate/regenerate ``final=``)
+FINAL_RULES = {"last": "last", "best score": "best"}
+
+_SCHEMA_FIELDS = (
+    {f.name for f in dataclasses.fields(io.Schema)} if dataclasses.is_dataclass(io.Schema) else set()
+)
+_HAS_ADVANCED = "advanced" in inspect.signature(io.Int.Input.__init__).parameters
+
+
+def schema(**kwargs) -> io.Schema:
+    """``io.Schema`` with fields this ComfyUI lacks dropped."""
+    if _SCHEMA_FIELDS:
+        kwargs = {k: v for k, v in kwargs.items() if k in _SCHEMA_FIELDS}
+    return io.Schema(**kwargs)
+
+
+def seed_input(tooltip: str = "Random seed; the same seed and inputs give the same result.") -> io.Int.Input:
+    return io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True, tooltip=tooltip)
+
+
+def prompt_input(name: str = "prompt", tooltip: str = "What the image should show.") -> io.String.Input:
+    return io.String.Input(name, multiline=True, default="", tooltip=tooltip)
+
+
+def sampling_inputs(cfg: float = DEFAULT_CFG) -> list:
+    """cfg / temperature / top-k / top-p for image tokens, with the paper's defaults."""
+    return [
+        io.Float.Input(
+            "cfg",
+            default=cfg,
+            min=0.0,
+            max=20.0,
+            step=0.1,
+            round=0.01,
+            tooltip=f"Classifier-free guidance weight for image tokens (paper: {cfg:g}). "
+            "1 disables guidance; higher follows the text more closely.",
+        ),
+        io.Float.Input(
+            "temperature",
+            default=1.0,
+            min=0.01,
+            max=2.0,
+            step=0.01,
+            round=0.01,
+            tooltip="Sampling temperature for image tokens (paper: 1.0).",
+        ),
+        io.Int.Input(
+            "top_k",
+            default=DEFAULT_TOP_K,
+            min=0,
+            max=16384,
+            tooltip="Keep only the k most likely image tokens (paper: 4096, 0 = no limit).",
+        ),
+        io.Float.Input(
+            "top_p",
+            default=1.0,
+            min=0.01,
+            max=1.0,
+            step=0.01,
+            round=0.01,
+            tooltip="Nucleus sampling for image tokens (1.0 = off, the paper's setting).",
+        ),
+    ]
+
+
+def reflection_inputs() -> list:
+    return [
+        io.Int.Input(
+            "text_top_k",
+            default=DEFAULT_TEXT_TOP_K,
+            min=1,
+            max=1000,
+            tooltip="Top-k for the written reflection (paper: 50).",
+        ),
+        io.Int.Input(
+            "max_reflection",
+            default=DEFAULT_MAX_REFLECTION,
+            min=1,
+            max=1024,
+            tooltip="Most tokens the model may write when judging an image (reflection length).",
+        ),
+    ]
+
+
+def final_input() -> io.Combo.Input:
+    """Optional and last, so workflows saved before it existed load unchanged (widget values are positional)."""
+    return io.Combo.Input(
+        "final",
+        options=list(FINAL_RULES),
+        default="last",
+        optional=True,
+        tooltip="Which attempt is the output when the model never answers Yes: 'last' is the paper's rule "
+        "(the last image drawn); 'best score' takes the attempt with the highest self-evaluation S.",
+    )
+
+
+def max_prompt_tokens_input() -> io.Int.Input:
+    """Advanced, optional and last (see :func:`final_input`)."""
+    extra = {"advanced": True} if _HAS_ADVANCED else {}
+    return io.Int.Input(
+        "max_prompt_tokens",
+        default=DEFAULT_MAX_PROMPT_TOKENS,
+        min=16,
+        max=4096,
+        optional=True,
+        tooltip="Advanced: the prompt's token budget with its template. The model was trained on captions "
+        f"within {DEFAULT_MAX_PROMPT_TOKENS} tokens; longer prompts are refused unless this is raised.",
+        **extra,
+    )
+
+
+def require_text(name: str, value) -> str | None:
+    """Validation message for an empty widget text (None = fine or linked)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return f"{name} is empty; type what you want."
+    return None
