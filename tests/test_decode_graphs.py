@@ -1,0 +1,221 @@
+"""The fixed-shape, graph-captured decode step: token identity with every runner on every task, no host sync in a
+step (operator log), capture and capture-failure paths routed through a fake graph on the CPU, hooks per token."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from janus_r1 import Cancelled, Hooks
+from janus_r1.generation import graphs
+from janus_r1.generation.context import build, cfg_rows
+from janus_r1.generation.decode import decode_image, decode_text
+from janus_r1.generation.sampling import Sampling
+
+PROMPTS = ["a red cat", "two green apples and a yellow banana on a wooden table"]
+
+
+def _tokens(results) -> list:
+    """Every sampled token of a task's results: image codes, reflection ids and their attention bits."""
+    out = []
+    for r in results:
+        for a in getattr(r, "attempts", [r]):
+            j = getattr(a, "judgement", a)
+            out.append((getattr(a, "codes", None), getattr(j, "ids", None), getattr(j, "mask", None),
+                        getattr(j, "verdict", None)))
+    return out
+
+
+TASKS = {
+    "t2i": lambda m: m.text_to_image(PROMPTS, num_images=2, seed=3),
+    "judge_forced_eos": lambda m: m.judge(m.text_to_image(PROMPTS[0], seed=2)[0].image, PROMPTS,
+                                          max_reflection=8, seed=0),
+    "introspect_all_no": lambda m: m.generate(PROMPTS, max_rounds=3, seed=5, max_reflection=6),
+    "regenerate": lambda m: m.regenerate(m.text_to_image(PROMPTS[0], seed=1)[0].image, PROMPTS[0],
+                                         critiques=["No. The cat is blue."], max_rounds=2, seed=4),
+    "edit": lambda m: m.edit(m.text_to_image(PROMPTS[0], seed=1)[0].image, "make it blue", num_images=2, seed=2),
+}
+FORCE = {"judge_forced_eos": "EOS", "introspect_all_no": "No"}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_graph_step_is_token_identical_to_every_runner(micro, monkeypatch, force_verdict, task):
+    def run(runner: str):
+        monkeypatch.setattr(micro.janus, "runner", runner)
+        with force_verdict(FORCE[task], 1000.0) if task in FORCE else contextlib.nullcontext():
+            return _tokens(TASKS[task](micro))
+
+    eager = run("eager")
+    for other in ("graph", "fixed", "dynamic", "static", "compiled"):
+        assert run(other) == eager, other
+    if task == "judge_forced_eos":  # verdict forced to Yes/No, then EOS at once: the early stop was exercised
+        assert all(ids[1:] == [micro.vocab.ids.eos] for _, ids, _, _ in eager)
+    if task == "introspect_all_no":
+        assert all(v == "No" for *_, v in eager if v is not None) and len(eager) == 2 * 3
+
+
+# --- no host sync inside a step --------------------------------------------------------------------------
+
+SYNC_OPS = ("_local_scalar_dense", "item", "nonzero", "is_nonzero", "equal", "allclose", "lift_fresh",
+            "masked_select", "unique", "_assert_async", "repeat_interleave.Tensor", "_unique2", "multinomial")
+
+
+class OpLog(TorchDispatchMode):
+    """Every ATen call: name, input shapes and devices (a cross-device copy shows as a device change)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        flat = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        devices = {str(a.device) for a in flat} | ({str(kwargs["device"])} if kwargs.get("device") else set())
+        self.ops.append((str(func), tuple(tuple(a.shape) for a in flat), tuple(sorted(devices))))
+        return func(*args, **(kwargs or {}))
+
+
+def _step_logs(monkeypatch) -> list[list[tuple]]:
+    """Patch the fixed-shape step so each call is recorded in its own operator log."""
+    logs: list[list[tuple]] = []
+    original = graphs.Stepper._fixed
+
+    def logged(self):
+        with OpLog() as log:
+            original(self)
+        logs.append(log.ops)
+
+    monkeypatch.setattr(graphs.Stepper, "_fixed", logged)
+    return logs
+
+
+def _assert_sync_free_and_identical(logs: list[list[tuple]]) -> None:
+    assert len(logs) >= 3
+    names = {op for log in logs for op, *_ in log}
+    assert not [n for n in names if any(n == f"aten.{s}" or n.startswith(f"aten.{s}.") for s in SYNC_OPS)]
+    assert not [op for log in logs for op in log if len(op[2]) > 1]  # nothing crosses devices
+    assert all(log == logs[0] for log in logs[1:])  # the same kernels with the same shapes, step after step
+
+
+def _image_ctx(micro, prompts):
+    j = micro.janus
+    rows = cfg_rows([[j.prompt_piece(j.prompt_ids(p))] for p in prompts], micro.vocab.ids.pad)
+    return build(rows, micro.model.get_input_embeddings(), micro.vocab.ids.pad)
+
+
+@pytest.mark.parametrize("sampling", [Sampling(top_k=8), Sampling(top_k=50, top_p=0.8, temperature=0.7),
+                                      Sampling(greedy=True)])
+def test_image_step_has_no_host_sync_and_the_same_operators_every_step(micro, monkeypatch, sampling):
+    logs = _step_logs(monkeypatch)
+    gen = torch.Generator().manual_seed(0)
+    decode_image(micro.model, _image_ctx(micro, PROMPTS), micro.num_image_tokens, 5.0, sampling, gen,
+                 runner="graph")
+    assert len(logs) == micro.num_image_tokens - 1
+    _assert_sync_free_and_identical(logs)
+    assert any("exponential_" in op for op, *_ in logs[0]) != sampling.greedy
+
+
+def test_text_step_has_no_host_sync_and_the_same_operators_every_step(micro, monkeypatch):
+    logs = _step_logs(monkeypatch)
+    ids = micro.vocab.ids
+    ctx = _image_ctx(micro, PROMPTS)  # any context with left padding (mask holes) will do
+    never_eos = ids.eos + 1 if ids.eos + 1 < micro.model.config.text_config.vocab_size else ids.eos - 1
+    out = decode_text(micro.model, ctx, 6, Sampling(top_k=50), torch.Generator().manual_seed(1), never_eos,
+                      ids.pad, [ids.yes, ids.no], runner="graph")
+    assert out.ids.shape == (ctx.embeds.shape[0], 6) and len(logs) == 5
+    _assert_sync_free_and_identical(logs)
+
+
+# --- capture, replay and capture failure, routed through a fake graph on the CPU ------------------------------
+
+class FakeGraph:
+    """Stands in for a CUDA graph: capture records the function without running it, replay runs it."""
+
+    made: list[FakeGraph] = []
+
+    def __init__(self, fn, generator) -> None:
+        self.fn, self.replays = fn, 0
+        FakeGraph.made.append(self)
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.fn()
+
+
+@pytest.fixture
+def fake_capture(monkeypatch):
+    FakeGraph.made = []
+    monkeypatch.setattr(graphs, "can_capture", lambda device: True)
+    monkeypatch.setattr(graphs, "capture", FakeGraph)
+    return FakeGraph.made
+
+
+def _introspect(micro, monkeypatch, runner, hooks=None):
+    monkeypatch.setattr(micro.janus, "runner", runner)
+    return _tokens(micro.generate(PROMPTS, max_rounds=2, seed=9, max_reflection=6, hooks=hooks or Hooks()))
+
+
+def test_captured_steps_replay_to_the_same_tokens(micro, monkeypatch, fake_capture):
+    eager = _introspect(micro, monkeypatch, "eager")
+    assert not fake_capture
+    assert _introspect(micro, monkeypatch, "graph") == eager
+    image = [g for g in fake_capture if g.replays == micro.num_image_tokens - 2]
+    assert len(image) >= 2  # one capture per image phase, replayed for every step after the warm-up
+    assert all(g.replays >= 1 for g in fake_capture)
+
+
+def test_capture_failure_falls_back_with_the_same_tokens_and_one_log_line(micro, monkeypatch, caplog):
+    expected = _introspect(micro, monkeypatch, "eager")
+
+    def broken(fn, generator):
+        if generator is not None:  # even a capture that drew from the generator must leave it untouched
+            torch.empty(7).exponential_(1, generator=generator)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(graphs, "can_capture", lambda device: True)
+    monkeypatch.setattr(graphs, "capture", broken)
+    failures = graphs.stats.failures
+    with caplog.at_level(logging.WARNING, logger="janus_r1.generation.graphs"):
+        assert _introspect(micro, monkeypatch, "graph") == expected
+    phases = graphs.stats.failures - failures
+    assert phases >= 3  # image, judge, image
+    lines = [r for r in caplog.records if r.name == "janus_r1.generation.graphs"]
+    assert len(lines) == phases and "operation not permitted" in lines[0].getMessage()
+
+
+def test_progress_and_cancel_fire_per_token_through_captured_steps(micro, monkeypatch, fake_capture):
+    monkeypatch.setattr(micro.janus, "runner", "graph")
+    steps = []
+    micro.text_to_image("a red cat", seed=1, hooks=Hooks(on_step=lambda e: steps.append((e.step, e.tokens.clone()))))
+    assert [s for s, _ in steps] == list(range(1, micro.num_image_tokens + 1))
+    assert all(t.shape == (1, s) and torch.equal(t, steps[-1][1][:, :s]) for s, t in steps)
+    asked = {"n": 0}
+
+    def cancel():
+        asked["n"] += 1
+        return asked["n"] > 9
+
+    with pytest.raises(Cancelled):
+        micro.text_to_image("a red cat", seed=1, hooks=Hooks(should_cancel=cancel))
+    assert asked["n"] == 10
+    assert micro.text_to_image("a red cat", seed=1)[0].attempts[0].codes == [int(x) for x in steps[-1][1][0]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_replay_equals_the_same_step_eager(micro):
+    """On a GPU: the captured graph changes no token and leaves the generator where eager launches leave it."""
+    model = micro.model.to("cuda")
+    try:
+        ctx = _image_ctx(micro, PROMPTS)
+        runs = {}
+        for runner in ("fixed", "graph"):
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            codes = decode_image(model, ctx, micro.num_image_tokens, 5.0, Sampling(top_k=8), gen, runner=runner)
+            runs[runner] = (codes.cpu(), gen.get_state())
+        assert torch.equal(runs["fixed"][0], runs["graph"][0]) and torch.equal(runs["fixed"][1], runs["graph"][1])
+    finally:
+        micro.model.to("cpu")
