@@ -80,7 +80,8 @@ def _prompts(tmp_path) -> Path:
 def test_evaluation_hook_writes_geneval_layout_and_self_scores(micro, tmp_path):
     from janus_r1.batch import read_prompts
 
-    ev = Evaluator(str(_prompts(tmp_path)), every=5, out=tmp_path / "run", seed=7, max_steps=12)
+    short = {"max_rounds": 2, "max_reflection": 8}
+    ev = Evaluator(str(_prompts(tmp_path)), every=5, out=tmp_path / "run", seed=7, max_steps=12, **short)
     assert [ev.due(s) for s in (1, 5, 10, 11, 12)] == [False, True, True, False, True]
     items = read_prompts(ev.write_prompt_file())
     assert [(it.prompt, it.meta) for it in items] == [(it.prompt, it.meta) for it in ev.items]
@@ -92,7 +93,7 @@ def test_evaluation_hook_writes_geneval_layout_and_self_scores(micro, tmp_path):
     assert json.loads((target / "00000" / "metadata.jsonl").read_text())["include"] == [{"class": "cat", "count": 1}]
     assert all((target / f"{i:05d}" / "samples" / "0000.png").is_file() for i in range(3))
     # independently: the same introspective runs (batch seeds seed + index), scored by the engine itself
-    want = [micro.generate(it.prompt, seed=7 + it.index)[0] for it in items]
+    want = [micro.generate(it.prompt, seed=7 + it.index, **short)[0] for it in items]
     first = [r.attempts[0] for r in want]
     assert got["eval_self_score"] == pytest.approx(sum(a.score for a in first) / 3, abs=1e-6)
     assert got["eval_yes_rate"] == pytest.approx(sum(a.verdict == "Yes" for a in first) / 3)

@@ -50,8 +50,11 @@ def trace_stats(trace: dict) -> tuple[float, float, float, float]:
 class Evaluator:
     """Holds the held-out prompts; :meth:`run` evaluates the current weights at a step."""
 
-    def __init__(self, prompts: str | None, every: int, out: Path, seed: int = 0, max_steps: int = 0) -> None:
+    def __init__(self, prompts: str | None, every: int, out: Path, seed: int = 0, max_steps: int = 0,
+                 **generate_kwargs) -> None:
+        """``generate_kwargs`` go to ``JanusR1.generate`` (default: the paper's inference settings)."""
         self.every, self.out, self.seed, self.max_steps = every, Path(out) / "eval", seed, max_steps
+        self.generate_kwargs = generate_kwargs
         self.items = read_prompts(prompts) if prompts and every > 0 else []
 
     def due(self, step: int) -> bool:
@@ -73,7 +76,8 @@ class Evaluator:
         target = self.out / f"step-{step:08d}"
         was_training = model.training
         with isolated_rng(), torch.no_grad():
-            done = run_batch(JanusR1(model, vocab), self.items, target, rank=rank, world=world, seed=self.seed)
+            done = run_batch(JanusR1(model, vocab), self.items, target, rank=rank, world=world, seed=self.seed,
+                             **self.generate_kwargs)
         model.train(was_training)
         if was_training:  # the frozen encoders stay in eval mode (trainer.set_train's rule)
             model.model.vision_model.eval()
