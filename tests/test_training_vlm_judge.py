@@ -23,7 +23,11 @@ TEMPLATE = (
 def build_tiny_vlm(d):
     """Save transformers' Janus (micro random weights) with a ``JanusProcessor`` and chat template to ``d``."""
     from transformers import JanusProcessor, PreTrainedTokenizerFast
-    from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+    try:  # transformers 5.x: the PIL backend; 4.5x: the one image processor
+        from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+    except ImportError:
+        from transformers import JanusImageProcessor as JanusImageProcessorPil
 
     model, tok = build_tiny_model("micro", seed=5)
     tok = PreTrainedTokenizerFast(

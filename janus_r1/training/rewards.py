@@ -145,10 +145,12 @@ class VLMJudge(QuestionJudge):
         if model is None:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
+            from ..model.compat import dtype_kwargs
+
             dtype = judge_dtype(device) if dtype is None else dtype
             try:
                 processor = AutoProcessor.from_pretrained(path)
-                model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device).eval()
+                model = AutoModelForImageTextToText.from_pretrained(path, **dtype_kwargs(dtype)).to(device).eval()
             except Exception as e:
                 raise JanusR1Error(f"cannot load the reward VLM {path!r}: {type(e).__name__}: {e}") from e
         self.model, self.processor = model, processor
