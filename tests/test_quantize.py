@@ -101,6 +101,20 @@ def test_repacking_for_another_kernel_keeps_the_weights():
     assert layer.kernel == "cpu" and torch.equal(layer.canonical(), q) and torch.equal(layer(x), y)
 
 
+@needs_cpu_kernel
+def test_a_cpu_layout_it_cannot_read_is_refused(monkeypatch):
+    """If a future torch packed differently, moving off the CPU must fail clearly, never misread the weights."""
+    learned = int4._learn_cpu_layout(48)
+    monkeypatch.setattr(int4, "_learn_cpu_layout", lambda n: (learned[0], learned[1].flip(0), learned[2]))
+    int4._cpu_layout.cache_clear()
+    try:
+        with pytest.raises(JanusR1Error, match=r"packs int4 weights for the CPU in a layout janus_r1 cannot read "
+                                               r"back, so the model cannot be moved off the CPU"):
+            int4.unpack(int4.pack(torch.zeros(48, 32, dtype=torch.uint8), "cpu"), "cpu", 48, 64)
+    finally:
+        int4._cpu_layout.cache_clear()
+
+
 def test_group_size_must_fit_the_width():
     assert int4.pick_group_size(4096) == 128 and int4.pick_group_size(11008) == 128
     assert int4.pick_group_size(96) == 32 and int4.pick_group_size(5632, 256) == 256

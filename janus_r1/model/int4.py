@@ -19,6 +19,7 @@ ComfyUI model can go CPU <-> GPU like any other.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -161,12 +162,12 @@ def _unpack_by_identity(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return (values[:, ::2] << 4) | values[:, 1::2]
 
 
-def _cpu_layout(n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _learn_cpu_layout(n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Where the CPU packer puts row ``r``: learned from packing probes of shape ``[n, 2]`` (cheap), as
     (nibble shift, byte offset within its block's run of bytes for one k, block height).
 
     The packer tiles rows into blocks (64 or 32 rows by CPU ISA); inside a block each k is one run of bytes. The
-    probes give, for every row, its byte at k=0 and k=1; :func:`_unpack_cpu` re-packs its result to check it.
+    probes give, for every row, its byte at k=0 and k=1.
     """
     rows = torch.arange(n)
     digits = max(1, math.ceil(math.log(max(n, 2), 16)))
@@ -184,14 +185,34 @@ def _cpu_layout(n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     return (pos[:, 0] % 2) * 4, byte0 % block, block
 
 
+@functools.lru_cache(maxsize=64)
+def _cpu_layout(n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`_learn_cpu_layout`, checked once per row count on random values (a layout this reading does not
+    understand is refused rather than misread)."""
+    probe = torch.randint(0, 16, (n, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    try:
+        layout = _learn_cpu_layout(n)
+        ok = torch.equal(_read_cpu(torch.ops.aten._convert_weight_to_int4pack_for_cpu(probe, 1), layout, n, 64),
+                         probe.to(torch.uint8))
+    except (RuntimeError, IndexError, ZeroDivisionError):
+        ok = False
+    if not ok:
+        raise JanusR1Error(
+            "this torch build packs int4 weights for the CPU in a layout janus_r1 cannot read back, so the model "
+            "cannot be moved off the CPU; load it directly on its target device (e.g. device='cuda')."
+        )
+    return layout
+
+
 def unpack_nibbles_lo_hi(packed: torch.Tensor) -> torch.Tensor:
     """Flat nibbles of a byte tensor, low nibble first (the CPU packer's order within a byte)."""
     flat = packed.reshape(-1)
     return torch.stack((flat & 15, flat >> 4), -1).reshape(-1)
 
 
-def _unpack_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    shift, offset, block = _cpu_layout(n)
+def _read_cpu(packed: torch.Tensor, layout: tuple[torch.Tensor, torch.Tensor, int], n: int, k: int) -> torch.Tensor:
+    """The 4-bit values ``uint8 [n, k]`` of a CPU-packed weight."""
+    shift, offset, block = layout
     flat, shift = packed.reshape(-1), shift.to(torch.uint8)
     parts, full = [], n // block * block
     # every full block has the same layout, then comes the tail block (if any)
@@ -201,14 +222,12 @@ def _unpack_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
         runs = flat[start * k // 2:(start + count * width) * k // 2].view(count, k, width // 2)
         v = (runs[:, :, offset[start:start + width]] >> shift[start:start + width]) & 15
         parts.append(v.transpose(1, 2).reshape(count * width, k))
-    values = torch.cat(parts)
-    q = (values[:, ::2] << 4) | values[:, 1::2]
-    if not torch.equal(pack(q, "cpu"), packed):
-        raise JanusR1Error(
-            "this torch build packs int4 weights for the CPU in a layout janus_r1 cannot read back, so the model "
-            "cannot be moved off the CPU; load it directly on its target device (device='cuda')."
-        )
-    return q
+    return torch.cat(parts)
+
+
+def _unpack_cpu(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    values = _read_cpu(packed, _cpu_layout(n), n, k)
+    return (values[:, ::2] << 4) | values[:, 1::2]
 
 
 class Int4Linear(nn.Module):
