@@ -21,7 +21,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None)
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None)
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
+                   help="bf16: fp32 master weights, bf16 compute (the recipes)")
+    p.add_argument("--sharding", choices=["none", "fsdp"], default=None, help="fsdp: FSDP2 across the processes")
     p.add_argument("--resume", default=None, help="auto (default: latest checkpoint in --out) | none | DIR")
 
 
@@ -30,8 +32,8 @@ def cmd_train_sft(args) -> int:
     from .trainer import train_sft
 
     over = {k: getattr(args, k) for k in ("model", "out", "task", "max_steps", "lr", "seed", "save_every", "dtype",
-                                          "mixed_precision", "resume", "batch_size", "image_root", "select",
-                                          "yes_no_weight")}
+                                          "mixed_precision", "sharding", "resume", "batch_size", "grad_accum",
+                                          "image_root", "select", "yes_no_weight")}
     over["data"] = args.data
     if args.skip_bad_rows:
         over["on_bad_row"] = "skip"
@@ -45,8 +47,9 @@ def cmd_train_grpo(args) -> int:
     from .trainer import train_grpo
 
     over = {k: getattr(args, k) for k in ("model", "out", "task", "max_steps", "lr", "seed", "save_every", "dtype",
-                                          "mixed_precision", "resume", "prompts", "reward", "ref_model", "group_size",
-                                          "max_rounds", "advantage", "beta", "inner_iterations", "logprob")}
+                                          "mixed_precision", "sharding", "resume", "prompts", "reward", "ref_model",
+                                          "group_size", "max_rounds", "advantage", "beta", "inner_iterations",
+                                          "logprob", "prompts_per_step", "rollout_batches", "micro_batch")}
     path = train_grpo(load_config(GRPOConfig, args.config, over))
     _done(path)
     return 0
@@ -64,6 +67,7 @@ def add_training_commands(sub) -> None:
     s.add_argument("--data", nargs="+", default=None, help="label JSONL file(s) (t2i) or editing metadata JSONL")
     s.add_argument("--image-root", default=None, help="resolve relative image paths here (default: file's dir)")
     s.add_argument("--batch-size", type=int, default=None, help="samples per process per micro-step")
+    s.add_argument("--grad-accum", type=int, default=None, help="micro-steps per update")
     s.add_argument("--select", choices=["score", "state"], default=None,
                    help="positives/negatives by S thresholds (paper) or by the released state codes")
     s.add_argument("--yes-no-weight", type=float, default=None, help="e.g. 0.8: weight of the verdict token CE")
@@ -81,6 +85,9 @@ def add_training_commands(sub) -> None:
     g.add_argument("--logprob", choices=["sampled", "code"], default=None)
     g.add_argument("--beta", type=float, default=None, help="KL weight (paper 0.05)")
     g.add_argument("--inner-iterations", type=int, default=None, help="mu, optimizer updates per rollout batch")
+    g.add_argument("--prompts-per-step", type=int, default=None, help="prompts (groups) per process per batch")
+    g.add_argument("--rollout-batches", type=int, default=None, help="rollout batches per process per update")
+    g.add_argument("--micro-batch", type=int, default=None, help="trajectories per forward/backward (0: all)")
     g.set_defaults(func=cmd_train_grpo)
 
 

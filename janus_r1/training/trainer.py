@@ -119,7 +119,8 @@ class Run:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.j = Janus(self.model, self.vocab)
         self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
-        if cfg.sharding == "fsdp":
+        self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
+        if self.sharded:
             sharding.shard(self.root, cfg.mixed_precision, acc.device)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                      eps=cfg.eps)
@@ -127,7 +128,7 @@ class Run:
         if found is not None:
             ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index)
             self.log_main(f"resumed from {found} at step {self.step}")
-        if cfg.sharding == "fsdp":
+        if self.sharded:
             self.policy = self.root
         else:
             self.policy, self.opt = acc.prepare(self.root, self.opt)
@@ -148,10 +149,6 @@ class Run:
     def log_main(self, msg: str) -> None:
         if self.acc.is_main_process:
             logger.warning(msg)
-
-    @property
-    def sharded(self) -> bool:
-        return self.cfg.sharding == "fsdp"
 
     def sync(self, last: bool):
         """Gradient all-reduce only on the last micro-batch of an update (DDP); FSDP reduce-scatters every
