@@ -20,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+OLD_WORKFLOWS = sorted((Path(__file__).parent / "old_workflows").glob("*.json"))  # saved before newer widgets
 COT_WORKFLOW = REPO / "workflows" / "janus_r1_cot_text_to_image.json"
 TEXT_WIDGET = "janus_r1_text"  # web/js/janus_r1.js
 EXTENSION = "JanusR1.ReasoningText"
@@ -81,6 +82,24 @@ TEXT_JS = f"""(id) => {{
 }}"""
 
 WIDGETS_JS = "(id) => app.graph.getNodeById(id)?.widgets?.map((w) => [w.name, String(w.value).slice(0, 80)])"
+# while a run goes on, what the node shows, sampled every animation frame: its progress bar (LiteGraph draws
+# node.progress, set from the server's progress_state), and the live preview (the frontend keeps the server's
+# b_preview_with_metadata images per node in app.nodePreviewImages and draws them as node.imgs)
+VALUES_JS = f"""(id) => app.graph.getNodeById(id).widgets
+  .filter((w) => w.name !== {json.dumps(TEXT_WIDGET)} && !w.name.startsWith("$$")).map((w) => w.value)"""
+WATCH_JS = """(id) => {
+  const seen = (window.__janusSeen = { progress: [], previews: 0, drawn: 0, events: [] });
+  window.__janusWatch = true;
+  const tick = () => {
+    const n = app.graph.getNodeById(id);
+    if (n && typeof n.progress === "number" && n.progress > 0) seen.progress.push(n.progress);
+    if (app.nodePreviewImages?.[String(id)]?.length) seen.previews++;
+    if ((n?.imgs ?? []).some((im) => String(im.src).startsWith("blob:"))) seen.drawn++;
+    if (window.__janusWatch) requestAnimationFrame(tick);
+  };
+  app.api.addEventListener("b_preview_with_metadata", (e) => seen.events.push(String(e.detail?.displayNodeId)));
+  requestAnimationFrame(tick);
+}"""
 
 
 def chromium_path() -> str | None:
@@ -207,7 +226,7 @@ def test_missing_node_detection_works(fe):
     fe.page.wait_for_selector(".p-dialog", state="hidden", timeout=10_000)
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", WORKFLOWS + OLD_WORKFLOWS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_workflow_loads_without_missing_nodes(fe, path):
     wf = json.loads(path.read_text())
     report = fe.load(path)
@@ -216,6 +235,11 @@ def test_workflow_loads_without_missing_nodes(fe, path):
     assert sorted(n["id"] for n in report["nodes"]) == sorted(n["id"] for n in wf["nodes"])
     assert all(n["registered"] for n in report["nodes"]), [n["type"] for n in report["nodes"]]
     assert report["links"] == len(wf["links"])
+    # saved widget values stay on their widgets (new widgets are appended, so old files keep their order)
+    for n in wf["nodes"]:
+        if n["type"].startswith("JanusR1"):
+            values = fe.page.evaluate(VALUES_JS, n["id"])
+            assert values[: len(n["widgets_values"])] == n["widgets_values"], (n["type"], values)
     # every combo (the loader's model folder, LoadImage's file) holds a value the server lists
     for n in report["nodes"]:
         for name, value, options in n["combos"]:
@@ -228,9 +252,16 @@ def test_cot_workflow_runs_and_shows_reasoning(fe):
     cot = next(
         n["id"] for n in json.loads(COT_WORKFLOW.read_text())["nodes"] if n["type"] == "JanusR1CoTGenerate"
     )
+    fe.page.evaluate(WATCH_JS, cot)
     pid = fe.queue()
     hist = fe.server.wait_history(pid)
+    fe.page.wait_for_timeout(300)
+    seen = fe.page.evaluate("() => { window.__janusWatch = false; return window.__janusSeen; }")
     assert hist["status"]["status_str"] == "success", hist["status"]
+    # while it ran, the node showed its progress bar and the live preview of the image being drawn
+    assert seen["progress"] and all(0 < p <= 1 for p in seen["progress"]), seen
+    assert str(cot) in seen["events"], seen["events"]
+    assert seen["previews"] > 0 and seen["drawn"] > 0, {k: v for k, v in seen.items() if k != "progress"}
     # as a textarea holds it: the browser turns CR and CRLF into LF (the tiny random model emits stray CRs)
     expected = re.sub(r"\r\n?", "\n", "\n".join(hist["outputs"][str(cot)]["text"]))
     assert expected.startswith("[image 1]")
