@@ -115,6 +115,15 @@ def test_a_cpu_layout_it_cannot_read_is_refused(monkeypatch):
         int4._cpu_layout.cache_clear()
 
 
+@pytest.mark.parametrize("n, k, tiles", [(11008, 4096, 8), (4096, 11008, 8), (64, 32, 2)])
+def test_cuda_packing_meets_tinygemms_contract(n, k, tiles):
+    """No GPU in CI: torch's meta kernel for the CUDA packer checks what it is given (since torch 2.5 only
+    ``uint8 [N, K/2]``) and returns the tiled layout ``[N/8, K/(16 tiles), 32, tiles/2]`` int32."""
+    assert int4.layer_kernel(torch.device("meta"), k, n) == "reference"  # no fused kernel off CPU/CUDA
+    packed = int4.pack(torch.empty(n, k // 2, dtype=torch.uint8, device="meta"), "cuda")
+    assert packed.dtype == torch.int32 and tuple(packed.shape) == (n // 8, k // (16 * tiles), 32, tiles // 2)
+
+
 def test_group_size_must_fit_the_width():
     assert int4.pick_group_size(4096) == 128 and int4.pick_group_size(11008) == 128
     assert int4.pick_group_size(96) == 32 and int4.pick_group_size(5632, 256) == 256
