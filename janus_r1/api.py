@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from PIL import Image
 
 from .errors import JanusR1Error
 from .generation import tasks
@@ -86,6 +87,13 @@ class JanusR1:
     @property
     def image_size(self) -> int:
         return self.janus.image_size
+
+    def preview_image(self, codes: torch.Tensor) -> Image.Image:
+        """A partly drawn image: the first row of ``codes`` (B, t) sampled so far, the positions not sampled yet
+        filled with its last code, decoded by the VQ decoder (a live preview of a run in progress)."""
+        row = codes[:1].detach()
+        pad = row[:, -1:].expand(1, self.num_image_tokens - row.shape[1])
+        return self.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
 
     def text_to_image(
         self, prompts: str | Sequence[str], num_images: int = 1, cfg: float = tasks.DEFAULT_CFG,

@@ -84,27 +84,11 @@ def download(name: str) -> str:
             f"into {os.path.join(dirs[0] if dirs else 'models/janus', name)} yourself."
         )
     target = os.path.join(dirs[0], name)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    if offline:
-        raise ValueError(
-            f"Janus-R1: '{name}' is not in {dirs} and HF_HUB_OFFLINE is set, so it cannot be downloaded. "
-            f"Run `hf download {repo} --local-dir {target}` while online, or unset HF_HUB_OFFLINE."
-        )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as e:
-        raise ValueError(
-            "Janus-R1: downloading needs huggingface_hub (pip install -r requirements.txt)."
-        ) from e
-    patterns = list(engine_module("model.loading").HUB_ALLOW_PATTERNS)
     log.info("Janus-R1: downloading %s into %s", repo, target)
-    try:
-        snapshot_download(repo, local_dir=target, allow_patterns=patterns)
-    except Exception as e:  # network, auth, disk: one clear message
-        raise ValueError(
-            f"Janus-R1: downloading {repo} into {target} failed ({type(e).__name__}: {e}). Re-run to resume, or "
-            f"download it yourself with `hf download {repo} --local-dir {target}`."
-        ) from e
+    try:  # the engine's one download: same files, HF_HUB_OFFLINE honoured, one clear error
+        engine_module("model.sources").download(repo, local_dir=target)
+    except engine().JanusR1Error as e:
+        raise ValueError(f"Janus-R1: {e}") from e
     return target
 
 

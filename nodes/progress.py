@@ -52,13 +52,10 @@ class RunHooks:
                 self.stream("\n".join([*self.transcript, text]))
 
     def _preview(self, tokens: torch.Tensor):
-        """The first row's partial image: codes sampled so far, the rest padded with the last one."""
+        """The first row's partial image (the engine's ``preview_image``)."""
         started = self.preview.clock()
         try:
-            n = self.jr.num_image_tokens
-            row = tokens[:1].detach()
-            pad = row[:, -1:].expand(1, n - row.shape[1])
-            img = self.jr.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
+            img = self.jr.preview_image(tokens)
         except Exception as e:  # a preview must never break the run
             log.debug("Janus-R1 preview failed: %s", e)
             return None

@@ -13,7 +13,9 @@ def final_line(r) -> str:
     """Which attempt became the output and by which rule, e.g. '=> final: image 2 of 3 (best score, S=0.212)';
     'accepted' when the paper's rule stopped at a Yes, 'the input' when the caller's image was kept."""
     a = r.final_attempt
-    why = "accepted" if r.final_rule == "last" and a.verdict == "Yes" else RULES.get(r.final_rule, r.final_rule)
+    why = (
+        "accepted" if r.final_rule == "last" and a.verdict == "Yes" else RULES.get(r.final_rule, r.final_rule)
+    )
     where = ", the input" if a.source == "input" else ""
     return f"=> final: image {a.round} of {len(r.attempts)} ({why}{where}, S={score(a.score)})"
 

@@ -232,3 +232,16 @@ def test_memory_needed_is_the_engines_per_task_answer(micro):
     assert M.memory_needed(m, "text_to_image", 1, prompt_tokens=1000) > M.memory_needed(m, "text_to_image", 1)
     with pytest.raises(ValueError, match="task must be one of"):
         M.memory_needed(m, "dream")
+
+
+def test_preview_image_is_the_partial_row_padded_with_its_last_code(micro):
+    """What the live preview shows (RunHooks asks the engine, it does not decode itself)."""
+    import torch
+
+    n = micro.num_image_tokens
+    codes = torch.randint(0, 64, (2, 5))
+    padded = torch.cat([codes[:1], codes[:1, -1:].expand(1, n - 5)], dim=1)
+    want = micro.janus.decode_codes(padded)[0]
+    assert np.array_equal(np.asarray(micro.preview_image(codes)), np.asarray(want))
+    full = torch.randint(0, 64, (1, n))
+    assert np.array_equal(np.asarray(micro.preview_image(full)), np.asarray(micro.janus.decode_codes(full)[0]))
