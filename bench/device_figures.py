@@ -125,7 +125,8 @@ def bytes_per_step(model) -> int:
     """Weights every decode step reads: the decoder layers, the final norm, the generation head and aligner."""
     parts = [model.model.language_model.layers, model.model.language_model.norm, model.model.generation_head,
              model.model.generation_aligner]
-    return sum(p.numel() * p.element_size() for m in parts for p in m.parameters())
+    # buffers too: an int4 decoder keeps its packed weights and scales in buffers
+    return sum(t.numel() * t.element_size() for m in parts for t in [*m.parameters(), *m.buffers()])
 
 
 def bandwidth_gbps(device: torch.device, override: float | None) -> float | None:
