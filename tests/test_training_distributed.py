@@ -31,7 +31,7 @@ def _env(**extra):
     return env
 
 
-def _run(cmd, tmp_path, recipe, out, procs=1, **env):
+def _run(cmd, tmp_path, recipe, out, procs=1, model="tiny-random", **env):
     cfg = tmp_path / f"{cmd}.json"
     cfg.write_text(json.dumps(recipe))
     launcher = [sys.executable, "-m", "janus_r1.training"]
@@ -41,7 +41,7 @@ def _run(cmd, tmp_path, recipe, out, procs=1, **env):
                     "0", "-m", "janus_r1.training"]
     data = (["--data", str(write_toy_t2i(tmp_path / "data", n_prompts=2))] if cmd == "train-sft"
             else ["--prompts", str(write_toy_prompts(tmp_path / "data"))])
-    args = launcher + [cmd, "--model", "tiny-random", "--out", str(out), "--config", str(cfg), *data, "--max-steps",
+    args = launcher + [cmd, "--model", model, "--out", str(out), "--config", str(cfg), *data, "--max-steps",
                        str(recipe["max_steps"])]
     return subprocess.run(args, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=240)
 

@@ -8,7 +8,6 @@ in eval mode); AdamW (0.9, 0.95), eps 1e-6, wd 0.05 without decay on biases and 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import os
@@ -29,71 +28,22 @@ from . import sharding
 from . import tracking as TR
 from .config import GRPOConfig, SFTConfig
 from .evaluation import Evaluator
+from .policy import (  # noqa: F401  (re-exported: tests, bench)
+    Policy,
+    freeze_encoders,
+    load_policy,
+    make_accelerator,
+    make_reference,
+    param_groups,
+    set_train,
+)
 from .schedules import GRPOSchedule, SFTSchedule
 
 logger = logging.getLogger("janus_r1.training")
 
 
-class Policy(torch.nn.Module):
-    """Routes a loss function through ``forward`` so DDP/FSDP/DeepSpeed see every differentiable call."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, fn, *args, **kwargs):
-        return fn(self.model, *args, **kwargs)
-
-
-def set_train(model, flag: bool):
-    """Train/eval mode for the trainable parts; SigLIP and the VQ model always stay in eval mode."""
-    model.train(flag)
-    model.model.vision_model.eval()
-    model.model.vqmodel.eval()
-    return model
-
-
-def freeze_encoders(model) -> None:
-    for m in (model.model.vision_model, model.model.vqmodel):
-        m.requires_grad_(False)
-
-
-def param_groups(model, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights (every 1-D parameter), decay on the rest."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def derive_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 2
-
-
-def make_accelerator(cfg):
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    # A CPU-only machine launched with several processes (torchrun / `accelerate launch --multi_gpu`) trains on
-    # gloo; accelerate's own `--cpu` launcher needs mpirun for that.
-    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-
-
-def load_policy(name: str, dtype: str, device):
-    """``tiny-random`` (the micro random model, seed 0) or any directory / hub id the engine loader opens."""
-    from ..model.vocabulary import Vocabulary
-
-    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    if name == "tiny-random":
-        from ..model.tiny import build_tiny_model
-
-        model, tok = build_tiny_model("micro", seed=0)
-        return model.to(device=device, dtype=torch_dtype), Vocabulary(tok)
-    from ..model.loading import load_model
-
-    return load_model(name, device=str(device), dtype=dtype)
 
 
 class Run:
@@ -293,14 +243,6 @@ def _prompt_batch(items: list, step: int, slot: int, slots: int, per: int, seed:
         random.Random(derive_seed(seed, "epoch", epoch)).shuffle(perm)
         out.append(items[perm[pos]])
     return out
-
-
-def make_reference(cfg, model, device):
-    """The frozen KL reference (and ``self`` judge): a copy of the initial policy or ``ref_model``, in bf16 when
-    the run computes in bf16, never with the policy's checkpointing hook, without grads, in eval mode."""
-    dtype = torch.bfloat16 if "bf16" in (cfg.dtype, cfg.mixed_precision) else torch.float32
-    ref = load_policy(cfg.ref_model, cfg.dtype, device)[0] if cfg.ref_model else copy.deepcopy(model)
-    return ref.to(dtype).requires_grad_(False).eval()
 
 
 def _rollouts(run, cfg, items, reward) -> list:

@@ -1,0 +1,89 @@
+"""The trained policy and what surrounds it: loading, frozen encoders, optimizer groups, the accelerator, the
+frozen reference model, and the wrapper that routes every differentiable call through one module's forward."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+
+from ..errors import JanusR1Error
+
+
+class Policy(torch.nn.Module):
+    """Routes a loss function through ``forward`` so DDP/FSDP/DeepSpeed see every differentiable call."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, *args, **kwargs):
+        return fn(self.model, *args, **kwargs)
+
+
+def set_train(model, flag: bool):
+    """Train/eval mode for the trainable parts; SigLIP and the VQ model always stay in eval mode."""
+    model.train(flag)
+    model.model.vision_model.eval()
+    model.model.vqmodel.eval()
+    return model
+
+
+def freeze_encoders(model) -> None:
+    for m in (model.model.vision_model, model.model.vqmodel):
+        m.requires_grad_(False)
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and norm weights (every 1-D parameter), decay on the rest."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_accelerator(cfg):
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    # A CPU-only machine launched with several processes (torchrun / `accelerate launch --multi_gpu`) trains on
+    # gloo; accelerate's own `--cpu` launcher needs mpirun for that.
+    from accelerate.utils import DistributedType
+
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu,
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        raise JanusR1Error("DeepSpeed launches are not supported: its checkpoints are pickles (never loaded here) "
+                           "and ZeRO-3 holds no full weights to export; launch with recipes/accelerate_fsdp.yaml "
+                           "and sharding: fsdp (FSDP2)")
+    if acc.distributed_type == DistributedType.FSDP:
+        raise JanusR1Error("accelerate's FSDP plugin would wrap the model a second time: launch with "
+                           "recipes/accelerate_fsdp.yaml (plain processes) and set sharding: fsdp in the recipe")
+    return acc
+
+
+def load_policy(name: str, dtype: str, device):
+    """``tiny-random`` (the micro random model, seed 0) or any directory / hub id the engine loader opens."""
+    from ..model.vocabulary import Vocabulary
+
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    if name == "tiny-random":
+        from ..model.tiny import build_tiny_model
+
+        model, tok = build_tiny_model("micro", seed=0)
+        return model.to(device=device, dtype=torch_dtype), Vocabulary(tok)
+    from ..model.loading import load_model
+
+    return load_model(name, device=str(device), dtype=dtype)
+
+
+def make_reference(cfg, model, device):
+    """The frozen KL reference (and ``self`` judge): a copy of the initial policy or ``ref_model``, in bf16 when
+    the run computes in bf16, never with the policy's checkpointing hook, without grads, in eval mode."""
+    dtype = torch.bfloat16 if "bf16" in (cfg.dtype, cfg.mixed_precision) else torch.float32
+    ref = load_policy(cfg.ref_model, cfg.dtype, device)[0] if cfg.ref_model else copy.deepcopy(model)
+    return ref.to(dtype).requires_grad_(False).eval()
+
+
