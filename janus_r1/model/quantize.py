@@ -10,7 +10,7 @@ batch 1 where a fused kernel exists; ``"nf4"`` / ``"8bit"`` -- bitsandbytes (an 
 than sm80 and for 8-bit; ``"4bit"`` -- int4 where a fused int4 kernel exists (or off CUDA), NF4 on older GPUs.
 
 Each layer is quantised as it reaches the device: its host (often mmap-backed) weight is copied there alone and
-dropped after, so a GPU never holds the bf16 copy of the decoder (the 7B peaks near the size of its 4-bit weights).
+dropped after, so a GPU never holds the bf16 copy of the decoder: the peak is the quantised model plus one bf16 layer.
 """
 
 from __future__ import annotations
