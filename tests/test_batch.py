@@ -37,6 +37,13 @@ def test_read_prompts_txt_and_jsonl_with_file_line_errors(tmp_path):
     (tmp_path / "empty.txt").write_text("\n# nothing\n")
     with pytest.raises(JanusR1Error, match="no prompt"):
         read_prompts(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("a cat\na caf\xe9\n".encode("latin-1"))
+    with pytest.raises(JanusR1Error, match=r"latin1\.txt:2: not UTF-8 text \(byte 0xe9 at offset 11\)"):
+        read_prompts(tmp_path / "latin1.txt")
+    with pytest.raises(JanusR1Error, match="is a directory"):
+        read_prompts(tmp_path)
+    (tmp_path / "bom.txt").write_bytes("\ufeffa cat\n".encode("utf-8"))
+    assert [i.prompt for i in read_prompts(tmp_path / "bom.txt")] == ["a cat"]  # a BOM is not part of the prompt
 
 
 def test_batch_layout_and_resume(micro, tmp_path):
@@ -83,3 +90,29 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path):
         a = (tmp_path / "one" / f"{i:05d}" / "samples" / "0000.png").read_bytes()
         b = (tmp_path / "two" / f"{i:05d}" / "samples" / "0000.png").read_bytes()
         assert a == b, f"prompt {i} differs between 1 and 2 processes"
+
+
+def test_a_failed_prompt_write_leaves_no_partial_folder(micro, tmp_path, monkeypatch):
+    from janus_r1 import outputs
+
+    items = read_prompts_from(tmp_path, "a red cat\na blue dog\n")
+    real = outputs._write_new
+
+    def full(path, data):
+        if "00001" in str(path.parent.name) or ".00001." in str(path):
+            raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(outputs, "_write_new", full)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space"):
+        run_batch(micro, items, out, seed=1, plain=True)
+    assert sorted(os.listdir(out)) == ["00000"]  # prompt 0 complete, prompt 1 absent, no temporary folder
+    assert sorted(os.listdir(out / "00000")) == ["attempts", "metadata.jsonl", "samples", "trace.json"]
+    monkeypatch.setattr(outputs, "_write_new", real)
+    assert run_batch(micro, items, out, seed=1, plain=True) == [1]  # resumes with the missing prompt
+
+
+def read_prompts_from(tmp_path, text: str):
+    (tmp_path / "p.txt").write_text(text)
+    return read_prompts(tmp_path / "p.txt")
