@@ -16,7 +16,7 @@ import torch
 
 from janus_r1.generation import tasks
 from janus_r1.generation.sampling import Sampling
-from janus_r1.model.deepseek_layout import janus_config_from_deepseek
+from janus_r1.model.deepseek_config import janus_config_from_deepseek
 from janus_r1.model.loading import params_on_meta
 from janus_r1.model.tiny import build_tiny_model, build_tiny_tokenizer
 from janus_r1.model.vocabulary import Vocabulary
@@ -224,7 +224,8 @@ def load_figures(j, tok, root: str, device) -> dict:
 
     from safetensors.torch import save_file
 
-    from janus_r1.model.deepseek_layout import deepseek_config_from_janus, janus_state_dict_to_deepseek
+    from janus_r1.model.deepseek_config import deepseek_config_from_janus
+    from janus_r1.model.deepseek_keys import janus_state_dict_to_deepseek
     from janus_r1.model.loading import load_model
 
     root = Path(root)

@@ -18,6 +18,7 @@ from .api import DEFAULT_MODEL
 from .commands import WriteFailed, cmd_batch, cmd_edit, cmd_generate, cmd_make_tiny, cmd_regenerate, cmd_score
 from .errors import Cancelled, JanusR1Error
 from .generation.checks import FINAL_RULES, SEED_MAX
+from .model.devices import DTYPES as MODEL_DTYPES
 from .outputs import os_reason
 
 DESCRIPTION = """Janus-Pro-R1 from the command line.
@@ -36,7 +37,7 @@ commands:
 'janus-r1 COMMAND --help' lists a command's options."""
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32", "float")
+DTYPES = ("auto", *MODEL_DTYPES)  # the loader's own spellings (model/devices.py)
 
 
 class Parser(argparse.ArgumentParser):

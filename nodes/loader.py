@@ -101,7 +101,7 @@ def resolve_dtype(choice: str):
         if mm.should_use_bf16(dev):
             return torch.bfloat16
         return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+    return engine_module("model.devices").parse_dtype(choice)
 
 
 class Loader(io.ComfyNode):

@@ -22,14 +22,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from janus_r1.errors import JanusR1Error
-from janus_r1.model.deepseek_layout import (
-    convert_deepseek_state_dict,
-    deepseek_config_from_janus,
-    iter_deepseek_shards,
-    janus_config_from_deepseek,
-    janus_state_dict_to_deepseek,
-)
-from janus_r1.model.loading import detect_layout, load_model, load_tokenizer, resolve_model_dir
+from janus_r1.model.deepseek_config import deepseek_config_from_janus, janus_config_from_deepseek
+from janus_r1.model.deepseek_keys import convert_deepseek_state_dict, janus_state_dict_to_deepseek
+from janus_r1.model.directory import detect_layout, load_tokenizer
+from janus_r1.model.loading import load_model
+from janus_r1.model.shards import iter_deepseek_shards
+from janus_r1.model.sources import resolve_model_dir
 from janus_r1.model.tiny import build_tiny_model
 from janus_r1.model.tiny_files import write_tiny
 from janus_r1.model.vocabulary import t2i_prompt

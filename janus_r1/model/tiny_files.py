@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from ..errors import JanusR1Error
-from .deepseek_layout import deepseek_config_from_janus, janus_state_dict_to_deepseek
+from .deepseek_config import deepseek_config_from_janus
+from .deepseek_keys import janus_state_dict_to_deepseek
 from .tiny import GEOMETRIES, build_tiny_model
 from .vocabulary import ADDITIONAL_SPECIAL_TOKENS, BOS, EOS, IMAGE_PLACEHOLDER, PAD
 
