@@ -90,6 +90,8 @@ def _meta(args, command: str, chunk: int | None = None) -> dict:
     keys = ["seed", "cfg", "temperature", "top_k", "top_p", "text_top_k", "max_rounds", "max_reflection", "final",
             "reencode", "max_prompt_tokens"]
     meta = {"command": command, "model": args.model, **{k: getattr(args, k) for k in keys if hasattr(args, k)}}
+    if "final" in meta:
+        meta["final_rule"] = meta.pop("final")  # as each sample records it ("final" there is an attempt index)
     if chunk is not None:
         meta["chunk_size"] = chunk  # samples decoded together; chunk k >= 1 is seeded runplan.chunk_seed(seed, k)
     return meta

@@ -190,7 +190,7 @@ def test_regenerate_final_best_and_contact_sheet(tiny_dir, tmp_path, capsys):
     assert code == 0
     t = json.loads((tmp_path / "r" / "trace.json").read_text())
     s = t["samples"][0]
-    assert t["final"] == "best" and s["final_rule"] == "best"
+    assert t["final_rule"] == "best" and s["final_rule"] == "best"
     scored = [(a["score"], i) for i, a in enumerate(s["attempts"]) if a["score"] is not None]
     assert s["final"] == max(scored)[1]
     sheet = Image.open(tmp_path / "r" / "000_sheet.png")
