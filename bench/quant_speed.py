@@ -1,6 +1,6 @@
 """int4 decoder vs bf16, measured in the same run: ms per image decode step and bytes of decoder weights.
 
-    python bench/quant_speed.py --device cpu --geometry real        # the tiny real-geometry model (CI-sized)
+    python bench/quant_speed.py --device cpu --geometry real --threads 1   # tiny real geometry (CI-sized)
     python bench/quant_speed.py --device cuda --geometry real
 
 Prints, for bf16 and int4 (``quantize="4bit"`` as the loader resolves it on this device): ms per decode step of
@@ -91,8 +91,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--geometry", default="real", choices=["micro", "real"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--layer-7b", action="store_true", help="also time one decoder layer of the 7B shapes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (1 gives steadier figures on a shared machine, where spinning threads wait)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, tok = build_tiny_model(args.geometry, seed=0)
     model = model.to(dtype=torch.bfloat16).eval()
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = model.to(device)
     vocab = Vocabulary(tok)
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-           "torch": torch.__version__, "geometry": args.geometry, "mode_4bit": resolve_mode("4bit", device),
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "geometry": args.geometry, "mode_4bit": resolve_mode("4bit", device),
            "kernel": next(m.kernel for m in q_model.modules() if isinstance(m, Int4Linear))}
     out["decoder_bytes_bf16"], out["decoder_bytes_int4"] = decoder_bytes(model), decoder_bytes(q_model)
     out["decoder_bytes_ratio"] = round(out["decoder_bytes_int4"] / out["decoder_bytes_bf16"], 4)
