@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import JanusR1Error
 from .generation.checks import SEED_MAX, check_prompts, load_images, resolve_seed
 from .outputs import check_output_dir, os_reason, write_results
-from .runplan import plan_chunk, run_in_chunks
+from .runplan import plan_chunk, refuse_early, run_in_chunks
 
 
 class WriteFailed(Exception):
@@ -111,11 +111,14 @@ def _write(args, results, command: str, chunk: int | None, sheets: bool) -> None
         print(f"trace: {trace}")
 
 
-def _chunked(jr, args, units: list, rounds: int, reflection: int, call) -> tuple[list, int]:
+def _what(args) -> str:
+    return "--num-images" if getattr(args, "num_images", 1) > 1 else "this run"
+
+
+def _chunked(jr, args, units: list, rounds: int, reflection: int, call, sheets: bool) -> tuple[list, int]:
     """Run ``call(units_chunk, seed)`` over chunks that fit; each result's ``index`` is its unit's k."""
     chunk = plan_chunk(jr.model, len(units), rounds, reflection, getattr(args, "max_prompt_tokens", 200),
-                       getattr(args, "chunk_size", None),
-                       what="--num-images" if getattr(args, "num_images", 1) > 1 else "this run")
+                       getattr(args, "chunk_size", None), what=_what(args), sheets=sheets)
     prog = Progress(args.quiet)
     results = run_in_chunks(units, chunk, args.seed, lambda us, seed: call(us, seed, prog.hooks()))
     prog.close()
@@ -129,6 +132,7 @@ def _chunked(jr, args, units: list, rounds: int, reflection: int, call) -> tuple
 def cmd_generate(args) -> int:
     prompts = check_prompts(args.prompt, "prompt")
     _prepare(args)
+    refuse_early(len(prompts) * args.num_images, not args.plain, _what(args))
     jr = _load(args)
     units = [(p, k) for p in prompts for k in range(args.num_images)]
     common = dict(num_images=1, cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -142,7 +146,8 @@ def cmd_generate(args) -> int:
                            max_reflection=args.max_reflection, reencode=args.reencode, final=args.final, **common)
 
     rounds = 1 if args.plain else args.max_rounds
-    results, chunk = _chunked(jr, args, units, rounds, 0 if args.plain else args.max_reflection, call)
+    results, chunk = _chunked(jr, args, units, rounds, 0 if args.plain else args.max_reflection, call,
+                              sheets=not args.plain)
     _write(args, results, "generate", chunk, sheets=not args.plain)
     return 0
 
@@ -159,7 +164,7 @@ def cmd_regenerate(args) -> int:
             final=args.final, max_prompt_tokens=args.max_prompt_tokens,
         )
 
-    results, chunk = _chunked(jr, args, units, args.max_rounds, args.max_reflection, call)
+    results, chunk = _chunked(jr, args, units, args.max_rounds, args.max_reflection, call, sheets=True)
     for r, src in zip(results, args.images):
         r.attempts[0].file = str(src)
     _write(args, results, "regenerate", chunk, sheets=True)
@@ -174,7 +179,7 @@ def cmd_edit(args) -> int:
         return jr.edit([pics[i] for i, _ in us], instruction, num_images=1, cfg=args.cfg,
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=seed, hooks=hooks)
 
-    results, chunk = _chunked(jr, args, units, 1, 0, call)
+    results, chunk = _chunked(jr, args, units, 1, 0, call, sheets=False)
     for r, (i, _) in zip(results, units):
         r.attempts[0].file = str(args.images[i])
     _write(args, results, "edit", chunk, sheets=False)
@@ -218,7 +223,7 @@ def cmd_batch(args) -> int:
     rounds = 1 if args.plain else args.max_rounds
     per_batch = args.batch_size * args.num_images
     plan_chunk(jr.model, per_batch, rounds, 0 if args.plain else args.max_reflection, args.max_prompt_tokens,
-               chunk_size=per_batch, what="--batch-size x --num-images")
+               chunk_size=per_batch, what="--batch-size x --num-images", sheets=False)
     prog = Progress(args.quiet or rank != 0)
     kw = dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
               max_prompt_tokens=args.max_prompt_tokens)

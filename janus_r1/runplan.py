@@ -40,11 +40,33 @@ def available_bytes(device: torch.device | str) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def result_bytes(image_size: int, image_tokens: int, attempts: int) -> int:
+MIN_IMAGE_SIZE = 16  # one 16-px VQ token: no Janus geometry is smaller (a lower bound before the model loads)
+
+
+def result_bytes(image_size: int, image_tokens: int, attempts: int, sheets: bool = True) -> int:
     """Host RAM one sample's results hold until written: per attempt its RGB image, its PNG (at most about the
-    raw size), its contact-sheet thumbnail and its codes."""
+    raw size), its contact-sheet thumbnail (when sheets are written) and its codes."""
     raw = 3 * image_size * image_size
-    return attempts * (2 * raw + 3 * SHEET_THUMB * SHEET_THUMB + CODE_BYTES * image_tokens)
+    return attempts * (2 * raw + (3 * SHEET_THUMB * SHEET_THUMB if sheets else 0) + CODE_BYTES * image_tokens)
+
+
+def check_host_memory(samples: int, rounds: int, image_size: int, image_tokens: int, sheets: bool, what: str,
+                      avail: Callable[[torch.device | str], int] | None = None, lower_bound: bool = False) -> int:
+    """Refuse a run whose results cannot be held in RAM until written; returns the bytes they need."""
+    need = samples * result_bytes(image_size, image_tokens, rounds, sheets)
+    free = (avail or available_bytes)("cpu")
+    if need > free:
+        raise JanusR1Error(
+            f"{what}: {samples} sample(s) of up to {rounds} image(s) need {'at least' if lower_bound else 'about'} "
+            f"{_gib(need)} of RAM to hold until they are written, and {_gib(free)} is available; ask for fewer per "
+            "run, or use `janus-r1 batch`, which writes each prompt's images as it finishes."
+        )
+    return need
+
+
+def refuse_early(samples: int, sheets: bool, what: str) -> None:
+    """Before the model loads: refuse what even the smallest geometry (one image per sample) could not hold."""
+    check_host_memory(samples, 1, MIN_IMAGE_SIZE, 1, sheets, what, lower_bound=True)
 
 
 def chunk_seed(seed: int, k: int) -> int:
@@ -64,7 +86,7 @@ def _gib(n: int) -> str:
 
 def plan_chunk(model: torch.nn.Module, samples: int, rounds: int, reflection: int, prompt_tokens: int,
                chunk_size: int | None = None, what: str = "--num-images",
-               avail: Callable[[torch.device | str], int] | None = None) -> int:
+               avail: Callable[[torch.device | str], int] | None = None, sheets: bool = True) -> int:
     """How many samples to decode together; :class:`JanusR1Error` if even the whole run's results or one sample
     cannot fit. ``rounds`` = images per sample at most (1 for plain text-to-image and editing)."""
     from .model.memory import estimate
@@ -72,14 +94,8 @@ def plan_chunk(model: torch.nn.Module, samples: int, rounds: int, reflection: in
     avail = avail or available_bytes
     device = model.get_input_embeddings().weight.device
     vc = model.config.vision_config
-    host_need = samples * result_bytes(int(vc.image_size), int(vc.num_image_tokens), rounds)
+    host_need = check_host_memory(samples, rounds, int(vc.image_size), int(vc.num_image_tokens), sheets, what, avail)
     host_free = avail("cpu")
-    if host_need > host_free:
-        raise JanusR1Error(
-            f"{what}: {samples} sample(s) of up to {rounds} image(s) need about {_gib(host_need)} of RAM to hold "
-            f"until they are written, and {_gib(host_free)} is available; ask for fewer per run, or use "
-            "`janus-r1 batch`, which writes each prompt's images as it finishes."
-        )
     device_free = host_free - host_need if device.type == "cpu" else avail(device)
 
     def need(s: int) -> int:

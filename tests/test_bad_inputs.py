@@ -77,7 +77,8 @@ CLI_CASES = [
     (G + ["--seed", "1.5"], "--seed"),
     (["batch", "{prompts}", "--out", "{out}", "--model", "{tiny}", "--seed", str(SEED_MAX)], "prompt i is seeded"),
     # memory: refused up front, before any drawing
-    (G + ["--num-images", "1000000"], "need about"),
+    (G + ["--num-images", "10000000"], "need at least"),  # refused before the model loads (see below)
+    (["generate", CAT, "--out", "{out}", "--model", "/no/model", "--num-images", "10000000"], "need at least"),
     (G + ["--num-images", "0"], "--num-images"),
     (G + ["--chunk-size", "0"], "--chunk-size"),
     # prompt files
@@ -138,6 +139,21 @@ def test_cli_pickle_refusal_does_not_suggest_unsafe_loading(files, capsys):
     err = capsys.readouterr().err
     assert "weights_only=False" not in err and "weights_only` set to `False" not in err
     assert "safetensors" in err
+
+
+def test_cli_refuses_what_the_models_geometry_cannot_hold(files, tmp_path, capsys, monkeypatch):
+    """Between the early lower bound (1 image of 16 px per sample) and the micro model's real need (3 rounds of
+    64 px + sheets): refused right after loading, before anything is drawn."""
+    from janus_r1 import runplan
+
+    n = 1000
+    early, real = n * runplan.result_bytes(16, 1, 1), n * runplan.result_bytes(64, 16, 3)
+    monkeypatch.setattr(runplan, "available_bytes", lambda device: (early + real) // 2)
+    monkeypatch.setattr("janus_r1.generation.tasks._draw", lambda *a: pytest.fail("drew before refusing"))
+    out = tmp_path / "out"
+    code = cli.main(_argv(G + ["--num-images", str(n)], files, out))
+    _assert_one_error(code, capsys.readouterr().err, f"--num-images: {n} sample(s) of up to 3 image(s) need about",
+                      out)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
