@@ -75,7 +75,13 @@ def params_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The two loaders and the entry point
+# --------------------------------------------------------------------------------------------------------------
+
+
 def _few(keys, n: int = 8) -> str:
+    """The first ``n`` names, sorted, and how many more (error messages stay one readable line)."""
     keys = sorted(keys)
     more = f" ... and {len(keys) - n} more" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
@@ -116,6 +122,21 @@ def _convert_shard(
             # or a GPU load never holds a second full copy of the model in host memory
             part[new] = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
     return part
+
+
+def _check_matches(model: JanusForConditionalGeneration, vocab: Vocabulary) -> None:
+    """The tokenizer belongs to these weights (every special id inside the vocabulary), the image placeholder id
+    is the tokenizer's, and lm_head is untied."""
+    vocab_size = model.config.text_config.vocab_size
+    too_big = {k: v for k, v in vars(vocab.ids).items() if v >= vocab_size}
+    if too_big:
+        raise JanusR1Error(
+            f"Tokenizer ids {too_big} are outside the model's vocabulary of {vocab_size}; the tokenizer.json does "
+            "not belong to these weights."
+        )
+    if model.config.image_token_id != vocab.ids.image_placeholder:
+        model.config.image_token_id = vocab.ids.image_placeholder
+    _check_untied(model)
 
 
 def _load_deepseek(
@@ -259,17 +280,7 @@ def load_model(
         model = _load_deepseek(model_dir, cfg, vocab, target_dtype, host, progress)
     else:
         model = _load_transformers(model_dir, vocab, target_dtype, progress)
-
-    vocab_size = model.config.text_config.vocab_size
-    too_big = {k: v for k, v in vars(vocab.ids).items() if v >= vocab_size}
-    if too_big:
-        raise JanusR1Error(
-            f"Tokenizer ids {too_big} are outside the model's vocabulary of {vocab_size}; the tokenizer.json does "
-            "not belong to these weights."
-        )
-    if model.config.image_token_id != vocab.ids.image_placeholder:
-        model.config.image_token_id = vocab.ids.image_placeholder
-    _check_untied(model)
+    _check_matches(model, vocab)
     if offloading:
         from .offload import offload
 
