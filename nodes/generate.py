@@ -164,7 +164,7 @@ class CoTGenerate(io.ComfyNode):
             seed=seed,
             text_top_k=text_top_k,
             max_reflection=max_reflection,
-            final=widgets.FINAL_RULES.get(final, final),
+            final=widgets.final_rule(final),
             max_prompt_tokens=max_prompt_tokens,
             **sampling(cfg, temperature, top_k, top_p),
             need=dict(

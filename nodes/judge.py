@@ -234,7 +234,7 @@ class Regenerate(io.ComfyNode):
             text_top_k=text_top_k,
             max_reflection=max_reflection,
             redraw_if_accepted=bool(always_redraw),
-            final=widgets.FINAL_RULES.get(final, final),
+            final=widgets.final_rule(final),
             max_prompt_tokens=max_prompt_tokens,
             **sampling(cfg, temperature, top_k, top_p),
             need=dict(

@@ -139,6 +139,14 @@ def max_prompt_tokens_input() -> io.Int.Input:
     )
 
 
+def final_rule(value: str) -> str:
+    """The engine's ``final=`` for the widget's choice; checked here because ComfyUI 0.3.75 does not check V3
+    combo values (newer versions do), and a validator would repeat its message once per input it takes."""
+    if value not in FINAL_RULES:
+        raise ValueError(f"Janus-R1: final must be one of {list(FINAL_RULES)}, got {value!r}.")
+    return FINAL_RULES[value]
+
+
 def require_text(name: str, value) -> str | None:
     """Validation message for an empty widget text (None = fine or linked)."""
     if value is None:

@@ -118,6 +118,14 @@ def test_long_prompt_error_names_the_widget_that_fixes_it(worker, class_type):
     assert res["success"], [e[1].get("exception_message") for e in res["events"] if e[0] == "execution_error"]
 
 
+@pytest.mark.parametrize("class_type", ["JanusR1CoTGenerate", "JanusR1Regenerate"])
+def test_unknown_final_rule_is_one_clear_error(worker, class_type):
+    inputs = {**PROMPT_NODES[class_type], "final": "best"}  # the engine's word, not a widget choice
+    p = graph(node(class_type, prompt="a cat", **inputs), {**ODD, "inputs": {"kind": "one pixel"}}, save("2"))
+    msg = one_error(worker, p)["exception_message"].strip()
+    assert msg == "Janus-R1: final must be one of ['last', 'best score'], got 'best'.", msg
+
+
 def test_long_instruction_is_one_clear_error(worker):
     _, inputs = IMAGE_NODES["JanusR1Edit"]
     p = graph(

@@ -244,4 +244,6 @@ def test_preview_image_is_the_partial_row_padded_with_its_last_code(micro):
     want = micro.janus.decode_codes(padded)[0]
     assert np.array_equal(np.asarray(micro.preview_image(codes)), np.asarray(want))
     full = torch.randint(0, 64, (1, n))
-    assert np.array_equal(np.asarray(micro.preview_image(full)), np.asarray(micro.janus.decode_codes(full)[0]))
+    assert np.array_equal(
+        np.asarray(micro.preview_image(full)), np.asarray(micro.janus.decode_codes(full)[0])
+    )
