@@ -14,21 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from janus_r1.generation import tasks  # noqa: E402
-from janus_r1.generation.context import build, cfg_rows  # noqa: E402
-from janus_r1.generation.decode import decode_image  # noqa: E402
-from janus_r1.generation.sampling import Sampling  # noqa: E402
-from janus_r1.model.tiny import build_tiny_model  # noqa: E402
-from janus_r1.model.vocabulary import Vocabulary, t2i_prompt  # noqa: E402
+from janus_r1.generation import tasks
+from janus_r1.generation.context import build, cfg_rows
+from janus_r1.generation.decode import decode_image
+from janus_r1.generation.sampling import Sampling
+from janus_r1.model.tiny import build_tiny_model
+from janus_r1.model.vocabulary import Vocabulary, t2i_prompt
 
 PROMPT = "a photo of two green apples and a yellow banana on a wooden table"
 
@@ -49,7 +44,7 @@ def main() -> None:
                     help="micro/real: tiny random models; 1b/7b: random weights of the real geometry (device run)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda: a device run prints the real-geometry figures")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="device runs only")
-    ap.add_argument("--runner", default="auto", help="decode runner for device runs: auto | fixed | compiled")
+    ap.add_argument("--runner", default="auto", help="decode runner for device runs: auto | graph | fixed | eager")
     ap.add_argument("--bandwidth", type=float, default=None, help="GB/s of the card (default: by its name)")
     ap.add_argument("--device-figures", action="store_true", help="the device-run figures even on the CPU")
     ap.add_argument("--quant-bench", action="store_true", help="device run: also the 4-bit peak memory")

@@ -131,14 +131,17 @@ def decode_image(
 
     step = Stepper(body, run.fixed, graph, device, generator)
     h = run.prefill()
-    for t in range(n_tokens):
-        hooks.check()
-        if t == 0:
-            pick(h, 0)
-        else:
-            step(t - 1)
-        if hooks.on_step is not None:
-            hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
+    try:
+        for t in range(n_tokens):
+            hooks.check()
+            if t == 0:
+                pick(h, 0)
+            else:
+                step(t - 1)
+            if hooks.on_step is not None:
+                hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
+    finally:
+        step.close()
     return codes
 
 
@@ -199,15 +202,18 @@ def decode_text(
 
     step = Stepper(body, run.fixed, graph, device, generator)
     n = 0
-    for t in range(max_new):
-        hooks.check()
-        if t == 0:
-            pick(first if force_first is None else force_tokens(first, force_first), 0)
-        else:
-            step(t - 1)
-        n = t + 1
-        if hooks.on_step is not None:
-            hooks.on_step(StepEvent("text", n, max_new, ids[:, :n]))
-        if n == max_new or bool(finished.all()):
-            break
+    try:
+        for t in range(max_new):
+            hooks.check()
+            if t == 0:
+                pick(first if force_first is None else force_tokens(first, force_first), 0)
+            else:
+                step(t - 1)
+            n = t + 1
+            if hooks.on_step is not None:
+                hooks.on_step(StepEvent("text", n, max_new, ids[:, :n]))
+            if n == max_new or bool(finished.all()):
+                break
+    finally:
+        step.close()
     return TextOut(ids=ids[:, :n], mask=bits[:, :n], first_logits=first)

@@ -110,6 +110,10 @@ class Stepper:
         self.body(self.at)
         self.at.add_(1)
 
+    def close(self) -> None:
+        """Drop the graph (and with it its memory pool) now, not at the next garbage collection."""
+        self.graphed = None
+
     def __call__(self, t: int) -> None:
         """Run step ``t`` (steps come in order 0, 1, 2, ... within a phase)."""
         if self.at is None:
