@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from . import text, widgets
 from .images import to_image
-from .outputs import contact_sheet, introspection, sheet_output
+from .outputs import contact_sheet, introspection, introspection_outputs, sheet_output
 from .run import run_task, sampling
 
 
@@ -106,30 +106,12 @@ class CoTGenerate(io.ComfyNode):
                 widgets.final_input(),
                 widgets.max_prompt_tokens_input(),
             ],
-            outputs=[
-                io.Image.Output(
-                    "image",
-                    display_name="image",
-                    tooltip="The final image of each sample: the one the model accepted, else by the final rule.",
-                ),
-                io.Image.Output(
-                    "attempts", display_name="attempts", tooltip="Every image drawn, in order, all samples."
-                ),
-                io.String.Output(
-                    "reasoning",
-                    display_name="reasoning",
-                    tooltip="Each attempt's verdict, score and reflection, and which image was chosen and why.",
-                ),
-                io.Float.Output(
-                    "score",
-                    display_name="score",
-                    tooltip="Self-evaluation score S in [0, 1] of the final image (mean over the batch).",
-                ),
-                io.Int.Output(
-                    "rounds", display_name="rounds", tooltip="Images drawn (the most over the batch)."
-                ),
-                sheet_output(),
-            ],
+            outputs=introspection_outputs(
+                "image",
+                "The final image of each sample: the one the model accepted, else by the final rule.",
+                "Every image drawn, in order, all samples.",
+                with_rounds=True,
+            ),
             hidden=[io.Hidden.unique_id],
         )
 

@@ -6,8 +6,44 @@ from comfy_api.latest import io, ui
 
 from . import text, widgets
 from .images import to_intermediate, to_pils
-from .outputs import introspection, sheet_output
+from .outputs import introspection, introspection_outputs
 from .run import run_task, sampling
+
+
+def judge_outputs() -> list:
+    """Judge's outputs in slot order; ``best`` and ``best_index`` were appended (saved links address slots)."""
+    return [
+        io.Image.Output(
+            "ranked", display_name="ranked", tooltip="The input images sorted by score, best first."
+        ),
+        io.Float.Output(
+            "scores",
+            display_name="scores",
+            is_output_list=True,
+            tooltip="Score S in [0, 1] per image, input order (exact; the report rounds them).",
+        ),
+        io.String.Output(
+            "verdicts",
+            display_name="verdicts",
+            is_output_list=True,
+            tooltip="'Yes' or 'No' per image, input order.",
+        ),
+        io.String.Output(
+            "reflections",
+            display_name="reflections",
+            is_output_list=True,
+            tooltip="The model's reason per image.",
+        ),
+        io.String.Output(
+            "report", display_name="report", tooltip="All of the above as text, one line per image."
+        ),
+        io.Image.Output("best", display_name="best", tooltip="The highest-scoring image (first on ties)."),
+        io.Int.Output(
+            "best_index",
+            display_name="best_index",
+            tooltip="Its position in the input batch, from 0 (as Image From Batch counts).",
+        ),
+    ]
 
 
 class Judge(io.ComfyNode):
@@ -43,40 +79,7 @@ class Judge(io.ComfyNode):
                 ),
                 widgets.max_prompt_tokens_input(),
             ],
-            outputs=[
-                io.Image.Output(
-                    "ranked", display_name="ranked", tooltip="The input images sorted by score, best first."
-                ),
-                io.Float.Output(
-                    "scores",
-                    display_name="scores",
-                    is_output_list=True,
-                    tooltip="Score S in [0, 1] per image, input order (exact; the report rounds them).",
-                ),
-                io.String.Output(
-                    "verdicts",
-                    display_name="verdicts",
-                    is_output_list=True,
-                    tooltip="'Yes' or 'No' per image, input order.",
-                ),
-                io.String.Output(
-                    "reflections",
-                    display_name="reflections",
-                    is_output_list=True,
-                    tooltip="The model's reason per image.",
-                ),
-                io.String.Output(
-                    "report", display_name="report", tooltip="All of the above as text, one line per image."
-                ),
-                io.Image.Output(
-                    "best", display_name="best", tooltip="The highest-scoring image (first on ties)."
-                ),
-                io.Int.Output(
-                    "best_index",
-                    display_name="best_index",
-                    tooltip="Its position in the input batch, from 0 (as Image From Batch counts).",
-                ),
-            ],
+            outputs=judge_outputs(),
             hidden=[io.Hidden.unique_id],
         )
 
@@ -171,29 +174,12 @@ class Regenerate(io.ComfyNode):
                 widgets.final_input(),
                 widgets.max_prompt_tokens_input(),
             ],
-            outputs=[
-                io.Image.Output(
-                    "final_image",
-                    display_name="image",
-                    tooltip="The final image per input (the input itself if accepted).",
-                ),
-                io.Image.Output(
-                    "attempts",
-                    display_name="attempts",
-                    tooltip="Every image: the input (as the model sees it) and the redraws.",
-                ),
-                io.String.Output(
-                    "reasoning",
-                    display_name="reasoning",
-                    tooltip="Each attempt's verdict, score and reflection.",
-                ),
-                io.Float.Output(
-                    "score",
-                    display_name="score",
-                    tooltip="Score S in [0, 1] of the final image (mean over the batch).",
-                ),
-                sheet_output(),
-            ],
+            outputs=introspection_outputs(
+                "final_image",  # "image" is the input's id
+                "The final image per input (the input itself if accepted).",
+                "Every image: the input (as the model sees it) and the redraws.",
+                with_rounds=False,
+            ),
             hidden=[io.Hidden.unique_id],
         )
 

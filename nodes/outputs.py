@@ -17,6 +17,30 @@ def sheet_output() -> io.Image.Output:
     )
 
 
+def introspection_outputs(image_id: str, image_tip: str, attempts_tip: str, with_rounds: bool) -> list:
+    """The outputs of CoT Generate and Regenerate, in slot order (links in saved workflows address slots):
+    image, attempts, reasoning, score, [rounds,] sheet."""
+    rounds = [
+        io.Int.Output("rounds", display_name="rounds", tooltip="Images drawn (the most over the batch).")
+    ]
+    return [
+        io.Image.Output(image_id, display_name="image", tooltip=image_tip),
+        io.Image.Output("attempts", display_name="attempts", tooltip=attempts_tip),
+        io.String.Output(
+            "reasoning",
+            display_name="reasoning",
+            tooltip="Each attempt's verdict, score and reflection, and which image was chosen and why.",
+        ),
+        io.Float.Output(
+            "score",
+            display_name="score",
+            tooltip="Self-evaluation score S in [0, 1] of the final image (mean over the batch; exact).",
+        ),
+        *(rounds if with_rounds else []),
+        sheet_output(),
+    ]
+
+
 def contact_sheet(results) -> object:
     """One IMAGE: the engine's contact sheet, one row per sample."""
     return to_image([engine_module("generation.sheet").contact_sheet_grid(results)])
