@@ -123,8 +123,8 @@ def text_identity(j, rep: Report, cuda: bool) -> None:
     rep.put(identical_text_early_eos=same and outs[0].ids.shape[1] == stop + 1 < 40)
 
 
-def images(j, rep: Report) -> None:
-    for b in (1, 4, 16):
+def images(j, rep: Report, batches: tuple[int, ...]) -> None:
+    for b in batches:
         t, _ = clock(lambda b=b: tasks.text_to_image(j, [f"{PROMPT} {i}" for i in range(b)], sampling=IMG, seed=0),
                      j.device)
         rep.put(**{f"s_per_image_b{b}": t / b})
@@ -179,7 +179,7 @@ def int4(args, rep: Report, device: torch.device, dtype: torch.dtype) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    n = j.num_image_tokens
+    n = j.num_image_tokens if device.type == "cuda" else min(96, j.num_image_tokens)
     decode(j, [PROMPT], "auto", n)  # warm-up and the peak of a whole image
     t, _ = clock(lambda: decode(j, [PROMPT], "auto", n), device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -194,7 +194,7 @@ def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) ->
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     n = j.num_image_tokens
-    n_eager, n_id = (min(64, n), min(96, n)) if cuda else (n, n)
+    n_eager, n_id = (min(64, n), min(96, n)) if cuda else (min(96, n), min(96, n))
     rep.section("steps_b1", lambda: steps(j, rep, 1, n_eager, n_id, cuda))
     bw, bps = bandwidth_gbps(device, args.bandwidth), bytes_per_step(j.model)
     limit = bps / (bw * 1e9) * 1e3 if bw else None
@@ -202,8 +202,8 @@ def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) ->
     rep.put(bytes_per_step=bps, bandwidth_limit_ms=limit,
             step_over_limit=graph_ms / limit if limit and graph_ms else None)
     rep.section("text_early_eos", lambda: text_identity(j, rep, cuda))
-    rep.section("steps_b16", lambda: steps(j, rep, 16, min(32, n), min(48, n), cuda))
-    rep.section("images", lambda: images(j, rep))
+    rep.section("steps_b16", lambda: steps(j, rep, 16, min(32, n), min(48 if cuda else 16, n), cuda))
+    rep.section("images", lambda: images(j, rep, (1, 4, 16) if cuda else (1,)))  # throughput: a GPU figure
     rep.section("introspective", lambda: introspective(j, rep))
     rep.section("transformers", lambda: transformers_generate(j, rep, graph_ms or rep["ms_per_step_eager_b1"]))
     rep.put(capture_failures=graphs.stats.failures,
