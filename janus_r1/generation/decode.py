@@ -60,7 +60,7 @@ NO_HOOKS = Hooks()
 # eager:    static KV cache, each step attends over its own length (fastest without graphs, e.g. on CPU)
 # dynamic:  transformers' own cache through the full language_model call
 # Old names, still accepted: static = eager; compiled = graph (torch.compile of the step took minutes for 30
-# layers and recompiled per context length; the captured graph removes the same launch overhead in < 1 s).
+# layers and recompiled per context length; one graph capture removes the same launch overhead, compiling nothing).
 RUNNER_ALIASES = {"static": "eager", "compiled": "graph"}
 RUNNERS = ("auto", "graph", "fixed", "eager", "dynamic", *RUNNER_ALIASES)
 
