@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+from . import defaults
 from .errors import JanusR1Error
 from .generation import tasks
 from .generation.decode import NO_HOOKS, Hooks
@@ -96,9 +97,9 @@ class JanusR1:
         return self.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
 
     def text_to_image(
-        self, prompts: str | Sequence[str], num_images: int = 1, cfg: float = tasks.DEFAULT_CFG,
+        self, prompts: str | Sequence[str], num_images: int = 1, cfg: float = defaults.CFG,
         temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0,
-        seed: int | None = None, hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
+        seed: int | None = None, hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
     ) -> list[SampleResult]:
         """Plain Janus text-to-image (one image per sample, never judged)."""
         return tasks.text_to_image(
@@ -107,11 +108,11 @@ class JanusR1:
         )
 
     def generate(
-        self, prompts: str | Sequence[str], num_images: int = 1, max_rounds: int = tasks.DEFAULT_MAX_ROUNDS,
-        cfg: float = tasks.DEFAULT_CFG, temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k,
+        self, prompts: str | Sequence[str], num_images: int = 1, max_rounds: int = defaults.MAX_ROUNDS,
+        cfg: float = defaults.CFG, temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k,
         top_p: float = 1.0, text_top_k: int = TEXT_SAMPLING.top_k,
-        max_reflection: int = tasks.DEFAULT_MAX_REFLECTION, seed: int | None = None, reencode: bool = False,
-        hooks: Hooks | None = NO_HOOKS, final: str = "last", max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
+        max_reflection: int = defaults.MAX_REFLECTION, seed: int | None = None, reencode: bool = False,
+        hooks: Hooks | None = NO_HOOKS, final: str = "last", max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
     ) -> list[SampleResult]:
         """The paper's introspective text-to-image: generate, judge, regenerate on "No", up to ``max_rounds``.
         ``final="last"`` returns the paper's image (the accepted one, else the last drawn); ``"best"`` the
@@ -124,9 +125,9 @@ class JanusR1:
         )
 
     def judge(
-        self, images, prompts: str | Sequence[str], max_reflection: int = tasks.DEFAULT_MAX_REFLECTION,
+        self, images, prompts: str | Sequence[str], max_reflection: int = defaults.MAX_REFLECTION,
         text_top_k: int = TEXT_SAMPLING.top_k, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
-        max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
+        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
     ) -> list[Judgement]:
         """Self-evaluate images from any source (PIL images or ``str``/``Path`` paths, one or a list): verdict,
         score S and the written reflection."""
@@ -136,17 +137,17 @@ class JanusR1:
         )
 
     def score(self, images, prompts: str | Sequence[str],
-              max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS) -> list[Judgement]:
+              max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS) -> list[Judgement]:
         """Image-text consistency S = P(Yes)/(P(Yes)+P(No)) in [0, 1], deterministic, no text written."""
         return tasks.score(self.janus, images, prompts, _plain(max_prompt_tokens))
 
     def regenerate(
         self, images, prompts: str | Sequence[str], critiques: str | Sequence[str | None] | None = None,
-        max_rounds: int = 2, cfg: float = tasks.DEFAULT_CFG, temperature: float = 1.0,
+        max_rounds: int = 2, cfg: float = defaults.CFG, temperature: float = 1.0,
         top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, text_top_k: int = TEXT_SAMPLING.top_k,
-        max_reflection: int = tasks.DEFAULT_MAX_REFLECTION, seed: int | None = None,
+        max_reflection: int = defaults.MAX_REFLECTION, seed: int | None = None,
         redraw_if_accepted: bool = False, hooks: Hooks | None = NO_HOOKS, final: str = "last",
-        max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
+        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
     ) -> list[SampleResult]:
         """Redraw images made elsewhere: the model judges each (or takes the caller's critique), and redraws
         conditioned on the image and the critique. ``max_rounds`` counts the input image as round 1."""
@@ -161,7 +162,7 @@ class JanusR1:
         )
 
     def edit(
-        self, images, instructions: str | Sequence[str], num_images: int = 1, cfg: float = tasks.DEFAULT_EDIT_CFG,
+        self, images, instructions: str | Sequence[str], num_images: int = 1, cfg: float = defaults.EDIT_CFG,
         temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0,
         seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
     ) -> list[SampleResult]:
@@ -172,9 +173,9 @@ class JanusR1:
         )
 
     def best_of_n(
-        self, prompt: str, n: int = 4, cfg: float = tasks.DEFAULT_CFG, temperature: float = 1.0,
+        self, prompt: str, n: int = 4, cfg: float = defaults.CFG, temperature: float = 1.0,
         top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, seed: int | None = None,
-        hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = tasks.MAX_PROMPT_TOKENS,
+        hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
     ) -> tuple[list[SampleResult], list[float]]:
         """Inference-time scaling beyond the paper: n candidates, ranked by the model's own score S
         (best first)."""

@@ -149,7 +149,7 @@ def test_cli_refuses_what_the_models_geometry_cannot_hold(files, tmp_path, capsy
     n = 1000
     early, real = n * runplan.result_bytes(16, 1, 1), n * runplan.result_bytes(64, 16, 3)
     monkeypatch.setattr(runplan, "available_bytes", lambda device: (early + real) // 2)
-    monkeypatch.setattr("janus_r1.generation.tasks._draw", lambda *a: pytest.fail("drew before refusing"))
+    monkeypatch.setattr("janus_r1.generation.introspect.draw", lambda *a: pytest.fail("drew before refusing"))
     out = tmp_path / "out"
     code = cli.main(_argv(G + ["--num-images", str(n)], files, out))
     _assert_one_error(code, capsys.readouterr().err, f"--num-images: {n} sample(s) of up to 3 image(s) need about",

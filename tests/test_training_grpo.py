@@ -13,6 +13,7 @@ import torch
 
 from janus_r1 import JanusR1Error
 from janus_r1.generation import decode, tasks
+from janus_r1.generation import phases as decode_phases
 from janus_r1.generation.sampling import filter_top_k
 from janus_r1.training import grpo as G
 from janus_r1.training import rewards as R
@@ -57,13 +58,13 @@ def _record_sampler(monkeypatch):
 
     monkeypatch.setattr(decode, "sample", rec)
     for name in ("decode_image", "decode_text"):
-        orig = getattr(tasks, name)
+        orig = getattr(decode_phases, name)
 
         def wrap(*a, _orig=orig, _name=name, **k):
             phases.append((_name, []))
             return _orig(*a, **k)
 
-        monkeypatch.setattr(tasks, name, wrap)
+        monkeypatch.setattr(decode_phases, name, wrap)
     return phases
 
 

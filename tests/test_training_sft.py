@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from janus_r1.generation import phases as decode_phases
 from janus_r1.generation import tasks
 from janus_r1.generation.context import Embeds, Text, build
 from janus_r1.training import data as D
@@ -35,13 +36,13 @@ def recorder(monkeypatch):
     """Every context the engine hands to the decode loop, in order."""
     seen = []
     for name in ("decode_image", "decode_text"):
-        orig = getattr(tasks, name)
+        orig = getattr(decode_phases, name)
 
         def wrap(model, ctx, *a, _orig=orig, _name=name, **k):
             seen.append((_name, ctx))
             return _orig(model, ctx, *a, **k)
 
-        monkeypatch.setattr(tasks, name, wrap)
+        monkeypatch.setattr(decode_phases, name, wrap)
     return seen
 
 

@@ -2,7 +2,7 @@
 
 * Rollout: ``tasks.introspect`` (the loop the CLI and the nodes run) with ``num_images = G``: one group per prompt.
   Every attempt carries its sampled codes and its judgement's ids/mask, so each segment's context is rebuilt
-  with the engine's own ``_judge_context`` / ``_regen_context`` and teacher-forced.
+  with the engine's own ``templates.judge_context`` / ``regen_context`` and teacher-forced.
 * Rewards (paper B.2): ``R = R_Gen + R_Comp`` per trajectory, general T; or the released code's three streams
   ``r1 = R_QA(I_1)``, ``r2 = 1 - |r1 - SE_1|``, ``r3 = R_QA(final)`` each with its own advantage on its own segment
   (``advantage="segments"``; image 1 of an accepted sample is trained once, not twice -- R8).
@@ -21,7 +21,7 @@ import torch
 
 from ..errors import JanusR1Error
 from ..generation import images as imgs
-from ..generation import tasks
+from ..generation import tasks, templates
 from ..generation.sampling import Sampling
 from ..generation.trace import SampleResult
 from .sequences import (
@@ -199,7 +199,7 @@ def segment_logprobs(model, j: tasks.Janus, trajs: list[Trajectory], segs: list[
                 prev = list(range(1, s.round))
                 gen = gen_embeds(model, torch.tensor([codes_of(s.traj, m, True) for m in prev]))
                 hist = [(gen[q], t.result.attempts[m - 1].judgement) for q, m in enumerate(prev)]
-                rows.append(tasks._regen_context(j, t.prompt_ids, hist))
+                rows.append(templates.regen_context(j, t.prompt_ids, hist))
             targets.append(t.result.attempts[-1 if s.kind == "edit" else s.round - 1].codes)
         codes = torch.tensor(targets, device=dev)
         cond, unc = image_logits(model, rows, codes, pad, cfg=cfg.cfg)
@@ -215,7 +215,7 @@ def segment_logprobs(model, j: tasks.Janus, trajs: list[Trajectory], segs: list[
         for n in txt:
             s, t = segs[n], trajs[segs[n].traj]
             hist = [(und[(s.traj, m)], t.result.attempts[m - 1].judgement) for m in range(1, s.round)]
-            rows.append(tasks._judge_context(j, t.prompt_ids, hist, und[(s.traj, s.round)]))
+            rows.append(templates.judge_context(j, t.prompt_ids, hist, und[(s.traj, s.round)]))
             jd = t.result.attempts[s.round - 1].judgement
             targets.append(jd.ids)
             masks.append(jd.mask)

@@ -3,10 +3,10 @@
 Every training row is the *inference* context of the engine followed by the target:
 
 * Task-I: ``[prompt]`` -> 576 image codes (gen-head CE). 10 % prompt dropout (caption -> PAD, BOS/BOI kept).
-* Task-II: ``tasks._judge_context(prompt, history, current)`` -> answer ids (lm-head CE): up to ``t - 1`` earlier
+* Task-II: ``templates.judge_context(prompt, history, current)`` -> answer ids (lm-head CE): up to ``t - 1`` earlier
   failed attempts (SigLIP image, SELF_CHECK, "No" + reason + EOS, REGEN_TRIGGER) then the judged image and
   SELF_CHECK; the answer is the verdict id followed by the reason and EOS. Positives and negatives 50/50.
-* Task-III: ``tasks._regen_context(prompt, history)`` -> codes of an image better than every failed attempt
+* Task-III: ``templates.regen_context(prompt, history)`` -> codes of an image better than every failed attempt
   (gen path for all images, the bracketed role tokens -- not the reference's ``User:`` bug S1).
 * Editing: the §3.6 row of ``tasks.edit`` -> output codes; 10 % instruction dropout.
 """
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..generation.context import Piece, uncond
-from ..generation.tasks import Janus, _judge_context, _regen_context, edit_row
+from ..generation.facade import Janus
+from ..generation.templates import edit_row, judge_context, regen_context
 from ..generation.trace import Judgement
 from .data import EditRecord, PromptRecord, Report, open_image
 from .sequences import gen_embeds, image_logits, text_logits, und_embeds
@@ -179,7 +180,7 @@ def rows_for(j: Janus, model, samples: list[Sample], cache: ImageCache, max_answ
             paths = [p for p, _ in s.history] + [s.current]
             und = und_embeds(model, cache.pil(paths), j.image_size)
             hist = _history(j, [r for _, r in s.history], und[:-1], max_answer_tokens)
-            rows.append(_judge_context(j, j.prompt_ids(s.prompt), hist, und[-1]))
+            rows.append(judge_context(j, j.prompt_ids(s.prompt), hist, und[-1]))
         return rows, targets
     for s in samples:
         if task == "t2i":
@@ -187,7 +188,7 @@ def rows_for(j: Janus, model, samples: list[Sample], cache: ImageCache, max_answ
         elif task == "regen":
             gen = gen_embeds(model, cache.vq([p for p, _ in s.history]))
             hist = _history(j, [r for _, r in s.history], gen, max_answer_tokens)
-            row = _regen_context(j, j.prompt_ids(s.prompt), hist)
+            row = regen_context(j, j.prompt_ids(s.prompt), hist)
         else:
             gen = gen_embeds(model, cache.vq([s.source]))[0]
             row = edit_row(j, gen, j.vocab.encode_continuation(s.prompt))

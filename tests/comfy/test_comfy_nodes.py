@@ -235,7 +235,8 @@ CATEGORIES = {
 
 
 def test_object_info_shapes(object_info):
-    from janus_r1.generation import sampling, tasks
+    from janus_r1 import defaults
+    from janus_r1.generation import sampling
 
     assert set(CATEGORIES) == set(JANUS_NODES)
     for name in JANUS_NODES:
@@ -271,17 +272,17 @@ def test_object_info_shapes(object_info):
     final = cot_info["input"]["optional"]["final"]
     assert (final[1]["options"] if final[0] == "COMBO" else final[0]) == ["last", "best score"]
     assert final[1]["default"] == "last"
-    assert cot_info["input"]["optional"]["max_prompt_tokens"][1]["default"] == tasks.MAX_PROMPT_TOKENS
+    assert cot_info["input"]["optional"]["max_prompt_tokens"][1]["default"] == defaults.MAX_PROMPT_TOKENS
     assert req["model"][0] == "JANUS_R1_MODEL"
     # the widgets mirror the engine's (paper) defaults; the pack cannot import the engine at schema time
-    assert req["max_rounds"][1]["default"] == tasks.DEFAULT_MAX_ROUNDS == 3
-    assert req["cfg"][1]["default"] == tasks.DEFAULT_CFG == 5.0
+    assert req["max_rounds"][1]["default"] == defaults.MAX_ROUNDS == 3
+    assert req["cfg"][1]["default"] == defaults.CFG == 5.0
     assert req["top_k"][1]["default"] == sampling.IMAGE_SAMPLING.top_k == 4096
     assert req["text_top_k"][1]["default"] == sampling.TEXT_SAMPLING.top_k
-    assert req["max_reflection"][1]["default"] == tasks.DEFAULT_MAX_REFLECTION
+    assert req["max_reflection"][1]["default"] == defaults.MAX_REFLECTION
     assert req["seed"][1]["control_after_generate"] is True
     edit_cfg = object_info["JanusR1Edit"]["input"]["required"]["cfg"][1]["default"]
-    assert edit_cfg == tasks.DEFAULT_EDIT_CFG == 4.0
+    assert edit_cfg == defaults.EDIT_CFG == 4.0
     judge = object_info["JanusR1Judge"]
     assert judge["output"] == ["IMAGE", "FLOAT", "STRING", "STRING", "STRING", "IMAGE", "INT"]
     assert judge["output_name"][-2:] == ["best", "best_index"]
