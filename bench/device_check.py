@@ -134,8 +134,8 @@ def images(j, rep: Report, batches: tuple[int, ...]) -> None:
 def all_no(j):
     """Every verdict "No": the worst case for us, two images per prompt like the paper loop."""
     no = j.vocab.ids.no
-    h = j.model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, torch.tensor(
-        [no], device=out.device), 1e4))
+    idx = torch.tensor([no], device=j.device)  # made once: a host copy inside a captured step would break it
+    h = j.model.lm_head.register_forward_hook(lambda _m, _i, out: out.index_fill_(-1, idx, 1e4))
     try:
         yield
     finally:
