@@ -63,6 +63,17 @@ def optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+class Deferred:
+    """A tensor of an open safetensors file, read when used: a resuming rank holds one full optimizer tensor at a
+    time and keeps only its shard of it."""
+
+    def __init__(self, f, key: str) -> None:
+        self.f, self.key = f, key
+
+    def load(self) -> torch.Tensor:
+        return self.f.get_tensor(self.key)
+
+
 def rng_tensors() -> tuple[dict[str, torch.Tensor], list]:
     t = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -74,9 +85,10 @@ def rng_tensors() -> tuple[dict[str, torch.Tensor], list]:
 def save_checkpoint(root: Path, step: int, policy, optimizer, scheduler, extra: dict, acc) -> Path:
     """All ranks call this (the gathers are collective); rank 0 writes the full model/optimizer/state, every rank
     its RNG state."""
-    from .sharding import model_state, optimizer_state
+    from .sharding import is_sharded, model_state, optimizer_state
 
-    model_sd, opt_sd = model_state(policy), optimizer_state(policy, optimizer)
+    gather = is_sharded(policy) or acc.is_main_process  # replicas: only the main process copies its state
+    model_sd, opt_sd = (model_state(policy), optimizer_state(policy, optimizer)) if gather else ({}, {})
     ckdir = root / "checkpoints"
     name = f"step-{step:08d}"
     tmp = ckdir / f".tmp-{name}"
@@ -167,16 +179,17 @@ def load_model_weights(path: Path, model) -> dict:
 
 def load_training_state(path: Path, policy, optimizer, scheduler, rank: int) -> None:
     """Optimizer (each rank its shard), scheduler and this rank's RNG state, after the model is sharded."""
+    from safetensors import safe_open
+
     from .sharding import load_optimizer_state
 
     state = json.loads((path / "state.json").read_text())
-    load_optimizer_state(policy, optimizer, optimizer_state(load_file(str(path / "optimizer.safetensors")),
-                                                            state["optimizer"]))
+    with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:  # read tensor by tensor
+        deferred = {k: Deferred(f, k) for k in f.keys()}
+        load_optimizer_state(policy, optimizer, optimizer_state(deferred, state["optimizer"]))
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     rng_file = path / f"rng-rank{rank}.safetensors"
     if rng_file.is_file():
-        from safetensors import safe_open
-
         t = load_file(str(rng_file))
         torch.set_rng_state(t["torch"])
         with safe_open(str(rng_file), framework="pt") as f:

@@ -120,9 +120,13 @@ def load_optimizer_state(policy: torch.nn.Module, optimizer, named: dict) -> Non
     state = {}
     for name, st in named["state"].items():
         p = params[name]
-        state[index[id(p)]] = {k: _like(v, p) if k != "step" else v for k, v in st.items()}
+        state[index[id(p)]] = {k: _like(_load(v), p) if k != "step" else _load(v) for k, v in st.items()}
     groups = [{**g, "params": [index[id(params[n])] for n in g["params"]]} for g in named["param_groups"]]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _load(v):
+    return v.load() if hasattr(v, "load") else v  # checkpoint.Deferred
 
 
 def _like(v, p: torch.Tensor):
