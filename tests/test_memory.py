@@ -6,6 +6,7 @@ import torch
 
 from janus_r1.generation import decode as D
 from janus_r1.generation.context import build, cfg_rows
+from janus_r1.generation.runners import StaticRunner
 from janus_r1.model import memory as M
 
 
@@ -19,8 +20,8 @@ def test_kv_estimate_equals_the_static_cache_allocation(micro):
     j, v = micro.janus, micro.vocab
     rows = cfg_rows([[j.prompt_piece(j.prompt_ids(p))] for p in ("a red cat", "two dogs on a sofa")], v.ids.pad)
     ctx = build(rows, micro.model.get_input_embeddings(), v.ids.pad)
-    run = D._StaticRunner(micro.model, ctx, micro.num_image_tokens)
-    allocated = sum(t.numel() * t.element_size() for t in run.k + run.v)
+    run = StaticRunner(micro.model, ctx, micro.num_image_tokens)
+    allocated = sum(t.numel() * t.element_size() for t in run.cache.k + run.cache.v)
     assert M.kv_cache_bytes(micro.model, 4, ctx.embeds.shape[1] + micro.num_image_tokens) == allocated
 
 
