@@ -17,7 +17,7 @@ from . import defaults
 from .errors import JanusR1Error
 from .generation import tasks
 from .generation.decode import NO_HOOKS, Hooks
-from .generation.sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling
+from .generation.sampling import Sampling
 from .generation.trace import Judgement, SampleResult
 from .model.vocabulary import Vocabulary
 
@@ -31,11 +31,22 @@ def _plain(value):
     return value
 
 
-def _image_sampling(temperature, top_k, top_p) -> Sampling:
+def _given(sampling, what: str) -> Sampling:
+    if not isinstance(sampling, Sampling):
+        raise JanusR1Error(f"{what}_sampling must be a janus_r1.Sampling or None (got {type(sampling).__name__}).")
+    return sampling.validate(what)
+
+
+def _image_sampling(temperature, top_k, top_p, given: Sampling | None = None) -> Sampling:
+    """``given`` (a ready :class:`Sampling`, as the nodes pass) wins over the keyword arguments."""
+    if given is not None:
+        return _given(given, "image")
     return Sampling(temperature=_plain(temperature), top_k=_plain(top_k), top_p=_plain(top_p)).validate("image")
 
 
-def _text_sampling(text_top_k) -> Sampling:
+def _text_sampling(text_top_k, given: Sampling | None = None) -> Sampling:
+    if given is not None:
+        return _given(given, "text")
     return Sampling(top_k=_plain(text_top_k)).validate("text")
 
 
@@ -97,43 +108,48 @@ class JanusR1:
         return self.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
 
     def text_to_image(
-        self, prompts: str | Sequence[str], num_images: int = 1, cfg: float = defaults.CFG,
-        temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0,
+        self, prompts: str | Sequence[str], num_images: int = defaults.NUM_IMAGES, cfg: float = defaults.CFG,
+        temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P,
         seed: int | None = None, hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
+        *, image_sampling: Sampling | None = None,
     ) -> list[SampleResult]:
-        """Plain Janus text-to-image (one image per sample, never judged)."""
+        """Plain Janus text-to-image (one image per sample, never judged). ``image_sampling``, when given,
+        replaces temperature/top_k/top_p (every method takes it; the nodes build one and pass it)."""
         return tasks.text_to_image(
-            self.janus, prompts, _plain(num_images), _plain(cfg), _image_sampling(temperature, top_k, top_p),
-            _plain(seed), hooks, _plain(max_prompt_tokens),
+            self.janus, prompts, _plain(num_images), _plain(cfg),
+            _image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
     def generate(
-        self, prompts: str | Sequence[str], num_images: int = 1, max_rounds: int = defaults.MAX_ROUNDS,
-        cfg: float = defaults.CFG, temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k,
-        top_p: float = 1.0, text_top_k: int = TEXT_SAMPLING.top_k,
+        self, prompts: str | Sequence[str], num_images: int = defaults.NUM_IMAGES,
+        max_rounds: int = defaults.MAX_ROUNDS, cfg: float = defaults.CFG, temperature: float = defaults.TEMPERATURE,
+        top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, text_top_k: int = defaults.TEXT_TOP_K,
         max_reflection: int = defaults.MAX_REFLECTION, seed: int | None = None, reencode: bool = False,
-        hooks: Hooks | None = NO_HOOKS, final: str = "last", max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
+        hooks: Hooks | None = NO_HOOKS, final: str = defaults.FINAL,
+        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS, *, image_sampling: Sampling | None = None,
+        text_sampling: Sampling | None = None,
     ) -> list[SampleResult]:
         """The paper's introspective text-to-image: generate, judge, regenerate on "No", up to ``max_rounds``.
         ``final="last"`` returns the paper's image (the accepted one, else the last drawn); ``"best"`` the
         attempt with the highest S (ties to the later)."""
         return tasks.introspect(
             self.janus, prompts, num_images=_plain(num_images), max_rounds=_plain(max_rounds), cfg=_plain(cfg),
-            image_sampling=_image_sampling(temperature, top_k, top_p), text_sampling=_text_sampling(text_top_k),
+            image_sampling=_image_sampling(temperature, top_k, top_p, image_sampling),
+            text_sampling=_text_sampling(text_top_k, text_sampling),
             max_reflection=_plain(max_reflection), seed=_plain(seed), hooks=hooks, reencode=_plain(reencode),
             final=final, max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
     def judge(
         self, images, prompts: str | Sequence[str], max_reflection: int = defaults.MAX_REFLECTION,
-        text_top_k: int = TEXT_SAMPLING.top_k, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
-        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
+        text_top_k: int = defaults.TEXT_TOP_K, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
+        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS, *, text_sampling: Sampling | None = None,
     ) -> list[Judgement]:
         """Self-evaluate images from any source (PIL images or ``str``/``Path`` paths, one or a list): verdict,
         score S and the written reflection."""
         return tasks.judge(
-            self.janus, images, prompts, _text_sampling(text_top_k), _plain(max_reflection), _plain(seed), hooks,
-            _plain(max_prompt_tokens),
+            self.janus, images, prompts, _text_sampling(text_top_k, text_sampling), _plain(max_reflection),
+            _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
     def score(self, images, prompts: str | Sequence[str],
@@ -143,11 +159,13 @@ class JanusR1:
 
     def regenerate(
         self, images, prompts: str | Sequence[str], critiques: str | Sequence[str | None] | None = None,
-        max_rounds: int = 2, cfg: float = defaults.CFG, temperature: float = 1.0,
-        top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, text_top_k: int = TEXT_SAMPLING.top_k,
+        max_rounds: int = defaults.REGEN_MAX_ROUNDS, cfg: float = defaults.CFG,
+        temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P,
+        text_top_k: int = defaults.TEXT_TOP_K,
         max_reflection: int = defaults.MAX_REFLECTION, seed: int | None = None,
-        redraw_if_accepted: bool = False, hooks: Hooks | None = NO_HOOKS, final: str = "last",
-        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
+        redraw_if_accepted: bool = False, hooks: Hooks | None = NO_HOOKS, final: str = defaults.FINAL,
+        max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS, *, image_sampling: Sampling | None = None,
+        text_sampling: Sampling | None = None,
     ) -> list[SampleResult]:
         """Redraw images made elsewhere: the model judges each (or takes the caller's critique), and redraws
         conditioned on the image and the critique. ``max_rounds`` counts the input image as round 1."""
@@ -155,34 +173,38 @@ class JanusR1:
             tasks.load_images(images)
         return tasks.introspect(
             self.janus, prompts, max_rounds=_plain(max_rounds), cfg=_plain(cfg),
-            image_sampling=_image_sampling(temperature, top_k, top_p), text_sampling=_text_sampling(text_top_k),
+            image_sampling=_image_sampling(temperature, top_k, top_p, image_sampling),
+            text_sampling=_text_sampling(text_top_k, text_sampling),
             max_reflection=_plain(max_reflection), seed=_plain(seed), hooks=hooks, start_images=images,
             critiques=critiques, redraw_if_accepted=_plain(redraw_if_accepted), final=final,
             max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
     def edit(
-        self, images, instructions: str | Sequence[str], num_images: int = 1, cfg: float = defaults.EDIT_CFG,
-        temperature: float = 1.0, top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0,
-        seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
+        self, images, instructions: str | Sequence[str], num_images: int = defaults.NUM_IMAGES,
+        cfg: float = defaults.EDIT_CFG, temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K,
+        top_p: float = defaults.TOP_P, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
+        *, image_sampling: Sampling | None = None,
     ) -> list[SampleResult]:
         """Edit images with text instructions (CFG 4 by default, per the paper)."""
         return tasks.edit(
             self.janus, images, instructions, _plain(num_images), _plain(cfg),
-            _image_sampling(temperature, top_k, top_p), _plain(seed), hooks,
+            _image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks,
         )
 
     def best_of_n(
-        self, prompt: str, n: int = 4, cfg: float = defaults.CFG, temperature: float = 1.0,
-        top_k: int = IMAGE_SAMPLING.top_k, top_p: float = 1.0, seed: int | None = None,
+        self, prompt: str, n: int = defaults.BEST_OF_N, cfg: float = defaults.CFG, temperature: float = defaults.TEMPERATURE,
+        top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, seed: int | None = None,
         hooks: Hooks | None = NO_HOOKS, max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS,
+        *, image_sampling: Sampling | None = None,
     ) -> tuple[list[SampleResult], list[float]]:
         """Inference-time scaling beyond the paper: n candidates, ranked by the model's own score S
         (best first)."""
         if not isinstance(prompt, str):
             raise JanusR1Error(f"prompt must be one text (str) (got {type(prompt).__name__}).")
         n = tasks.check_int("n", _plain(n), 1)
-        results = self.text_to_image(prompt, n, cfg, temperature, top_k, top_p, seed, hooks, max_prompt_tokens)
+        results = self.text_to_image(prompt, n, cfg, temperature, top_k, top_p, seed, hooks, max_prompt_tokens,
+                                     image_sampling=image_sampling)
         judgements = self.score([r.image for r in results], prompt, max_prompt_tokens)
         for r, jd in zip(results, judgements):
             r.attempts[0].judgement = jd

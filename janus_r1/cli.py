@@ -14,6 +14,7 @@ import re
 import sys
 import warnings
 
+from . import defaults
 from .api import DEFAULT_MODEL
 from .commands import WriteFailed, cmd_batch, cmd_edit, cmd_generate, cmd_make_tiny, cmd_regenerate, cmd_score
 from .errors import Cancelled, JanusR1Error
@@ -118,24 +119,31 @@ def _model_opts(sp, seed_help: str = "random seed, 0 .. 2^64-1 (default: drawn a
 
 def _image_opts(sp, cfg: float) -> None:
     sp.add_argument("--cfg", type=_float_in(0), default=cfg, help=f"classifier-free guidance weight (default {cfg:g})")
-    sp.add_argument("--temperature", type=_float_in(0, open_low=True), default=1.0,
-                    help="image-token sampling temperature, > 0 (default 1)")
-    sp.add_argument("--top-k", type=_int_in(0), default=4096, help="image-token top-k (0 = off; paper 4096)")
-    sp.add_argument("--top-p", type=_float_in(0, 1, open_low=True), default=1.0,
-                    help="image-token nucleus sampling, in (0, 1] (default 1 = off)")
+    sp.add_argument("--temperature", type=_float_in(0, open_low=True), default=defaults.TEMPERATURE,
+                    help=f"image-token sampling temperature, > 0 (default {defaults.TEMPERATURE:g})")
+    sp.add_argument("--top-k", type=_int_in(0), default=defaults.TOP_K,
+                    help=f"image-token top-k (0 = off; paper {defaults.TOP_K})")
+    sp.add_argument("--top-p", type=_float_in(0, 1, open_low=True), default=defaults.TOP_P,
+                    help=f"image-token nucleus sampling, in (0, 1] (default {defaults.TOP_P:g} = off)")
 
 
 def _prompt_tokens_opt(sp) -> None:
-    sp.add_argument("--max-prompt-tokens", type=_positive_int, default=200, metavar="N",
-                    help="refuse prompts longer than N tokens with their template (default 200, the length the "
-                    "model was trained on)")
+    sp.add_argument("--max-prompt-tokens", type=_positive_int, default=defaults.MAX_PROMPT_TOKENS, metavar="N",
+                    help="refuse prompts longer than N tokens with their template "
+                    f"(default {defaults.MAX_PROMPT_TOKENS}, the length the model was trained on)")
+
+
+def _max_reflection_opt(sp) -> None:
+    sp.add_argument("--max-reflection", type=_positive_int, default=defaults.MAX_REFLECTION,
+                    help=f"reflection tokens at most ({defaults.MAX_REFLECTION})")
 
 
 def _reflect_opts(sp, rounds: int, rounds_help: str) -> None:
     sp.add_argument("--max-rounds", type=_positive_int, default=rounds, help=rounds_help)
-    sp.add_argument("--text-top-k", type=_int_in(0), default=50, help="reflection top-k (0 = off; paper 50)")
-    sp.add_argument("--max-reflection", type=_positive_int, default=256, help="reflection tokens at most (256)")
-    sp.add_argument("--final", choices=FINAL_RULES, default="last",
+    sp.add_argument("--text-top-k", type=_int_in(0), default=defaults.TEXT_TOP_K,
+                    help=f"reflection top-k (0 = off; paper {defaults.TEXT_TOP_K})")
+    _max_reflection_opt(sp)
+    sp.add_argument("--final", choices=FINAL_RULES, default=defaults.FINAL,
                     help="the image each sample returns: last (the paper: the accepted image, else the last drawn)"
                     " | best (the highest score S; ties to the later)")
     _prompt_tokens_opt(sp)
@@ -153,14 +161,12 @@ def _chunk_opt(sp) -> None:
 
 
 def _num_images_opt(sp, what: str) -> None:
-    sp.add_argument("--num-images", type=_positive_int, default=1, help=f"{what} (default 1); a run that cannot "
+    sp.add_argument("--num-images", type=_positive_int, default=defaults.NUM_IMAGES,
+                    help=f"{what} (default {defaults.NUM_IMAGES}); a run that cannot "
                     "fit in memory is refused before it starts, a large one is split into chunks")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="janus-r1", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _generate_parser(sub) -> None:
     g = sub.add_parser("generate", help="introspective text-to-image (the paper's CoT loop)")
     g.add_argument("prompt", nargs="+", help="one or more prompts (each one quoted)")
     _out_opt(g, "NNN.png final images, NNN_attemptK.png earlier attempts, NNN_sheet.png contact sheets, "
@@ -171,10 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="as the released scripts: failed images are decoded to 8-bit (by truncation) and VQ "
                    "re-encoded before the redraw, and the judge sees the truncated pixels (bit-parity only)")
     _chunk_opt(g)
-    _model_opts(g), _image_opts(g, 5.0)
-    _reflect_opts(g, 3, "images per prompt at most, the first draw included (default 3, the paper's)")
+    _model_opts(g), _image_opts(g, defaults.CFG)
+    _reflect_opts(g, defaults.MAX_ROUNDS, "images per prompt at most, the first draw included "
+                  f"(default {defaults.MAX_ROUNDS}, the paper's)")
     g.set_defaults(func=cmd_generate)
 
+
+def _regenerate_parser(sub) -> None:
     r = sub.add_parser("regenerate", help="judge images made elsewhere and redraw them")
     r.add_argument("images", nargs="+", help="image files (any size and mode)")
     r.add_argument("--prompt", required=True, help="what the images should show")
@@ -182,20 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--always-redraw", action="store_true", help="redraw even if the model accepts the image")
     _out_opt(r, "NNN.png, NNN_attemptK.png, NNN_sheet.png, trace.json")
     _chunk_opt(r)
-    _model_opts(r), _image_opts(r, 5.0)
-    _reflect_opts(r, 2, "images per sample at most, the INPUT image counting as round 1 (default 2: the input "
-                  "and one redraw)")
+    _model_opts(r), _image_opts(r, defaults.CFG)
+    _reflect_opts(r, defaults.REGEN_MAX_ROUNDS, "images per sample at most, the INPUT image counting as round 1 "
+                  f"(default {defaults.REGEN_MAX_ROUNDS}: the input and one redraw)")
     r.set_defaults(func=cmd_regenerate)
 
+
+def _edit_parser(sub) -> None:
     e = sub.add_parser("edit", help="edit images with an instruction")
     e.add_argument("images", nargs="+", help="image files to edit")
     e.add_argument("--instruction", required=True, help="what to change, e.g. 'make the sky purple'")
     _out_opt(e, "NNN.png edited images, trace.json")
     _num_images_opt(e, "edits per image")
     _chunk_opt(e)
-    _model_opts(e), _image_opts(e, 4.0)
+    _model_opts(e), _image_opts(e, defaults.EDIT_CFG)
     e.set_defaults(func=cmd_edit)
 
+
+def _score_and_judge_parsers(sub) -> None:
     s = sub.add_parser("score", help="image-text consistency S = P(Yes)/(P(Yes)+P(No)); one JSON line per image")
     s.add_argument("images", nargs="+", help="image files to score")
     s.add_argument("--prompt", required=True, help="the text the images should match")
@@ -208,11 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     j = sub.add_parser("judge", help="verdict, S and the model's written reflection; one JSON line per image")
     j.add_argument("images", nargs="+", help="image files to judge")
     j.add_argument("--prompt", required=True, help="the text the images should match")
-    j.add_argument("--max-reflection", type=_positive_int, default=256, help="reflection tokens at most (256)")
+    _max_reflection_opt(j)
     _prompt_tokens_opt(j)
     _model_opts(j, "seed of the reflection's sampling")
     j.set_defaults(func=cmd_score)
 
+
+def _batch_parser(sub) -> None:
     b = sub.add_parser("batch", help="a prompt file (.txt or .jsonl) -> GenEval-style folders; data-parallel "
                        "under accelerate launch / torchrun")
     b.add_argument("prompt_file", help="UTF-8 .txt (one prompt per line, # comments) or .jsonl ({\"prompt\": ...})")
@@ -221,10 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=_positive_int, default=1, help="prompts decoded together (default 1)")
     b.add_argument("--plain", action="store_true", help="plain text-to-image, no judging")
     _model_opts(b, "prompt i is seeded seed + i (default 0)", seed_default=0)
-    _image_opts(b, 5.0)
-    _reflect_opts(b, 3, "images per prompt at most (default 3)")
+    _image_opts(b, defaults.CFG)
+    _reflect_opts(b, defaults.MAX_ROUNDS, f"images per prompt at most (default {defaults.MAX_ROUNDS})")
     b.set_defaults(func=cmd_batch)
 
+
+def _make_tiny_parser(sub) -> None:
     t = sub.add_parser("make-tiny", help="write a tiny random model (weights + config + tokenizer)")
     t.add_argument("dir", help="directory to write (created)")
     t.add_argument("--layout", choices=["deepseek", "transformers"], default="deepseek",
@@ -237,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_seed, default=0, help="seed of the random weights (default 0)")
     t.set_defaults(func=cmd_make_tiny)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="janus-r1", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_generate_parser, _regenerate_parser, _edit_parser, _score_and_judge_parsers, _batch_parser,
+                _make_tiny_parser):
+        add(sub)
     from .training.cli import add_training_commands  # train-sft, train-grpo (heavy imports stay lazy)
 
     add_training_commands(sub)

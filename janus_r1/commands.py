@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import defaults
 from .errors import JanusR1Error
 from .generation.checks import SEED_MAX, check_prompts, load_images, resolve_seed
 from .outputs import check_output_dir, os_reason, write_results
@@ -117,7 +118,7 @@ def _what(args) -> str:
 
 def _chunked(jr, args, units: list, rounds: int, reflection: int, call, sheets: bool) -> tuple[list, int]:
     """Run ``call(units_chunk, seed)`` over chunks that fit; each result's ``index`` is its unit's k."""
-    chunk = plan_chunk(jr.model, len(units), rounds, reflection, getattr(args, "max_prompt_tokens", 200),
+    chunk = plan_chunk(jr.model, len(units), rounds, reflection, getattr(args, "max_prompt_tokens", defaults.MAX_PROMPT_TOKENS),
                        getattr(args, "chunk_size", None), what=_what(args), sheets=sheets)
     prog = Progress(args.quiet)
     results = run_in_chunks(units, chunk, args.seed, lambda us, seed: call(us, seed, prog.hooks()))

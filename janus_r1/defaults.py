@@ -18,3 +18,4 @@ MAX_PROMPT_TOKENS = 200  # the reference's tokenizer budget for a caption prompt
 MAX_INSTRUCTION_TOKENS = 90  # editing instructions in SFT
 FINAL = "last"  # which attempt a sample returns: the paper's (accepted, else last drawn)
 NUM_IMAGES = 1  # samples per prompt
+BEST_OF_N = 4  # candidates of best-of-n (beyond the paper)

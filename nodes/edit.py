@@ -24,7 +24,7 @@ class Edit(io.ComfyNode):
                 io.Image.Input("image", tooltip="Image(s) to edit, any size; centre-cropped to a square."),
                 widgets.prompt_input("instruction", tooltip="What to change, e.g. 'make the sky purple'."),
                 widgets.seed_input(),
-                *widgets.sampling_inputs(cfg=widgets.DEFAULT_EDIT_CFG),
+                *widgets.sampling_inputs(cfg=widgets.DEFAULTS.EDIT_CFG),
                 io.Int.Input(
                     "num_images", default=1, min=1, max=8, tooltip="Edited variants per input image."
                 ),

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 from . import text, widgets
 from .images import to_image
 from .outputs import contact_sheet, introspection, introspection_outputs, sheet_output
-from .run import run_task, sampling
+from .run import run_task, sampling, text_sampling
 
 
 class TextToImage(io.ComfyNode):
@@ -56,7 +56,7 @@ class TextToImage(io.ComfyNode):
         top_k,
         top_p,
         batch_size,
-        max_prompt_tokens=widgets.DEFAULT_MAX_PROMPT_TOKENS,
+        max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
         results = run_task(
             cls,
@@ -89,7 +89,7 @@ class CoTGenerate(io.ComfyNode):
                 widgets.seed_input(),
                 io.Int.Input(
                     "max_rounds",
-                    default=widgets.DEFAULT_MAX_ROUNDS,
+                    default=widgets.DEFAULTS.MAX_ROUNDS,
                     min=1,
                     max=10,
                     tooltip="Most images per prompt, the first included (paper: 3). 1 = draw and judge once.",
@@ -134,7 +134,7 @@ class CoTGenerate(io.ComfyNode):
         max_reflection,
         batch_size,
         final="last",
-        max_prompt_tokens=widgets.DEFAULT_MAX_PROMPT_TOKENS,
+        max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
         results = run_task(
             cls,
@@ -144,7 +144,7 @@ class CoTGenerate(io.ComfyNode):
             num_images=batch_size,
             max_rounds=max_rounds,
             seed=seed,
-            text_top_k=text_top_k,
+            text_sampling=text_sampling(text_top_k),
             max_reflection=max_reflection,
             final=widgets.final_rule(final),
             max_prompt_tokens=max_prompt_tokens,
@@ -174,7 +174,7 @@ class BestOfN(io.ComfyNode):
                 widgets.JanusModel.Input("model"),
                 widgets.prompt_input(),
                 widgets.seed_input(),
-                io.Int.Input("n", default=4, min=1, max=32, tooltip="Candidates to draw and score."),
+                io.Int.Input("n", default=widgets.DEFAULTS.BEST_OF_N, min=1, max=32, tooltip="Candidates to draw and score."),
                 *widgets.sampling_inputs(),
                 widgets.max_prompt_tokens_input(),
             ],
@@ -212,7 +212,7 @@ class BestOfN(io.ComfyNode):
         temperature,
         top_k,
         top_p,
-        max_prompt_tokens=widgets.DEFAULT_MAX_PROMPT_TOKENS,
+        max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
         results, scores = run_task(
             cls,

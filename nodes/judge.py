@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 from . import text, widgets
 from .images import to_intermediate, to_pils
 from .outputs import introspection, introspection_outputs
-from .run import run_task, sampling
+from .run import run_task, sampling, text_sampling
 
 
 def judge_outputs() -> list:
@@ -65,14 +65,14 @@ class Judge(io.ComfyNode):
                 widgets.seed_input("Seed for the written reflection (the score itself is deterministic)."),
                 io.Int.Input(
                     "max_reflection",
-                    default=widgets.DEFAULT_MAX_REFLECTION,
+                    default=widgets.DEFAULTS.MAX_REFLECTION,
                     min=0,
                     max=1024,
                     tooltip="Most tokens of the written reason. 0 = score only (fast, deterministic).",
                 ),
                 io.Int.Input(
                     "text_top_k",
-                    default=widgets.DEFAULT_TEXT_TOP_K,
+                    default=widgets.DEFAULTS.TEXT_TOP_K,
                     min=1,
                     max=1000,
                     tooltip="Top-k for the written reason (paper: 50).",
@@ -96,7 +96,7 @@ class Judge(io.ComfyNode):
         seed,
         max_reflection,
         text_top_k,
-        max_prompt_tokens=widgets.DEFAULT_MAX_PROMPT_TOKENS,
+        max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
         pils = to_pils(images, "images")
         judgements = run_task(
@@ -106,7 +106,7 @@ class Judge(io.ComfyNode):
             pils,
             prompt,
             max_reflection=max_reflection,
-            text_top_k=text_top_k,
+            text_sampling=text_sampling(text_top_k),
             seed=seed,
             max_prompt_tokens=max_prompt_tokens,
             need=dict(batch=len(pils), reflection=max_reflection, prompt_tokens=max_prompt_tokens),
@@ -159,7 +159,7 @@ class Regenerate(io.ComfyNode):
                 widgets.seed_input(),
                 io.Int.Input(
                     "max_rounds",
-                    default=2,
+                    default=widgets.DEFAULTS.REGEN_MAX_ROUNDS,
                     min=2,
                     max=10,
                     tooltip="Most images per input, the input counting as the first (2 = one redraw).",
@@ -204,7 +204,7 @@ class Regenerate(io.ComfyNode):
         max_reflection,
         critique="",
         final="last",
-        max_prompt_tokens=widgets.DEFAULT_MAX_PROMPT_TOKENS,
+        max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
         pils = to_pils(image)
         critiques = critique if isinstance(critique, str) and critique.strip() else None
@@ -217,7 +217,7 @@ class Regenerate(io.ComfyNode):
             critiques=critiques,
             max_rounds=max_rounds,
             seed=seed,
-            text_top_k=text_top_k,
+            text_sampling=text_sampling(text_top_k),
             max_reflection=max_reflection,
             redraw_if_accepted=bool(always_redraw),
             final=widgets.final_rule(final),

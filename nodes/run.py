@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .engine import engine
 from .progress import RunHooks
 
 
@@ -19,5 +20,11 @@ def run_task(cls, model, task: str, *args, need: dict, **kwargs):
 
 
 def sampling(cfg, temperature, top_k, top_p) -> dict:
-    """The image-sampling widgets as the engine's keyword arguments."""
-    return dict(cfg=float(cfg), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+    """The image-sampling widgets as the engine's keyword arguments: ``cfg`` and one ``image_sampling``."""
+    made = engine().Sampling(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+    return dict(cfg=float(cfg), image_sampling=made)
+
+
+def text_sampling(text_top_k):
+    """The reflection's top-k widget as the engine's ``text_sampling`` (temperature 1, no top-p: the paper's)."""
+    return engine().Sampling(top_k=int(text_top_k))

@@ -11,6 +11,8 @@ import inspect
 
 from comfy_api.latest import io
 
+from .engine import engine_defaults
+
 ROOT = "Janus-R1"
 CATEGORY_LOADERS = f"{ROOT}/loaders"
 CATEGORY_GENERATE = f"{ROOT}/generate"
@@ -20,14 +22,7 @@ MODEL_TYPE = "JANUS_R1_MODEL"  # pack-unique: other Janus packs already use JANU
 JanusModel = io.Custom(MODEL_TYPE)
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
-# paper defaults (Janus-Pro-R1, App. B.4/B.5), mirrored for the widgets (a test keeps them equal to the engine's)
-DEFAULT_CFG = 5.0
-DEFAULT_EDIT_CFG = 4.0
-DEFAULT_TOP_K = 4096
-DEFAULT_TEXT_TOP_K = 50
-DEFAULT_MAX_ROUNDS = 3
-DEFAULT_MAX_REFLECTION = 256
-DEFAULT_MAX_PROMPT_TOKENS = 200  # janus_r1.generation.tasks.MAX_PROMPT_TOKENS
+DEFAULTS = engine_defaults()  # the paper's defaults (janus_r1/defaults.py), the same ones the API and CLI read
 # widget label -> the engine's final rule (JanusR1.generate/regenerate ``final=``)
 FINAL_RULES = {"last": "last", "best score": "best"}
 
@@ -52,7 +47,7 @@ def prompt_input(name: str = "prompt", tooltip: str = "What the image should sho
     return io.String.Input(name, multiline=True, default="", tooltip=tooltip)
 
 
-def sampling_inputs(cfg: float = DEFAULT_CFG) -> list:
+def sampling_inputs(cfg: float = DEFAULTS.CFG) -> list:
     """cfg / temperature / top-k / top-p for image tokens, with the paper's defaults."""
     return [
         io.Float.Input(
@@ -67,7 +62,7 @@ def sampling_inputs(cfg: float = DEFAULT_CFG) -> list:
         ),
         io.Float.Input(
             "temperature",
-            default=1.0,
+            default=DEFAULTS.TEMPERATURE,
             min=0.01,
             max=2.0,
             step=0.01,
@@ -76,14 +71,14 @@ def sampling_inputs(cfg: float = DEFAULT_CFG) -> list:
         ),
         io.Int.Input(
             "top_k",
-            default=DEFAULT_TOP_K,
+            default=DEFAULTS.TOP_K,
             min=0,
             max=16384,
             tooltip="Keep only the k most likely image tokens (paper: 4096, 0 = no limit).",
         ),
         io.Float.Input(
             "top_p",
-            default=1.0,
+            default=DEFAULTS.TOP_P,
             min=0.01,
             max=1.0,
             step=0.01,
@@ -97,14 +92,14 @@ def reflection_inputs() -> list:
     return [
         io.Int.Input(
             "text_top_k",
-            default=DEFAULT_TEXT_TOP_K,
+            default=DEFAULTS.TEXT_TOP_K,
             min=1,
             max=1000,
             tooltip="Top-k for the written reflection (paper: 50).",
         ),
         io.Int.Input(
             "max_reflection",
-            default=DEFAULT_MAX_REFLECTION,
+            default=DEFAULTS.MAX_REFLECTION,
             min=1,
             max=1024,
             tooltip="Most tokens the model may write when judging an image (reflection length).",
@@ -129,12 +124,12 @@ def max_prompt_tokens_input() -> io.Int.Input:
     extra = {"advanced": True} if _HAS_ADVANCED else {}
     return io.Int.Input(
         "max_prompt_tokens",
-        default=DEFAULT_MAX_PROMPT_TOKENS,
+        default=DEFAULTS.MAX_PROMPT_TOKENS,
         min=16,
         max=4096,
         optional=True,
         tooltip="Advanced: the prompt's token budget with its template. The model was trained on captions "
-        f"within {DEFAULT_MAX_PROMPT_TOKENS} tokens; longer prompts are refused unless this is raised.",
+        f"within {DEFAULTS.MAX_PROMPT_TOKENS} tokens; longer prompts are refused unless this is raised.",
         **extra,
     )
 

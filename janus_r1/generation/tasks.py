@@ -112,8 +112,8 @@ def edit(
         ins_ids = v.encode_continuation(ins.strip())
         if len(ins_ids) > defaults.MAX_INSTRUCTION_TOKENS:
             raise JanusR1Error(
-                f"instruction {n} is {len(ins_ids)} tokens, over the {defaults.MAX_INSTRUCTION_TOKENS} the editing model "
-                "was trained with; shorten it."
+                f"instruction {n} is {len(ins_ids)} tokens, over the {defaults.MAX_INSTRUCTION_TOKENS} the editing "
+                "model was trained with; shorten it."
             )
         for k in range(num_images):
             rows.append(edit_row(j, gen_in[n], ins_ids))
