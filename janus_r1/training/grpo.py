@@ -22,7 +22,7 @@ import torch
 from ..errors import JanusR1Error
 from ..generation import images as imgs
 from ..generation import tasks, templates
-from ..generation.sampling import Sampling
+from ..generation.sampling import Sampling, force_tokens
 from ..generation.trace import SampleResult
 from .sequences import (
     code_merged_logprobs,
@@ -225,9 +225,7 @@ def segment_logprobs(model, j: tasks.Janus, trajs: list[Trajectory], segs: list[
             if cfg.logprob == "code":
                 out[n] = torch.log_softmax(lg, -1).gather(-1, tgt[:, None])[:, 0]
                 continue
-            first = torch.full_like(lg[:1], float("-inf"))
-            first[:, [ids.yes, ids.no]] = lg[:1, [ids.yes, ids.no]]
-            lg = torch.cat([first, lg[1:]])
+            lg = torch.cat([force_tokens(lg[:1], [ids.yes, ids.no]), lg[1:]])
             out[n] = sampled_logprobs(lg, tgt, cfg.temperature, cfg.text_top_k)
     return out  # type: ignore[return-value]
 

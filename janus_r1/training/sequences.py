@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..generation.context import Embeds, Piece, Text, build, cfg_rows, generation_embeds, understanding_embeds
-from ..generation.sampling import filter_top_k
+from ..generation.sampling import cfg_mix, filter_top_k
 
 
 def und_embeds(model, images, image_size: int | None = None) -> torch.Tensor:
@@ -63,8 +63,8 @@ def text_logits(model, rows: list[list[Piece]], targets: list[list[int]], pad_id
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor, cfg: float) -> torch.Tensor:
-    """The sampling logits ``u + w (c - u)`` of the decode loop."""
-    return uncond + cfg * (cond - uncond)
+    """The sampling logits ``u + w (c - u)`` of the decode loop (the one rule, in ``generation/sampling.py``)."""
+    return cfg_mix(cond, uncond, cfg)
 
 
 def sampled_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
