@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import defaults
+
 SELF_CHECK_TOKENS = 16  # "<end_of_image>\nLet me think Does this image match the prompt..." (about 15)
 TRIGGER_TOKENS = 12  # "<EOS>\nNext, I will draw a new image<begin_of_image>" (about 10)
-VQ_DECODE_CHUNK = 4  # images decoded at once (see generation.tasks.Janus.decode_codes)
-PROMPT_TOKENS = 200  # a caption prompt's token budget with its template (generation.tasks.MAX_PROMPT_TOKENS)
-EDIT_TEXT_TOKENS = 160  # editing template + instruction (<= 90 tokens, generation.tasks.MAX_INSTRUCTION_TOKENS)
+VQ_DECODE_CHUNK = 4  # images decoded at once (see generation.facade.Janus.decode_codes)
+PROMPT_TOKENS = defaults.MAX_PROMPT_TOKENS  # a caption prompt's token budget with its template
+EDIT_TEXT_TOKENS = 160  # editing template + instruction (<= defaults.MAX_INSTRUCTION_TOKENS = 90)
 TASKS = ("text_to_image", "best_of_n", "generate", "regenerate", "judge", "edit")
 
 
