@@ -17,6 +17,7 @@ from . import defaults
 from .errors import JanusR1Error
 from .generation import tasks
 from .generation.decode import NO_HOOKS, Hooks
+from .generation.introspect import introspect
 from .generation.sampling import Sampling
 from .generation.trace import Judgement, SampleResult
 from .model.vocabulary import Vocabulary
@@ -132,7 +133,7 @@ class JanusR1:
         """The paper's introspective text-to-image: generate, judge, regenerate on "No", up to ``max_rounds``.
         ``final="last"`` returns the paper's image (the accepted one, else the last drawn); ``"best"`` the
         attempt with the highest S (ties to the later)."""
-        return tasks.introspect(
+        return introspect(
             self.janus, prompts, num_images=_plain(num_images), max_rounds=_plain(max_rounds), cfg=_plain(cfg),
             image_sampling=_image_sampling(temperature, top_k, top_p, image_sampling),
             text_sampling=_text_sampling(text_top_k, text_sampling),
@@ -171,7 +172,7 @@ class JanusR1:
         conditioned on the image and the critique. ``max_rounds`` counts the input image as round 1."""
         if images is None:  # never fall back to drawing from scratch: that is generate()
             tasks.load_images(images)
-        return tasks.introspect(
+        return introspect(
             self.janus, prompts, max_rounds=_plain(max_rounds), cfg=_plain(cfg),
             image_sampling=_image_sampling(temperature, top_k, top_p, image_sampling),
             text_sampling=_text_sampling(text_top_k, text_sampling),

@@ -33,7 +33,7 @@ def test_context_budget_bounds_the_longest_introspective_context(micro, force_ve
         seen.append(ctx.embeds.shape[1] + micro.num_image_tokens)
         return real(model, ctx, *a, **k)
 
-    monkeypatch.setattr("janus_r1.generation.phases.decode_image", spy)
+    monkeypatch.setattr("janus_r1.generation.introspect.decode_image", spy)
     with force_verdict("No"):
         micro.generate("a red cat", max_rounds=3, max_reflection=12, seed=0)
     prompt_tokens = len(micro.janus.prompt_ids("a red cat"))

@@ -13,7 +13,7 @@ import torch
 
 from janus_r1 import JanusR1Error
 from janus_r1.generation import decode, tasks
-from janus_r1.generation import phases as decode_phases
+from janus_r1.generation import introspect as decode_phases
 from janus_r1.generation.sampling import filter_top_k
 from janus_r1.training import grpo as G
 from janus_r1.training import rewards as R

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from janus_r1.generation import phases as decode_phases
+from janus_r1.generation import introspect as decode_phases
 from janus_r1.generation import tasks
 from janus_r1.generation.context import Embeds, Text, build
 from janus_r1.training import data as D

@@ -177,3 +177,14 @@ def choose_final(attempts, rule: str) -> int:
         if scored:
             return max(scored)[1]
     return len(attempts) - 1
+
+
+def pair(prompts: list[str], items: list, what: str) -> tuple[list[str], list]:
+    """Broadcast one prompt over many images (or one image over many prompts)."""
+    if len(prompts) == 1 and len(items) > 1:
+        prompts = prompts * len(items)
+    if len(items) == 1 and len(prompts) > 1:
+        items = items * len(prompts)
+    if len(prompts) != len(items):
+        raise JanusR1Error(f"got {len(items)} {what} but {len(prompts)} prompts; give one prompt or one per image.")
+    return prompts, items

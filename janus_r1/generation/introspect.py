@@ -1,4 +1,5 @@
-"""The introspective loop (spec §2.4/§2.5) as a per-sample rollout: generate -> judge -> regenerate.
+"""The introspective loop (spec §2.4/§2.5) as a per-sample rollout: generate -> judge -> regenerate, and the two
+decode phases every task is made of (:func:`draw` image codes, :func:`judge_rows` images), which ``tasks`` reuses.
 
 Every sample carries one :class:`_Sample` (its result so far, its prompt, its two histories); a round judges the
 latest image of every open sample in one batch and draws the next image for the samples judged "No" in another.
@@ -29,14 +30,52 @@ from .checks import (
     check_prompts,
     choose_final,
     load_images,
+    pair,
     resolve_seed,
 )
-from .decode import NO_HOOKS, Hooks
+from .context import Piece, build, cfg_rows
+from .decode import NO_HOOKS, Hooks, decode_image, decode_text
 from .facade import Janus
-from .phases import draw, judge_rows, pair
 from .sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling, make_generator
 from .templates import History, critique_judgement, judge_context, regen_context
 from .trace import Attempt, Judgement, SampleResult
+
+
+def draw(j: Janus, rows: list[list[Piece]], cfg: float, sampling: Sampling, gen, hooks: Hooks) -> torch.Tensor:
+    """Image codes (B, N) for generation contexts, each row with its CFG twin."""
+    ctx = build(cfg_rows(rows, j.vocab.ids.pad), j.model.get_input_embeddings(), j.vocab.ids.pad)
+    return decode_image(j.model, ctx, j.num_image_tokens, cfg, sampling, gen, hooks, j.runner)
+
+
+def judge_rows(
+    j: Janus,
+    rows: list[list[Piece]],
+    sampling: Sampling,
+    max_reflection: int,
+    gen,
+    hooks: Hooks,
+    force: str | None = None,
+) -> list[Judgement]:
+    """Run the self-evaluation phase on prepared understanding contexts (each ending in SELF_CHECK)."""
+    ids = j.vocab.ids
+    ctx = build(rows, j.model.get_input_embeddings(), ids.pad)
+    forced = [ids.yes, ids.no] if force is None else [ids.yes if force == "Yes" else ids.no]
+    out = decode_text(j.model, ctx, max_reflection, sampling, gen, ids.eos, ids.pad, forced, hooks, j.runner)
+    pair_logits = out.first_logits[:, [ids.yes, ids.no]]
+    scores = torch.softmax(pair_logits, dim=-1)[:, 0].tolist()
+    result = []
+    for r in range(len(rows)):
+        toks, bits = out.ids[r].tolist(), out.mask[r].tolist()
+        if ids.eos in toks:  # keep through the row's own EOS (attention 0), drop the trailing PADs
+            cut = toks.index(ids.eos) + 1
+            toks, bits = toks[:cut], bits[:cut]
+        if toks:
+            verdict = "Yes" if toks[0] == ids.yes else "No"
+        else:  # score-only: no token sampled, the verdict is the more probable answer
+            verdict = "Yes" if scores[r] >= 0.5 else "No"
+        text = j.vocab.decode(toks) if toks else verdict
+        result.append(Judgement(verdict, float(scores[r]), text, toks, bits))
+    return result
 
 
 @dataclass

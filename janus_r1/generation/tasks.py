@@ -14,11 +14,19 @@ from __future__ import annotations
 from .. import defaults
 from ..errors import JanusR1Error
 from . import vq  # noqa: F401  (tests/test_generation.py reads tasks.vq)
-from .checks import check_cfg, check_hooks, check_int, check_prompts, check_seed, load_images, resolve_seed
+from .checks import (
+    check_cfg,
+    check_hooks,
+    check_int,
+    check_prompts,
+    check_seed,
+    load_images,
+    pair,
+    resolve_seed,
+)
 from .decode import NO_HOOKS, Hooks
 from .facade import Janus
-from .introspect import introspect
-from .phases import draw, judge_rows, pair
+from .introspect import draw, introspect, judge_rows
 from .sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling, make_generator
 from .templates import critique_judgement, edit_row, judge_context, regen_context
 from .trace import Attempt, Judgement, SampleResult
