@@ -5,8 +5,9 @@
   same logits.
 * :func:`edit` -- §2.6.
 
-The introspective generate -> judge -> regenerate loop (§2.4/§2.5) is :mod:`.introspect`; it is re-exported here so
-``tasks`` stays the one place the API calls.
+The introspective generate -> judge -> regenerate loop (§2.4/§2.5) is :mod:`.introspect`, whose two phases
+(:func:`draw`, :func:`judge_rows`) these tasks reuse; it is re-exported here for callers of ``tasks.introspect``
+(GRPO's rollouts, the tests).
 """
 
 from __future__ import annotations
