@@ -22,21 +22,16 @@ import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from device_figures import build  # bench/ is on sys.path when a bench script runs; janus_r1 is pip-installed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from device_figures import build  # noqa: E402
-
-from janus_r1.training import grpo as G  # noqa: E402
-from janus_r1.training import sft as S  # noqa: E402
-from janus_r1.training import trainer as T  # noqa: E402
-from janus_r1.training.config import GRPOConfig  # noqa: E402
-from janus_r1.training.rewards import CallableJudge  # noqa: E402
+from janus_r1.training import grpo as G
+from janus_r1.training import sft as S
+from janus_r1.training import trainer as T
+from janus_r1.training.config import GRPOConfig
+from janus_r1.training.rewards import CallableJudge
 
 
 def _sync(device) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from .. import defaults
 from ..errors import JanusR1Error
-from . import vq  # noqa: F401  (tests/test_generation.py reads tasks.vq)
 from .checks import (
     check_cfg,
     check_hooks,
@@ -31,9 +30,6 @@ from .introspect import draw, introspect, judge_rows
 from .sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling, make_generator
 from .templates import critique_judgement, edit_row, judge_context, regen_context
 from .trace import Attempt, Judgement, SampleResult
-
-# the private names tests/test_generation.py reaches for (kept as aliases of the public recipes)
-_judge_context, _regen_context, _critique_judgement = judge_context, regen_context, critique_judgement
 
 
 def text_to_image(

@@ -20,6 +20,7 @@ import torch
 from ..errors import JanusR1Error
 from . import sft as S
 from .data import open_image
+from .seeds import derive_seed
 
 MAX_REDRAWS = 64  # per sample: more bad images than this in a row means the data set is broken, not a few files
 
@@ -76,7 +77,6 @@ class SFTSteps(torch.utils.data.Dataset):
                            "--image-root")
 
     def __getitem__(self, step: int) -> list[MicroBatch]:
-        from .trainer import derive_seed
 
         c, out = self.cfg, []
         for m in range(c.grad_accum):

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPException
 
 from ..errors import JanusR1Error
-from .rewards import QuestionJudge
+from .judges import QuestionJudge
 
 IMAGE_SLOT = "<image>"
 

@@ -38,12 +38,11 @@ from .policy import (  # noqa: F401  (re-exported: tests, bench)
     set_train,
 )
 from .schedules import GRPOSchedule, SFTSchedule
+from .seeds import derive_seed
 
 logger = logging.getLogger("janus_r1.training")
 
 
-def derive_seed(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 2
 
 
 class Run:

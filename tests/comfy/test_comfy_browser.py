@@ -4,7 +4,7 @@ no missing node types, the pack's JS extension loads, and a queued CoT workflow 
 Browser: Debian's ``chromium`` (``apt-get install chromium``; ``$JANUS_R1_CHROMIUM`` overrides the path) driven
 by the Python ``playwright`` package with that executable (installed with ``PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1``;
 ``playwright install`` is never run). Without them the tests skip; under CI (``CI`` set) they fail.
-``tests/comfy/make_screenshots.py`` uses the same helpers to draw the workflow thumbnails and the README screenshot.
+``tools/comfy/make_screenshots.py`` uses the same helpers to draw the workflow thumbnails and the README screenshot.
 """
 
 from __future__ import annotations

@@ -85,9 +85,13 @@ def server(tmp_path_factory):
     d = build_tiny_vlm(tmp_path_factory.mktemp("vlm"))
     _Handler.vlm = (AutoModelForImageTextToText.from_pretrained(d).eval(), AutoProcessor.from_pretrained(d))
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    # Handler threads are joined on close: a daemon thread still inside torch when the interpreter exits (a "slow"
+    # request the client gave up on) aborts the process ("terminate called without an active exception").
+    srv.daemon_threads, srv.block_on_close = False, True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_port}/v1"
     srv.shutdown()
+    srv.server_close()
 
 
 @pytest.fixture(autouse=True)

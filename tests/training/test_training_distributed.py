@@ -18,7 +18,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from janus_r1.training.toy import write_toy_prompts, write_toy_t2i  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SFT_RECIPE = {"warmup_steps": 1, "lr": 1e-3, "batch_size": 2, "save_every": 1}
 GRPO_RECIPE = {"group_size": 2, "max_rounds": 2, "max_reflection": 4, "warmup_steps": 1, "convert_steps": 2,
                "lr": 1e-3, "convert_lr": 5e-4, "min_lr": 1e-4, "save_every": 1, "inner_iterations": 2}

@@ -49,7 +49,7 @@ def test_generate_writes_pngs_and_trace(tiny_dir, tmp_path, capsys):
             assert a["reflection"].startswith(a["verdict"])
             files.add(a["file"])
             assert Image.open(out / a["file"]).size == (64, 64)
-        sheet = Image.open(out / f"{n:03d}_sheet.png")  # every attempt side by side (tests/test_sheet.py)
+        sheet = Image.open(out / f"{n:03d}_sheet.png")  # every attempt side by side (tests/generation/test_sheet.py)
         assert sheet.width == len(s["attempts"]) * 256 + (len(s["attempts"]) + 1) * MARGIN
         files.add(f"{n:03d}_sheet.png")
     assert files == {p.name for p in out.glob("*.png")}

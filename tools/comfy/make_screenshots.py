@@ -2,7 +2,7 @@
 in ComfyUI's real web frontend: the real server with the tiny random model, headless Chromium, the same helpers as
 ``test_comfy_browser.py``. Not a test; run it after changing a workflow or a node's widgets:
 
-    python tests/comfy/make_screenshots.py [NAME ...]      (default: every workflow and the README screenshot)
+    python tools/comfy/make_screenshots.py [NAME ...]      (default: every workflow and the README screenshot)
 
 Needs what the ComfyUI tests need (tests/comfy/setup_comfy.sh) plus Debian's chromium and the playwright package.
 The README screenshot shows the CoT workflow after a run; with the tiny random model its pictures are noise and
@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[2]
+HERE = REPO / "tests" / "comfy"  # the browser test's helpers, which this generator reuses
 sys.path.insert(0, str(HERE))
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))

@@ -11,8 +11,8 @@ from janus_r1.training import data as D
 from janus_r1.training import loader as L
 from janus_r1.training import sft as S
 from janus_r1.training.config import SFTConfig
+from janus_r1.training.seeds import derive_seed
 from janus_r1.training.toy import write_toy_t2i
-from janus_r1.training.trainer import derive_seed
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Write ``workflows/*.json`` (ComfyUI UI format, version 0.4) from a compact description and an /object_info dump.
 
 Not a test. Run it after changing a node's inputs, then re-run the tests (they convert, validate and execute every
-workflow):  python tests/comfy/make_workflows.py OBJECT_INFO.json
+workflow):  python tools/comfy/make_workflows.py OBJECT_INFO.json
 (dump /object_info from a ComfyUI with this pack, e.g. the test server: ``curl 127.0.0.1:PORT/object_info``).
 """
 

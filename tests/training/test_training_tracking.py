@@ -17,7 +17,7 @@ from janus_r1 import JanusR1Error
 from janus_r1.training import tracking as TR
 from janus_r1.training.evaluation import Evaluator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tb_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:

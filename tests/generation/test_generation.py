@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from janus_r1 import Cancelled, Hooks, JanusR1Error
 from janus_r1.generation import decode as D
 from janus_r1.generation import images as I
-from janus_r1.generation import tasks
+from janus_r1.generation import tasks, templates, vq
 from janus_r1.generation.context import Embeds, Text, build, cfg_rows
 from janus_r1.generation.sampling import Sampling, filter_top_k, sample
 from janus_r1.model.vocabulary import t2i_prompt
@@ -184,7 +184,7 @@ def test_after_eos_rows_emit_pad_with_attention_zero(micro):
     """Row 0 is forced to EOS at step 2; row 1 keeps going: PAD and mask 0 after row 0's EOS."""
     j, v = micro.janus, micro.vocab
     und = j.embed_und([I.to_pil(torch.zeros(1, 3, 64, 64))[0]] * 2)
-    rows = [tasks._judge_context(j, j.prompt_ids(p), [], und[i]) for i, p in enumerate(PROMPTS)]
+    rows = [templates.judge_context(j, j.prompt_ids(p), [], und[i]) for i, p in enumerate(PROMPTS)]
     ctx = build(rows, micro.model.get_input_embeddings(), v.ids.pad)
     calls = {"n": 0}
 
@@ -248,11 +248,11 @@ def test_mixed_verdicts_only_no_rows_get_new_images(micro):
 
 def test_regeneration_context_masks_reflection_eos_and_keeps_trigger(micro):
     j, v = micro.janus, micro.vocab
-    jd = tasks._critique_judgement(j, "the cat is green")
+    jd = templates.critique_judgement(j, "the cat is green")
     assert jd.ids[-1] == v.ids.eos and jd.mask[-1] == 0 and jd.reflection.startswith("No, ")
     gen = j.embed_gen(torch.zeros(1, micro.num_image_tokens, dtype=torch.long))[0]
     ids = j.prompt_ids("a red cat")
-    row = tasks._regen_context(j, ids, [(gen, jd)])
+    row = templates.regen_context(j, ids, [(gen, jd)])
     ctx = build(cfg_rows([row], v.ids.pad), micro.model.get_input_embeddings(), v.ids.pad)
     n_prompt, n_img = len(ids), micro.num_image_tokens
     refl_start = n_prompt + n_img + len(v.self_check_ids)
@@ -309,7 +309,7 @@ def test_edit_returns_input_and_output_with_paper_cfg(micro):
 def test_vq_encode_is_l2_nearest_neighbour(micro):
     vqm = micro.model.model.vqmodel
     pixels = torch.rand(2, 3, 64, 64) * 2 - 1
-    codes = tasks.vq.encode(vqm, pixels)
+    codes = vq.encode(vqm, pixels)
     with torch.no_grad():
         z = vqm.quant_conv(vqm.encoder(pixels)).permute(0, 2, 3, 1).reshape(-1, 8)
     zn, book = F.normalize(z, dim=-1), F.normalize(vqm.quantize.embedding.weight, dim=-1)
