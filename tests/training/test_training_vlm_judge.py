@@ -29,14 +29,27 @@ def build_tiny_vlm(d):
     except ImportError:
         from transformers import JanusImageProcessor as JanusImageProcessorPil
 
-    model, tok = build_tiny_model("micro", seed=5)
-    tok = PreTrainedTokenizerFast(
+    import inspect
+
+    # transformers 4.5x's JanusProcessor hard-codes 576 image tokens: there the judge is the tiny model of the real
+    # 576-token geometry (384 px), elsewhere the micro one (16 tokens, 64 px).
+    legacy = "num_image_tokens" not in inspect.signature(JanusProcessor.__init__).parameters
+    model, tok = build_tiny_model("real" if legacy else "micro", seed=5)
+    size, n = model.config.vision_config.image_size, model.config.vision_config.num_image_tokens
+    images = JanusImageProcessorPil(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    kw = dict(
         tokenizer_object=tok.backend_tokenizer, bos_token=V.BOS, eos_token=V.EOS, pad_token=V.PAD,
         padding_side="left",
         extra_special_tokens={"image_token": V.IMAGE_PLACEHOLDER, "boi_token": V.BOI, "eoi_token": V.EOI},
     )
-    images = JanusImageProcessorPil(size={"height": 64, "width": 64}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    proc = JanusProcessor(image_processor=images, tokenizer=tok, chat_template=TEMPLATE, num_image_tokens=16)
+    if legacy:  # and insists on the LLaMA tokenizer class
+        from transformers import LlamaTokenizerFast
+
+        proc = JanusProcessor(image_processor=images, tokenizer=LlamaTokenizerFast(**kw, add_bos_token=False),
+                              chat_template=TEMPLATE)
+    else:
+        proc = JanusProcessor(image_processor=images, tokenizer=PreTrainedTokenizerFast(**kw),
+                              chat_template=TEMPLATE, num_image_tokens=n)
     model.save_pretrained(d)
     proc.save_pretrained(d)
     return d
@@ -58,7 +71,8 @@ def test_vlm_reward_is_p_yes_over_p_yes_plus_no_of_the_first_answer_token(vlm_di
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}], add_generation_prompt=True
     )
     inputs = judge.processor(images=[img], text=text, return_tensors="pt")
-    assert int((inputs["input_ids"] == judge.processor.tokenizer.convert_tokens_to_ids(V.IMAGE_PLACEHOLDER)).sum()) == 16
+    n_image = judge.model.config.vision_config.num_image_tokens  # 16, or 576 on transformers 4.5x (see above)
+    assert int((inputs["input_ids"] == judge.processor.tokenizer.convert_tokens_to_ids(V.IMAGE_PLACEHOLDER)).sum()) == n_image
     with torch.no_grad():
         probs = torch.softmax(judge.model(**inputs).logits[0, -1].float(), -1)
     p_yes, p_no = probs[judge.yes].sum(), probs[judge.no].sum()
