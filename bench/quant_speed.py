@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import time
 
 import torch
+from device_figures import timed  # bench/ is on sys.path when a bench script runs
 from torch import nn
 
 from janus_r1.generation.context import build as build_ctx
@@ -33,23 +33,6 @@ PROMPT = "a photo of two green apples and a yellow banana on a wooden table"
 SHAPES_7B = [(4096, 4096)] * 4 + [(11008, 4096)] * 2 + [(4096, 11008)]  # (out, in) of one LLaMA-7B layer
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_of(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def decoder_bytes(model: nn.Module) -> int:
     layers = model.model.language_model.layers
     return sum(t.numel() * t.element_size() for t in [*layers.parameters(), *layers.buffers()])
@@ -64,7 +47,7 @@ def ms_per_step(j: Janus, device: torch.device, repeats: int, short: int = 8, lo
         ctx = build_ctx(rows, j.model.get_input_embeddings(), j.vocab.ids.pad)
         decode_image(j.model, ctx, n, 5.0, sampling, torch.Generator(device=device).manual_seed(0))
 
-    return (best_of(lambda: run(long), device, repeats) - best_of(lambda: run(short), device, repeats)) \
+    return (timed(lambda: run(long), device, repeats) - timed(lambda: run(short), device, repeats)) \
         * 1e3 / (long - short)
 
 
@@ -79,7 +62,7 @@ def layer_7b(device: torch.device, repeats: int) -> dict:
         bf16.append(lin)
         q.append(Int4Linear.from_linear(lin, device))
     x = {k: torch.randn(2, k, device=device, generator=gen).bfloat16() for _, k in SHAPES_7B}
-    times = {name: best_of(lambda mods=mods: [m(x[m.in_features]) for m in mods], device, repeats) * 1e3
+    times = {name: timed(lambda mods=mods: [m(x[m.in_features]) for m in mods], device, repeats) * 1e3
              for name, mods in (("bf16", bf16), ("int4", q))}
     return {"layer7b_ms_bf16": round(times["bf16"], 3), "layer7b_ms_int4": round(times["int4"], 3),
             "layer7b_int4_over_bf16": round(times["int4"] / times["bf16"], 3), "layer7b_kernel": q[0].kernel}

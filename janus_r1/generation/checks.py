@@ -168,17 +168,6 @@ def load_images(images, name: str = "images") -> list[Image.Image]:
     return out
 
 
-def choose_final(attempts, rule: str) -> int:
-    """Index of the attempt a sample returns. ``last``: the paper's rule (the accepted image, or the last drawn).
-    ``best``: the highest S among judged attempts, ties to the later one; unscored attempts (caller critiques,
-    an unjudged last image) are candidates only when no attempt has a score."""
-    if rule == "best":
-        scored = [(a.score, i) for i, a in enumerate(attempts) if a.score is not None]
-        if scored:
-            return max(scored)[1]
-    return len(attempts) - 1
-
-
 def pair(prompts: list[str], items: list, what: str) -> tuple[list[str], list]:
     """Broadcast one prompt over many images (or one image over many prompts)."""
     if len(prompts) == 1 and len(items) > 1:

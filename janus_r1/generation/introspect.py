@@ -28,7 +28,6 @@ from .checks import (
     check_hooks,
     check_int,
     check_prompts,
-    choose_final,
     load_images,
     pair,
     resolve_seed,
@@ -38,7 +37,7 @@ from .decode import NO_HOOKS, Hooks, decode_image, decode_text
 from .facade import Janus
 from .sampling import IMAGE_SAMPLING, TEXT_SAMPLING, Sampling, make_generator
 from .templates import History, critique_judgement, judge_context, regen_context
-from .trace import Attempt, Judgement, SampleResult
+from .trace import Attempt, Judgement, SampleResult, choose_final
 
 
 def draw(j: Janus, rows: list[list[Piece]], cfg: float, sampling: Sampling, gen, hooks: Hooks) -> torch.Tensor:

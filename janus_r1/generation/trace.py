@@ -106,3 +106,14 @@ class SampleResult:
             "final_file": self.final_attempt.file,
             "attempts": [a.to_dict() for a in self.attempts],
         }
+
+
+def choose_final(attempts, rule: str) -> int:
+    """Index of the attempt a sample returns. ``last``: the paper's rule (the accepted image, or the last drawn).
+    ``best``: the highest S among judged attempts, ties to the later one; unscored attempts (caller critiques,
+    an unjudged last image) are candidates only when no attempt has a score."""
+    if rule == "best":
+        scored = [(a.score, i) for i, a in enumerate(attempts) if a.score is not None]
+        if scored:
+            return max(scored)[1]
+    return len(attempts) - 1

@@ -7,9 +7,8 @@ import pytest
 from PIL import Image
 
 from janus_r1 import JanusR1Error
-from janus_r1.generation.checks import choose_final
 from janus_r1.generation.sheet import BORDER, CHOSEN, MARGIN, contact_sheet, contact_sheet_grid
-from janus_r1.generation.trace import Attempt, Judgement, SampleResult
+from janus_r1.generation.trace import Attempt, Judgement, SampleResult, choose_final
 
 
 def _attempt(k: int, score: float | None, colour, source: str = "generated") -> Attempt:
