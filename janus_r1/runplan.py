@@ -1,7 +1,8 @@
 """Plan a CLI run against the memory there is: refuse up front what cannot fit, split what fits only in parts.
 
 A run needs (a) on the device, beyond the weights, the KV cache and activations of the samples decoded together
-(:func:`janus_r1.model.memory.estimate`), and (b) in host RAM, every finished image and its PNG until the run's
+(:func:`janus_r1.model.memory.memory_needed`, the estimate the ComfyUI nodes use too), and (b) in host RAM, every
+finished image and its PNG until the run's
 files are written together at the end. (b) is checked for the whole run; (a) decides how many samples go
 through the model at once (a *chunk*).
 
@@ -89,7 +90,7 @@ def plan_chunk(model: torch.nn.Module, samples: int, rounds: int, reflection: in
                avail: Callable[[torch.device | str], int] | None = None, sheets: bool = True) -> int:
     """How many samples to decode together; :class:`JanusR1Error` if even the whole run's results or one sample
     cannot fit. ``rounds`` = images per sample at most (1 for plain text-to-image and editing)."""
-    from .model.memory import estimate
+    from .model.memory import memory_needed
 
     avail = avail or available_bytes
     device = model.get_input_embeddings().weight.device
@@ -99,8 +100,7 @@ def plan_chunk(model: torch.nn.Module, samples: int, rounds: int, reflection: in
     device_free = host_free - host_need if device.type == "cpu" else avail(device)
 
     def need(s: int) -> int:
-        e = estimate(model, samples=s, max_rounds=rounds, max_reflection=reflection, prompt_tokens=prompt_tokens)
-        return e.total - e.weights  # the weights are loaded already
+        return memory_needed(model, "generate", s, rounds, reflection, prompt_tokens)  # beyond the loaded weights
 
     if chunk_size is not None:
         if need(chunk_size) > device_free:

@@ -76,6 +76,8 @@ def run_bytes(model: torch.nn.Module, rows: int, context_tokens: int, new_tokens
     elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
     kv = kv_cache_bytes(model, rows, context_tokens + new_tokens)
     prefill = rows * context_tokens * (4 * text.hidden_size + 2 * text.intermediate_size) * elt
+    if context_tokens <= 4096:  # attention scores, where SDPA falls back to its math kernel (the CPU)
+        prefill += rows * text.num_attention_heads * context_tokens * context_tokens * elt
     logits = rows * text.vocab_size * 4 * 2
     side = int(model.config.vision_config.image_size)
     vq = 3 * model.config.vq_config.base_channels * 4 * side * side * 4 * min(images_out, VQ_DECODE_CHUNK)
@@ -83,25 +85,13 @@ def run_bytes(model: torch.nn.Module, rows: int, context_tokens: int, new_tokens
 
 
 def estimate(model: torch.nn.Module, samples: int = 1, max_rounds: int = 3, max_reflection: int = 256,
-             prompt_tokens: int = 200) -> MemoryEstimate:
-    """Peak memory of generating ``samples`` images at once with up to ``max_rounds`` rounds."""
-    cfg = model.config
-    text = cfg.text_config
-    n_img = int(cfg.vision_config.num_image_tokens)
-    heads = text.num_attention_heads
-    dtype = model.get_input_embeddings().weight.dtype
-    elt = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 2
-    tokens = context_tokens(n_img, max_rounds, max_reflection, prompt_tokens)
-    rows = 2 * samples
-    kv = kv_cache_bytes(model, rows, tokens)
-    # prefill: a few hidden-size and one intermediate-size tensor per token; logits of the last position only
-    prefill = rows * tokens * (4 * text.hidden_size + 2 * text.intermediate_size) * elt
-    prefill += rows * heads * tokens * tokens * elt if tokens <= 4096 else 0  # math-kernel attention scores
-    # VQ decoder at full resolution: ~3 live float32 maps of base_channels x S x S per image in a chunk
-    vq = cfg.vq_config
-    side = int(cfg.vision_config.image_size)
-    vq_peak = min(samples, VQ_DECODE_CHUNK) * 3 * vq.base_channels * side * side * 4
-    return MemoryEstimate(weight_bytes(model), kv, max(prefill, vq_peak) + 256 * 1024**2)
+             prompt_tokens: int = PROMPT_TOKENS) -> MemoryEstimate:
+    """Peak memory of an introspective run of ``samples`` images at once with up to ``max_rounds`` rounds: the
+    weights plus :func:`memory_needed` for ``generate``, with its KV cache shown apart."""
+    n_img = int(model.config.vision_config.num_image_tokens)
+    kv = kv_cache_bytes(model, 2 * samples, context_tokens(n_img, max_rounds, max_reflection, prompt_tokens))
+    need = memory_needed(model, "generate", samples, max_rounds, max_reflection, prompt_tokens)
+    return MemoryEstimate(weight_bytes(model), kv, need - kv)
 
 
 def memory_needed(model: torch.nn.Module, task: str, batch: int = 1, rounds: int = 1, reflection: int = 0,
