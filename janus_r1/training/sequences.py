@@ -1,7 +1,7 @@
 """Teacher-forced sequences on the engine's own contexts, with gradients.
 
 A training row is an engine context (a list of :mod:`janus_r1.generation.context` pieces, built by the same
-functions the inference loop uses: ``Janus.prompt_piece``, ``tasks._judge_context``, ``tasks._regen_context``,
+functions the inference loop uses: ``Janus.prompt_piece``, ``templates.judge_context``, ``templates.regen_context``,
 the editing row) followed by a *target*: image codes (entered through the generation path, predicted by the
 generation head) or text ids (predicted by ``lm_head``). Rows are built with ``context.build`` (left padding), so
 every target ends its row and the positions that predict it are the ``n`` positions before the last one.
