@@ -68,7 +68,7 @@ def setup(args):
 
     acc = SimpleNamespace(autocast=autocast, backward=lambda loss: loss.backward())
     run = SimpleNamespace(acc=acc, j=j, model=model, policy=policy, sync=lambda last: contextlib.nullcontext(),
-                          optimizer_step=optimizer_step)
+                          backward=lambda loss, last: loss.backward(), optimizer_step=optimizer_step)
     return run, ref, device
 
 

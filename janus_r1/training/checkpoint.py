@@ -74,6 +74,16 @@ class Deferred:
         return self.f.get_tensor(self.key)
 
 
+class _Lazy:
+    """``weights[name]`` read from an open safetensors file when asked (one full tensor at a time)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.f.get_tensor(key)
+
+
 def rng_tensors() -> tuple[dict[str, torch.Tensor], list]:
     t = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -82,13 +92,10 @@ def rng_tensors() -> tuple[dict[str, torch.Tensor], list]:
     return t, list(random.getstate()[1])
 
 
-def save_checkpoint(root: Path, step: int, policy, optimizer, scheduler, extra: dict, acc) -> Path:
-    """All ranks call this (the gathers are collective); rank 0 writes the full model/optimizer/state, every rank
-    its RNG state."""
-    from .sharding import is_sharded, model_state, optimizer_state
-
-    gather = is_sharded(policy) or acc.is_main_process  # replicas: only the main process copies its state
-    model_sd, opt_sd = (model_state(policy), optimizer_state(policy, optimizer)) if gather else ({}, {})
+def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler, extra: dict, acc) -> Path:
+    """All ranks call this; rank 0 writes the full model and optimizer ``states`` (``Run.full_state``: full weights,
+    name-keyed optimizer state) and the scheduler, every rank its RNG state."""
+    model_sd, opt_sd = states
     ckdir = root / "checkpoints"
     name = f"step-{step:08d}"
     tmp = ckdir / f".tmp-{name}"
@@ -177,16 +184,21 @@ def load_model_weights(path: Path, model) -> dict:
     return state
 
 
-def load_training_state(path: Path, policy, optimizer, scheduler, rank: int) -> None:
-    """Optimizer (each rank its shard), scheduler and this rank's RNG state, after the model is sharded."""
+def load_training_state(path: Path, policy, optimizer, scheduler, rank: int, zero=None) -> None:
+    """Optimizer (each rank its shard), scheduler and this rank's RNG state, after the model is sharded; under
+    DeepSpeed (``zero``, zero.py) also the exact fp32 master weights."""
     from safetensors import safe_open
 
     from .sharding import load_optimizer_state
 
     state = json.loads((path / "state.json").read_text())
     with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:  # read tensor by tensor
-        deferred = {k: Deferred(f, k) for k in f.keys()}
-        load_optimizer_state(policy, optimizer, optimizer_state(deferred, state["optimizer"]))
+        named = optimizer_state({k: Deferred(f, k) for k in f.keys()}, state["optimizer"])
+        if zero is not None:
+            with safe_open(str(path / "model.safetensors"), framework="pt") as m:
+                zero.load(_Lazy(m), named)
+        else:
+            load_optimizer_state(policy, optimizer, named)
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
     rng_file = path / f"rng-rank{rank}.safetensors"
     if rng_file.is_file():

@@ -23,7 +23,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None)
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
                    help="bf16: fp32 master weights, bf16 compute (the recipes)")
-    p.add_argument("--sharding", choices=["none", "fsdp"], default=None, help="fsdp: FSDP2 across the processes")
+    p.add_argument("--sharding", choices=["none", "fsdp", "zero2", "zero3"], default=None,
+                   help="fsdp: FSDP2 across the processes; zero2 / zero3: DeepSpeed ZeRO (pip install deepspeed)")
     p.add_argument("--resume", default=None, help="auto (default: latest checkpoint in --out) | none | DIR")
 
 

@@ -23,7 +23,7 @@ class Common:
     seed: int = 1024
     dtype: str = "fp32"  # master weights: fp32 (with mixed_precision bf16: bf16 compute) | bf16 (pure bf16, lossy)
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast over the master weights (FSDP: its param_dtype)
-    sharding: str = "none"  # none (one replica per process: DDP, or DeepSpeed from the accelerate config) | fsdp
+    sharding: str = "none"  # none (one replica per process: DDP) | fsdp (FSDP2) | zero2 | zero3 (DeepSpeed)
     gradient_checkpointing: bool = False
     # optimiser (paper Table 5): AdamW (0.9, 0.95), eps 1e-6, wd 0.05, clip 1.0; no decay on biases and norms
     lr: float = 2e-5
@@ -163,10 +163,13 @@ def validate(cfg) -> None:
         bad(f"dtype must be fp32 or bf16 (got {cfg.dtype!r})")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         bad(f"mixed_precision must be no, bf16 or fp16 (got {cfg.mixed_precision!r})")
-    if cfg.sharding not in ("none", "fsdp"):
-        bad(f"sharding must be none or fsdp (got {cfg.sharding!r})")
-    if cfg.sharding == "fsdp" and cfg.mixed_precision == "fp16":
-        bad("sharding fsdp supports mixed_precision no or bf16")
+    if cfg.sharding not in ("none", "fsdp", "zero2", "zero3"):
+        bad(f"sharding must be none, fsdp, zero2 or zero3 (got {cfg.sharding!r})")
+    if cfg.sharding != "none" and cfg.mixed_precision == "fp16":
+        bad(f"sharding {cfg.sharding} supports mixed_precision no or bf16")
+    if cfg.sharding in ("zero2", "zero3") and cfg.dtype != "fp32":
+        bad(f"sharding {cfg.sharding} keeps fp32 master weights: set dtype fp32 (mixed_precision bf16 computes in "
+            "bf16)")
     if cfg.eval_every < 0 or (cfg.eval_every and not cfg.eval_prompts):
         bad("eval_every must be >= 0 and needs eval_prompts (a held-out prompt file)")
     if isinstance(cfg, SFTConfig):

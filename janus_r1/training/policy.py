@@ -55,9 +55,9 @@ def make_accelerator(cfg):
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu,
                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if acc.distributed_type == DistributedType.DEEPSPEED:
-        raise JanusR1Error("DeepSpeed launches are not supported: its checkpoints are pickles (never loaded here) "
-                           "and ZeRO-3 holds no full weights to export; launch with recipes/accelerate_fsdp.yaml "
-                           "and sharding: fsdp (FSDP2)")
+        raise JanusR1Error("accelerate's DeepSpeed plugin would wrap the model a second time: launch with "
+                           "recipes/accelerate_zero2.yaml or accelerate_zero3.yaml (plain processes) and set "
+                           "sharding: zero2 or zero3 in the recipe; the trainer sets DeepSpeed up itself")
     if acc.distributed_type == DistributedType.FSDP:
         raise JanusR1Error("accelerate's FSDP plugin would wrap the model a second time: launch with "
                            "recipes/accelerate_fsdp.yaml (plain processes) and set sharding: fsdp in the recipe")

@@ -138,9 +138,10 @@ def _like(v, p: torch.Tensor):
     return distribute_tensor(v.to(p.device_mesh.device_type), p.device_mesh, p.placements, src_data_rank=None)
 
 
-def plain_model(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """An unsharded copy of ``model``'s architecture holding ``state`` (for ``save_pretrained``)."""
-    if not any(hasattr(p, "device_mesh") for p in model.parameters()):
+def plain_model(model: torch.nn.Module, state: dict[str, torch.Tensor], copy: bool = False) -> torch.nn.Module:
+    """An unsharded copy of ``model``'s architecture holding ``state`` (for ``save_pretrained``); ``model`` itself
+    when it is not sharded, unless ``copy`` (DeepSpeed's module holds bf16 or partitioned weights)."""
+    if not copy and not any(hasattr(p, "device_mesh") for p in model.parameters()):
         return model
     with torch.device("meta"):
         plain = type(model)(model.config)

@@ -118,7 +118,15 @@ def task_losses(losses: list[float], tasks: list[str]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in out.items()}
 
 
-def reward_spread(trajs) -> dict[str, float]:
-    """``reward_std``: the population std of the trajectories' total rewards on this process."""
-    totals = [sum(t.rewards) for t in trajs]
-    return {"reward_std": statistics.pstdev(totals) if totals else float("nan")}
+def reward_spread(trajs, gather=None) -> dict[str, float]:
+    """``reward_std``: the population std of the trajectories' total rewards of the step, over every process
+    (``gather``: accelerate's, collective) -- not the mean of per-process spreads."""
+    totals = [float(sum(t.rewards)) for t in trajs]
+    if gather is None:
+        return {"reward_std": statistics.pstdev(totals) if totals else float("nan")}
+    import torch
+
+    t = torch.tensor(totals, dtype=torch.float64)
+    n, s, q = gather(torch.stack([torch.tensor(float(len(totals)), dtype=torch.float64), t.sum(),
+                                  (t * t).sum()])[None]).sum(0).tolist()
+    return {"reward_std": math.sqrt(max(q / n - (s / n) ** 2, 0.0)) if n else float("nan")}

@@ -32,6 +32,22 @@ def _final(out):
     return load_file(str(out / "final" / "model.safetensors"))
 
 
+def assert_same_steps(sharded, single, label: str) -> dict:
+    """The exported weights of a 2-process run and of a 1-process run of the same steps agree (bf16 tolerance,
+    relative to how far training moved them); returns the 2-process run's weights."""
+    a, b = _final(sharded), _final(single)
+    start = build_tiny_model("micro", seed=0)[0].state_dict()
+    assert a.keys() == b.keys() == start.keys()
+    moved = max((b[k] - start[k]).abs().max().item() for k in b)
+    differ = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"{label}: largest weight change {moved:.3e}, 2-process vs 1-process difference {differ:.3e}")
+    assert moved > 1e-3 and differ < 2e-3 * moved, (moved, differ)
+    for k in a:
+        assert a[k].dtype == start[k].dtype, k
+        assert torch.allclose(a[k], b[k], rtol=4e-3, atol=1e-5), k
+    return a
+
+
 @pytest.mark.parametrize("cmd,recipe,accumulate", CASES)
 def test_two_process_fsdp_matches_one_process_and_resumes_exactly(tmp_path, cmd, recipe, accumulate):
     recipe = {**recipe, "max_steps": 3}
@@ -41,15 +57,7 @@ def test_two_process_fsdp_matches_one_process_and_resumes_exactly(tmp_path, cmd,
     assert json.loads((sharded / "replicas.json").read_text())["sharding"] == "fsdp"
     p = _run(cmd, tmp_path, {**recipe, accumulate: 2}, single)
     assert p.returncode == 0, p.stderr[-3000:]
-    a, b = _final(sharded), _final(single)
-    start = build_tiny_model("micro", seed=0)[0].state_dict()
-    assert a.keys() == b.keys() == start.keys()
-    moved = max((b[k] - start[k]).abs().max().item() for k in b)
-    differ = max((a[k] - b[k]).abs().max().item() for k in a)
-    print(f"{cmd}: largest weight change {moved:.3e}, largest 2-process FSDP vs 1-process difference {differ:.3e}")
-    assert moved > 1e-3 and differ < 2e-3 * moved, (moved, differ)  # same steps, within bf16 tolerance
-    for k in a:
-        assert torch.allclose(a[k], b[k], rtol=4e-3, atol=1e-5), k
+    a = assert_same_steps(sharded, single, f"{cmd} fsdp")
     assert [r["step"] for r in _log(sharded)] == [1, 2, 3]
     for x, y in zip(_log(sharded), _log(single)):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-3, abs=1e-5)

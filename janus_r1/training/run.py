@@ -1,0 +1,198 @@
+"""One training run's machinery, shared by the SFT and GRPO loops (trainer.py): accelerator, policy and its
+sharding (DDP, FSDP2 or DeepSpeed ZeRO), optimizer, schedule, checkpoints, log, evaluation and the export."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import signal
+from pathlib import Path
+
+import torch
+
+from ..generation.tasks import Janus
+from . import checkpoint as ck
+from . import sharding, zero
+from . import tracking as TR
+from .evaluation import Evaluator
+from .policy import Policy, freeze_encoders, load_policy, make_accelerator, make_reference, param_groups
+
+logger = logging.getLogger("janus_r1.training")
+
+
+class Run:
+    """What both loops share: accelerator, model, optimizer, scheduler, checkpoints, log, progress bar."""
+
+    def __init__(self, cfg, schedule, reference: bool = False) -> None:
+        self.cfg = cfg
+        self.stage = type(cfg).__name__[:-6].lower()
+        self.acc = acc = make_accelerator(cfg)
+        self.out = Path(cfg.out)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.model, self.vocab = load_policy(cfg.model, cfg.dtype, acc.device)
+        freeze_encoders(self.model)
+        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
+        # the frozen reference: the initial weights, before the checkpoint's and before the checkpointing hook
+        self.ref = make_reference(cfg, self.model, acc.device) if reference else None
+        self.step = 0
+        if found is not None:
+            ck.check_compatible(found, self.model, self.stage, _jsonable(cfg))
+            self.step = int(ck.load_model_weights(found, self.model)["step"])
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.j = Janus(self.model, self.vocab)
+        self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
+        self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
+        if self.sharded:
+            sharding.shard(self.root, cfg.mixed_precision, acc.device)
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     eps=cfg.eps)
+        self.zero = None  # DeepSpeed ZeRO (zero.py): it wraps the optimizer, the schedule drives its AdamW
+        if cfg.sharding in zero.STAGES:
+            self.zero = zero.Zero(self.root, self.opt, zero.STAGES[cfg.sharding], cfg.mixed_precision,
+                                  cfg.grad_clip, acc.is_main_process)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.zero.base_optimizer if self.zero else self.opt, schedule)
+        if found is not None:
+            ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index, self.zero)
+            self.log_main(f"resumed from {found} at step {self.step}")
+        if self.sharded:
+            self.policy = self.root
+        elif self.zero:
+            self.policy = self.zero  # calls the engine's forward
+        else:
+            self.policy, self.opt = acc.prepare(self.root, self.opt)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.bar = None
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=type(cfg).__name__[:-6].lower(),
+                            disable=os.environ.get("JANUS_R1_NO_PROGRESS") == "1")
+        self.tracker = TR.Tracker(self.out, type(cfg).__name__[:-6].lower(), _jsonable(cfg), self.step,
+                                  cfg.log_with, acc.is_main_process)
+        self.evaluator = Evaluator(cfg.eval_prompts, cfg.eval_every, self.out, cfg.seed, cfg.max_steps)
+        if self.evaluator.items and acc.is_main_process:
+            self.evaluator.write_prompt_file()
+
+    def full_params(self):
+        """Rollouts and evaluation run the engine on the plain modules: a sharded policy gathers its weights."""
+        return self.zero.full_params() if self.zero else sharding.full_params(self.root)
+
+    def log_main(self, msg: str) -> None:
+        if self.acc.is_main_process:
+            logger.warning(msg)
+
+    def sync(self, last: bool):
+        """Gradient all-reduce only on the last micro-batch of an update (DDP); FSDP reduce-scatters every
+        backward so that no rank ever holds full-size gradients."""
+        return contextlib.nullcontext() if last or self.sharded or self.zero else self.acc.no_sync(self.policy)
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """One micro-batch's gradients; ``last`` marks the end of the update (DeepSpeed reduces then)."""
+        if self.zero:
+            self.zero.backward(loss, last)
+        else:
+            self.acc.backward(loss)
+
+    def optimizer_step(self) -> float:
+        if self.zero:
+            return self.zero.step()
+        if self.sharded:
+            norm = sharding.clip_grad_norm(self.trainable, self.cfg.grad_clip)
+        else:
+            norm = self.acc.clip_grad_norm_(self.trainable, self.cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(norm) if norm is not None else float("nan")
+
+    def end_step(self, record: dict) -> None:
+        """Scheduler, log line, progress bar, checkpoint; honours JANUS_R1_KILL_AFTER_STEP (tests)."""
+        record = {"step": self.step + 1, "lr": self.sched.get_last_lr()[0], **record}
+        self.sched.step()
+        self.step += 1
+        if self.evaluator.due(self.step):
+            record.update(self.evaluate())
+        self.tracker.log(record)
+        if self.acc.is_main_process:
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix({k: round(v, 4) for k, v in record.items()
+                                      if isinstance(v, float) and k in ("loss", "reward", "kl", "aha_rate")})
+        last = self.step == self.cfg.max_steps
+        if self.step % self.cfg.save_every == 0 or last:
+            ck.save_checkpoint(self.out, self.step, self.full_state(), self.sched,
+                               {"stage": self.stage, "config": _jsonable(self.cfg)}, self.acc)
+            if self.acc.is_main_process:
+                ck.prune(self.out, self.cfg.keep_checkpoints)
+            if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def full_state(self) -> tuple[dict, dict]:
+        """The full weights and name-keyed optimizer state on the main process (collective when sharded)."""
+        main = self.acc.is_main_process
+        if self.zero:
+            return self.zero.model_state(main), self.zero.optimizer_state(main)
+        if self.sharded or main:  # replicas: only the main process copies its state
+            return sharding.model_state(self.root), sharding.optimizer_state(self.root, self.opt)
+        return {}, {}
+
+    def evaluate(self) -> dict:
+        """The held-out evaluation (evaluation.py) on the current weights, every process its share."""
+        with self.full_params():
+            return self.evaluator.run(self.model, self.vocab, self.step, self.acc.process_index,
+                                      self.acc.num_processes, self.acc.gather)
+
+    def finish(self) -> Path:
+        """Export ``OUT/final`` (the full weights) and ``OUT/replicas.json``: each replica's weight digest, or
+        the digest of the gathered weights of a sharded run."""
+        self.acc.wait_for_everyone()
+        target = self.out / "final"
+        if self.sharded or self.zero:  # collective; the main process gets the full weights
+            state = self.zero.model_state(self.acc.is_main_process) if self.zero else sharding.model_state(self.root)
+            digests = torch.tensor([weights_digest(state) if self.acc.is_main_process else 0])
+            replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes}
+        else:
+            digests = self.acc.gather(torch.tensor([weights_digest(self.model.state_dict())],
+                                                   device=self.acc.device))
+            replicas = {"in_sync": len(set(digests.tolist())) == 1}
+        if self.acc.is_main_process:
+            ck.write_json(self.out / "replicas.json", {"digests": [int(x) for x in digests.tolist()], **replicas})
+            if self.bar is not None:
+                self.bar.close()
+            self.tracker.finish()
+            model = (sharding.plain_model(self.model, state, copy=self.zero is not None)
+                     if self.sharded or self.zero else self.model)
+            ck.export_model(model, self.vocab, target)
+        self.acc.wait_for_everyone()
+        return target
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of ``t``, concatenated, on the CPU (collective)."""
+        return self.acc.gather(t.to(self.acc.device)).cpu()
+
+    def mean_across(self, values: dict) -> dict:
+        """Means over processes (NaN entries ignored)."""
+        keys = sorted(values)
+        t = torch.tensor([[values[k] for k in keys]], dtype=torch.float64, device=self.acc.device)
+        t = self.acc.gather(t)
+        return {k: float(torch.nanmean(t[:, i])) for i, k in enumerate(keys)}
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> int:
+    """A 62-bit digest of every tensor's bytes (equal digests = bit-identical replicas)."""
+    h = hashlib.sha256()
+    for name, p in sorted(state.items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") >> 2
+
+
+def _jsonable(cfg) -> dict:
+    import dataclasses
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}

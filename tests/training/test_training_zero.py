@@ -1,0 +1,81 @@
+"""DeepSpeed ZeRO-2 / ZeRO-3 in real processes (gloo, DeepSpeed's CPU accelerator): a 2-process run exports the
+weights a 1-process run of the same steps exports, a run killed after a checkpoint resumes bit-identically, and
+its checkpoints are the name-keyed safetensors every engine reads (no DeepSpeed pickle is written or loaded).
+
+Set up as in test_training_fsdp.py: the 1-process run (the same engine on a one-member process group) accumulates
+what the two ranks draw; with ``mixed_precision: no`` ZeRO computes in fp32, so the two agree to fp32 round-off.
+The reference is DeepSpeed on one process, not the plain trainer: ZeRO steps AdamW on flat buffers, so a weight
+that got no gradient in a step (the text head during an image-only SFT task) still decays, where torch's AdamW
+skips it (the plain trainer and FSDP2); the losses and gradient norms are the same either way.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+pytest.importorskip("deepspeed")
+
+from safetensors.torch import load_file  # noqa: E402
+from test_training_distributed import _log, _run  # noqa: E402
+from test_training_fsdp import GRPO, SFT, _final, assert_same_steps  # noqa: E402
+
+from janus_r1.model.tiny import build_tiny_model  # noqa: E402
+
+CASES = [("train-sft", SFT, "grad_accum"), ("train-grpo", GRPO, "rollout_batches")]
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+@pytest.mark.parametrize("cmd,recipe,accumulate", CASES)
+def test_two_process_zero_matches_one_process_and_resumes_exactly(tmp_path, cmd, recipe, accumulate, stage):
+    recipe = {**recipe, "max_steps": 3}
+    sharded, single, cut = tmp_path / stage, tmp_path / "single", tmp_path / "cut"
+    p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, sharded, procs=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((sharded / "replicas.json").read_text())["sharding"] == stage
+    assert not list(sharded.rglob("*.pt")) and not list(sharded.rglob("*.bin"))  # nothing pickled
+    p = _run(cmd, tmp_path, {**recipe, accumulate: 2, "sharding": stage}, single)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a = assert_same_steps(sharded, single, f"{cmd} {stage}")
+    assert [r["step"] for r in _log(sharded)] == [1, 2, 3]
+    plain = tmp_path / "plain"
+    assert _run(cmd, tmp_path, {**recipe, accumulate: 2}, plain).returncode == 0
+    for x, y, z in zip(_log(sharded), _log(single), _log(plain)):
+        assert y["loss"] == pytest.approx(z["loss"], rel=1e-5) and y["grad_norm"] == pytest.approx(z["grad_norm"])
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-3, abs=1e-5)
+        assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-3, abs=1e-5)
+    ck = sharded / "checkpoints" / "step-00000003"
+    opt = load_file(str(ck / "optimizer.safetensors"))
+    assert opt and all(torch.isfinite(v).all() for v in opt.values())
+    # killed right after the step-1 checkpoint, resumed on 2 processes: bit-identical to the uninterrupted run
+    p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, cut, procs=2, JANUS_R1_KILL_AFTER_STEP="1")
+    assert p.returncode != 0 and (cut / "checkpoints" / "latest").read_text() == "step-00000001"
+    p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, cut, procs=2)
+    assert p.returncode == 0 and "resumed from" in p.stderr, p.stderr[-3000:]
+    c = _final(cut)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert [r["step"] for r in _log(cut)] == [1, 2, 3]
+    assert [r["loss"] for r in _log(cut)] == [r["loss"] for r in _log(sharded)]
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_bf16_zero_keeps_fp32_masters_and_exact_frozen_weights(tmp_path, stage):
+    """DeepSpeed's bf16 mode rounds the module (frozen SigLIP / VQ included) to bf16: the export still holds the
+    fp32 masters of the trained weights (not bf16-representable after an update) and the exact frozen ones."""
+    out = tmp_path / "run"
+    recipe = {**SFT, "max_steps": 2, "mixed_precision": "bf16", "sharding": stage, "lr": 2e-4}
+    p = _run("train-sft", tmp_path, recipe, out, procs=2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    final, start = _final(out), build_tiny_model("micro", seed=0)[0].state_dict()
+    frozen = [k for k in start if k.startswith(("model.vision_model.", "model.vqmodel."))]
+    assert frozen and all(torch.equal(final[k], start[k]) for k in frozen)
+    trained = [k for k in start if k.startswith("model.language_model.layers.") and k.endswith("proj.weight")]
+    moved = [k for k in trained if not torch.equal(final[k], start[k])]
+    assert len(moved) == len(trained), "every projection of the decoder moved"
+    for k in moved:  # fp32 masters: the update is not rounded to bf16
+        assert final[k].dtype == torch.float32
+        assert not torch.equal(final[k], final[k].to(torch.bfloat16).float()), k
+    assert all(r["loss"] == r["loss"] for r in _log(out))  # finite
