@@ -85,7 +85,8 @@ class _Root(torch.nn.Module):
         self.leaf = _Leaf(policy)
 
     def forward(self, fn, *args, **kwargs):
-        anchor = torch.zeros((), requires_grad=torch.is_grad_enabled())
+        device = next(self.parameters()).device
+        anchor = torch.zeros((), device=device, requires_grad=torch.is_grad_enabled())
         return self.leaf(anchor, fn, *args, **kwargs)  # one tensor: the root, too, is recorded per output
 
 

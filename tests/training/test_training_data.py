@@ -134,6 +134,22 @@ def test_config_precedence_and_unknown_keys(tmp_path):
         load_config(SFTConfig, str(tmp_path / "bad.yaml"))
 
 
+def test_sharding_settings_are_checked_and_a_missing_deepspeed_is_named(tmp_path, monkeypatch):
+    with pytest.raises(JanusR1Error, match="sharding must be none, fsdp, zero2 or zero3"):
+        load_config(SFTConfig, None, {"sharding": "zero1"})
+    with pytest.raises(JanusR1Error, match="sharding zero3 keeps fp32 master weights"):
+        load_config(SFTConfig, None, {"sharding": "zero3", "dtype": "bf16"})
+    with pytest.raises(JanusR1Error, match="sharding zero2 supports mixed_precision no or bf16"):
+        load_config(SFTConfig, None, {"sharding": "zero2", "mixed_precision": "fp16"})
+    import sys
+
+    from janus_r1.training import zero
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if not installed
+    with pytest.raises(JanusR1Error, match=r"needs DeepSpeed: pip install deepspeed .*sharding: fsdp"):
+        zero._deepspeed()
+
+
 def test_shipped_recipes_load():
     from pathlib import Path
 
