@@ -208,7 +208,15 @@ def load_training_state(path: Path, policy, optimizer, scheduler, rank: int, zer
                 zero.load(_Lazy(m), named)
         else:
             load_optimizer_state(policy, optimizer, named)
-    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+    groups = scheduler.optimizer.param_groups
+    scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(groups)})
+    # One schedule drives every group, but engines cut the groups differently (ZeRO-3 sub-groups), and DeepSpeed's
+    # AdamW gets no optimizer state dict that would carry the current rate: set it on every group from the schedule.
+    lr = scheduler.get_last_lr()[0]
+    scheduler.base_lrs = [scheduler.base_lrs[0]] * len(groups)
+    scheduler._last_lr = [lr] * len(groups)
+    for g in groups:
+        g["lr"] = lr
     rng_file = path / f"rng-rank{rank}.safetensors"
     if rng_file.is_file():
         t = load_file(str(rng_file))

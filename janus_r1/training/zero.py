@@ -124,6 +124,7 @@ class Zero:
             b.data = buffers[k].to(b.device)
         self.params = dict(policy.named_parameters())
         self.trainable = [n for n in self.params if n in trainable]
+
     def __call__(self, fn, *args, **kwargs):
         """``fn(model, ...)`` through the engine's forward (``Policy``); under ZeRO-3 a list result is split back
         out of the one tensor the leaf returns."""

@@ -50,9 +50,10 @@ def test_two_process_zero_matches_one_process_and_resumes_exactly(tmp_path, cmd,
     ck = sharded / "checkpoints" / "step-00000003"
     opt = load_file(str(ck / "optimizer.safetensors"))
     assert opt and all(torch.isfinite(v).all() for v in opt.values())
-    # killed right after the step-1 checkpoint, resumed on 2 processes: bit-identical to the uninterrupted run
-    p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, cut, procs=2, JANUS_R1_KILL_AFTER_STEP="1")
-    assert p.returncode != 0 and (cut / "checkpoints" / "latest").read_text() == "step-00000001"
+    # killed right after the step-2 checkpoint (step 3 has another learning rate), resumed on 2 processes:
+    # bit-identical to the uninterrupted run
+    p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, cut, procs=2, JANUS_R1_KILL_AFTER_STEP="2")
+    assert p.returncode != 0 and (cut / "checkpoints" / "latest").read_text() == "step-00000002"
     p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, cut, procs=2)
     assert p.returncode == 0 and "resumed from" in p.stderr, p.stderr[-3000:]
     c = _final(cut)
