@@ -113,8 +113,10 @@ class Zero:
         _one_process_group()
         module = policy
         if stage == 3:
-            from deepspeed.utils import set_z3_leaf_modules
-
+            set_z3_leaf_modules = getattr(deepspeed.utils, "set_z3_leaf_modules", None)
+            if set_z3_leaf_modules is None:
+                raise JanusR1Error(f"DeepSpeed {deepspeed.__version__} has no ZeRO-3 leaf modules (0.14 and newer "
+                                   "do); use sharding: zero2 or fsdp")
             module = _Root(policy)
             set_z3_leaf_modules(module, [_Leaf])
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
@@ -159,7 +161,10 @@ class Zero:
             yield
             return
         deepspeed = _deepspeed()
-        offload = self.optimizer.parameter_offload
+        offload = getattr(self.optimizer, "parameter_offload", None)
+        if not (hasattr(offload, "_remove_module_hooks") and hasattr(offload, "setup_zero_stage3_hooks")):
+            raise JanusR1Error(f"DeepSpeed {deepspeed.__version__}: ZeRO-3 no longer lets zero.py lift its module "
+                               "hooks for rollouts; use sharding: zero2 or fsdp (same checkpoints)")
         with deepspeed.zero.GatheredParameters(list(self.params.values()), modifier_rank=None):
             offload._remove_module_hooks()
             try:
