@@ -25,3 +25,4 @@ ASK_MAX_NEW_TOKENS = 512  # answer tokens at most (DeepSeek's example)
 ASK_TEMPERATURE = 0.0  # 0 = greedy, as DeepSeek's example decodes (do_sample=False)
 ASK_TOP_P = 0.95  # nucleus sampling when temperature > 0
 ASK_TOP_K = 0  # 0 switches top-k off
+ASK_BATCH_SIZE = 8  # CLI: images answered together

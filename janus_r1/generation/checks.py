@@ -150,6 +150,11 @@ def _open(i: int, path: Path, where: str | None = None) -> Image.Image:
         raise JanusR1Error(f"{where}: cannot read {str(path)!r} as an image ({e})") from None
 
 
+def open_image(path, where: str) -> Image.Image:
+    """One image file as RGB; errors name the file and ``where`` it was given (e.g. a CLI option)."""
+    return imgs.to_rgb(_open(0, Path(path), where))
+
+
 def load_images(images, name: str = "images") -> list[Image.Image]:
     """PIL images or paths (``str`` / ``pathlib.Path``), one or a list -> RGB PIL images."""
     what = f"{name} must be a PIL image, a path (str or pathlib.Path) or a list of them"
