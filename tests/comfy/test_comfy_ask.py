@@ -139,3 +139,16 @@ def test_ask_schema_reads_the_engines_defaults(object_info):
     assert (req["temperature"][1]["default"], req["temperature"][1]["min"]) == (defaults.ASK_TEMPERATURE, 0.0)
     assert req["top_p"][1]["default"] == defaults.ASK_TOP_P
     assert not req["seed"][1].get("control_after_generate")  # a greedy answer stays cached between queues
+
+
+@pytest.mark.parametrize("kind", ["two channels", "five dims", "empty batch", "zero width"])
+@pytest.mark.parametrize("socket", ["image", "image_b"])
+def test_bad_image_batch_is_one_clear_error(worker, socket, kind):
+    odd = {"class_type": "JanusR1TestOddImage", "inputs": {"kind": kind}}  # tests/comfy/testing_nodes
+    node = ask("3") if socket == "image" else ask("2", image_b=["3", 0])
+    p = graph(load("janus_r1_example_a.png"), odd, node, preview("4"))
+    res = worker.execute(p)
+    errs = [e[1] for e in res["events"] if e[0] == "execution_error"]
+    assert len(errs) == 1 and errs[0]["node_id"] == "4", errs
+    msg = errs[0]["exception_message"]
+    assert msg.startswith(f"Janus-R1: {socket} must be an IMAGE batch [B, H, W, C]") and "got shape [" in msg, msg
