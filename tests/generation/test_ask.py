@@ -48,10 +48,10 @@ class Oracle:
         kw = dict(tokenizer_object=tok.backend_tokenizer, bos_token=V.BOS, eos_token=V.EOS, pad_token=V.PAD,
                   padding_side="left",
                   extra_special_tokens={"image_token": V.IMAGE_PLACEHOLDER, "boi_token": V.BOI, "eoi_token": V.EOI})
-        if legacy:  # it insists on the LLaMA tokenizer class; the backend's own post-processor adds BOS
+        if legacy:  # it insists on the LLaMA tokenizer class, which writes its own BOS post-processor
             from transformers import LlamaTokenizerFast
 
-            text_tok, extra = LlamaTokenizerFast(**kw, add_bos_token=False), {}
+            text_tok, extra = LlamaTokenizerFast(**kw, add_bos_token=True), {}
         else:
             from transformers import PreTrainedTokenizerFast
 
