@@ -4,17 +4,19 @@
     janus-r1 ask a.png --image-b b.png --question "What changed from the first image to the second?"
 
 Its own module (the parser and the command) so ``cli.py`` stays a table of subcommands. As every command, it checks
-everything before the model loads (one ``error:`` line, exit 2); it writes no files, and prints each batch's
-answers as soon as they are written, so a long list shows its first answers early.
+everything before the model loads (one ``error:`` line, exit 2) and refuses a batch that cannot fit in the free
+memory before it runs; it writes no files, and prints each batch's answers as soon as they are written, so a long
+list shows its first answers early.
 """
 
 from __future__ import annotations
 
 import json
 
-from . import defaults
+from . import defaults, runplan
 from .cli_options import _float_in, _int_in, _model_opts, _positive_int
 from .commands import Progress, _load
+from .errors import JanusR1Error
 from .generation.checks import check_questions, load_images, open_image, resolve_seed
 
 
@@ -48,6 +50,7 @@ def cmd_ask(args) -> int:
     second = None if args.image_b is None else open_image(args.image_b, "--image-b")
     args.seed = resolve_seed(args.seed)
     jr = _load(args)
+    _check_fits(jr, args, min(args.batch_size, len(pics)), 1 if second is None else 2, question)
     prog = Progress(args.quiet)
     for start in range(0, len(pics), args.batch_size):
         answers = jr.ask(pics[start : start + args.batch_size], question, max_new_tokens=args.max_new_tokens,
@@ -62,3 +65,14 @@ def cmd_ask(args) -> int:
                 rec["seed"] = a.seed
             print(json.dumps(rec, ensure_ascii=False), flush=True)
     return 0
+
+
+def _check_fits(jr, args, batch: int, images: int, question: str) -> None:
+    """Refuse a batch whose KV cache and activations cannot fit in the free memory of the model's device, before
+    it runs (the estimate the ComfyUI node hands to ComfyUI)."""
+    need = jr.memory_needed("ask", batch=batch, images=images, max_new_tokens=args.max_new_tokens, question=question)
+    free = runplan.available_bytes(jr.device)
+    if need > free:
+        gib = runplan.GIB
+        raise JanusR1Error(f"--batch-size {batch} needs about {need / gib:.1f} GiB of {jr.device} memory beyond the "
+                           f"weights and {free / gib:.1f} GiB is free; lower --batch-size or --max-new-tokens.")

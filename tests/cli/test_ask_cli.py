@@ -108,3 +108,14 @@ def test_ask_options_read_the_defaults():
     assert (args.question, args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.batch_size,
             args.image_b, args.seed) == (defaults.ASK_QUESTION, defaults.ASK_MAX_NEW_TOKENS, defaults.ASK_TEMPERATURE,
                                          defaults.ASK_TOP_P, defaults.ASK_TOP_K, defaults.ASK_BATCH_SIZE, None, None)
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_it_runs(tiny_dir, pics, capsys, monkeypatch):
+    from janus_r1 import runplan
+
+    monkeypatch.setattr(runplan, "available_bytes", lambda device: 1024)
+    code = cli.main(["ask", *map(str, pics), "--model", str(tiny_dir), "--quiet"])
+    out = capsys.readouterr()
+    assert code == 2 and out.out == ""
+    assert out.err.startswith("error: --batch-size 3 needs about ") and out.err.count("\n") == 1
+    assert "lower --batch-size or --max-new-tokens" in out.err
