@@ -73,6 +73,8 @@ def test_ask_outputs_the_engines_answers_one_per_image(worker, engine, pics):
                          seed=11)
     assert out["8"]["text"] == [x.text for x in sampled]
     assert any(t[0] == "5" for t in res["progress"])  # a progress bar per token
+    streamed = [t[1] for t in res["texts"] if t[0] == "5"]  # the answer streamed while it is written
+    assert streamed and streamed[0].startswith("[answer]")
 
 
 def test_image_b_shows_both_images_with_the_question(worker, engine, pics):
