@@ -3,7 +3,7 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
-const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"]);
+const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Ask"]);
 const WIDGET = "janus_r1_text";
 // the frontend's own streamed-text box (ComfyUI frontend >= 1.2x shows progress_text natively)
 const NATIVE_PREVIEW = "$$node-text-preview";
