@@ -34,12 +34,12 @@ def detect_layout(model_dir: str | Path) -> str:
     """``"deepseek"`` for DeepSeek's multi_modality config.json, ``"transformers"`` for model_type ``janus``."""
     cfg = read_config(Path(model_dir))
     model_type = cfg.get("model_type")
-    if model_type == "multi_modality" or "language_config" in cfg:
+    if model_type == "multi_modality" or (model_type is None and "language_config" in cfg):
         return "deepseek"
     if model_type == "janus":
         return "transformers"
     raise JanusR1Error(
-        f"{Path(model_dir) / 'config.json'} has model_type {model_type!r}; expected 'multi_modality' (DeepSeek "
+        f"{Path(model_dir) / 'config.json'}: field 'model_type' is {model_type!r}; expected 'multi_modality' (DeepSeek "
         "Janus-Pro / Janus-Pro-R1 checkpoints) or 'janus' (transformers' Janus). This is not a Janus model."
     )
 
