@@ -137,7 +137,7 @@ class FakeGraph:
 
     made: list[FakeGraph] = []
 
-    def __init__(self, fn, generator) -> None:
+    def __init__(self, fn, generator, device=None) -> None:
         self.fn, self.replays = fn, 0
         FakeGraph.made.append(self)
 
@@ -171,13 +171,15 @@ def test_captured_steps_replay_to_the_same_tokens(micro, monkeypatch, fake_captu
 def test_capture_failure_falls_back_with_the_same_tokens_and_one_log_line(micro, monkeypatch, caplog):
     expected = _introspect(micro, monkeypatch, "eager")
 
-    def broken(fn, generator):
+    def broken(fn, generator, device=None):
         if generator is not None:  # even a capture that drew from the generator must leave it untouched
             torch.empty(7).exponential_(1, generator=generator)
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(graphs, "can_capture", lambda device: True)
     monkeypatch.setattr(graphs, "capture", broken)
+    monkeypatch.setattr(graphs, "TEXT_EAGER_STEPS", 1)  # let the short judge phase try a capture too
+    monkeypatch.setattr(graphs, "MIN_STEPS_TO_CAPTURE", 1)
     failures = graphs.stats.failures
     with caplog.at_level(logging.WARNING, logger="janus_r1.generation.graphs"):
         assert _introspect(micro, monkeypatch, "graph") == expected
