@@ -97,6 +97,23 @@ def _tokenizer_json_problem(path: Path) -> str | None:
     return None
 
 
+def _keep_add_bos_on_save(tok, add_bos: bool) -> None:
+    """Training exports save ``vocab.tokenizer`` again; transformers 5.x leaves ``add_bos_token`` out of the
+    tokenizer_config.json it writes, and a missing key means "on" here, so it is written back explicitly."""
+    save = tok.save_pretrained
+
+    def save_pretrained(save_directory, *args, **kwargs):
+        out = save(save_directory, *args, **kwargs)
+        path = Path(save_directory) / "tokenizer_config.json"
+        if path.is_file():
+            tc = json.loads(path.read_text(encoding="utf-8"))
+            tc["add_bos_token"] = add_bos
+            path.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return out
+
+    tok.save_pretrained = save_pretrained
+
+
 def load_tokenizer(model_dir: str | Path) -> Vocabulary:
     """The shipped ``tokenizer.json`` as a fast tokenizer, wrapped in a checked :class:`Vocabulary`.
 
@@ -131,7 +148,7 @@ def load_tokenizer(model_dir: str | Path) -> Vocabulary:
         if problem:
             raise JanusR1Error(f"{problem}.") from e
         raise JanusR1Error(f"Cannot load the tokenizer in {d}: {type(e).__name__}: {e}.") from e
-    tok.init_kwargs["add_bos_token"] = add_bos  # kept when the tokenizer is saved again (training exports)
+    _keep_add_bos_on_save(tok, add_bos)
     if pad in tok.get_vocab():
         tok.pad_token = pad
     return Vocabulary(tok, add_bos=add_bos)

@@ -145,3 +145,13 @@ def test_tokenizer_file_that_is_not_json_is_named(tmp_path, name):
     (d / name).write_text("{not json", encoding="utf-8")
     with pytest.raises(JanusR1Error, match=name.replace(".", r"\.")):
         load_tokenizer(d)
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_saved_again_the_tokenizer_keeps_its_bos_setting(tmp_path, add_bos):
+    """Training exports save ``vocab.tokenizer``: the re-saved folder must build the same prompt ids."""
+    vocab = load_tokenizer(write_tokenizer_dir(tmp_path / "a", False, add_bos, "LlamaTokenizerFast"))
+    vocab.tokenizer.save_pretrained(str(tmp_path / "b"))
+    again = load_tokenizer(tmp_path / "b")
+    assert again.add_bos is add_bos
+    assert again.encode_with_bos(t2i_prompt(CAPTIONS[0])) == vocab.encode_with_bos(t2i_prompt(CAPTIONS[0]))
