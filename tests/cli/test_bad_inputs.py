@@ -51,7 +51,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     return {"img": str(img), "corrupt": str(d / "corrupt.png"), "latin1": str(d / "latin1.txt"),
             "prompts": str(d / "prompts.txt"), "dir": str(d / "a_dir"), "file": str(d / "a_file"),
             "tiny": str(tiny), "pickled": str(pickled), "mismatch": str(mism), "missing": str(d / "nope.png"),
-            **_malformed_dirs(tiny, d)}
+            **_malformed_dirs({"deepseek": tiny, "transformers": mism}, d)}
 
 
 MALFORMED = {  # name -> (file, edit of its JSON): a malformed config.json or tokenizer file (issue 15)
@@ -61,18 +61,19 @@ MALFORMED = {  # name -> (file, edit of its JSON): a malformed config.json or to
     "cfg_llm": ("config.json", lambda c: c["language_config"].update(model_type="mistral")),
     "tok_bos": ("tokenizer_config.json", lambda c: c.update(add_bos_token="yes")),
     "tok_json": ("tokenizer.json", lambda c: c.pop("model")),
+    "tf_cfg": ("config.json", lambda c: c["vq_config"].update(num_embeddings="64")),  # transformers layout
 }
 
 
-def _malformed_dirs(tiny: Path, d: Path) -> dict[str, str]:
-    """A copy of the tiny model per MALFORMED entry, with that one file broken."""
+def _malformed_dirs(bases: dict[str, Path], d: Path) -> dict[str, str]:
+    """A copy of a tiny model per MALFORMED entry (``tf_*``: the transformers layout), with that one file broken."""
     import json
     import shutil
 
     out = {}
     for name, (fname, edit) in MALFORMED.items():
         dst = d / name
-        shutil.copytree(tiny, dst)
+        shutil.copytree(bases["transformers" if name.startswith("tf_") else "deepseek"], dst)
         obj = json.loads((dst / fname).read_text(encoding="utf-8"))
         edit(obj)
         (dst / fname).write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
@@ -157,6 +158,7 @@ CLI_CASES = [
     (G[:5] + ["{cfg_llm}", "--quiet"], "cfg_llm/config.json: field 'language_config.model_type' is 'mistral'"),
     (G[:5] + ["{tok_bos}", "--quiet"], "tok_bos/tokenizer_config.json: field 'add_bos_token' must be true or false"),
     (G[:5] + ["{tok_json}", "--quiet"], "tok_json/tokenizer.json: section 'model'"),
+    (G[:5] + ["{tf_cfg}", "--quiet"], "tf_cfg/config.json: field 'vq_config.num_embeddings' must be an integer"),
 ]
 
 
