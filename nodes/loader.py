@@ -199,8 +199,9 @@ class Loader(io.ComfyNode):
                 progress=False,
                 quantize=quantize,
             )
-        except eng.JanusR1Error as e:
-            raise ValueError(f"Janus-R1: cannot load {path}: {e}") from None
+        except eng.JanusR1Error as e:  # one line; a message that names a file in the folder already says where
+            where = "" if str(e).startswith(str(path)) else f"cannot load {path}: "
+            raise ValueError(f"Janus-R1: {where}{e}") from None
         patcher = make_patcher(jr.model)
         return io.NodeOutput(JanusModelHandle(jr=jr, patcher=patcher, name=model, dtype=torch_dtype))
 

@@ -14,18 +14,22 @@ hand-written loop has less per-step overhead.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import Cancelled
+from . import graphs
 from .context import Context
-from .graphs import Stepper
+from .graphs import Pacer, Stepper
 from .runners import StaticRunner, TransformersRunner, cache_keyword
 from .sampling import Sampling, cfg_mix, force_tokens, sample
 
 __all__ = ["RUNNERS", "Hooks", "StepEvent", "TextOut", "cache_keyword", "decode_image", "decode_text"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +53,11 @@ class Hooks:
     def check(self) -> None:
         if self.should_cancel is not None and self.should_cancel():
             raise Cancelled("generation cancelled")
+
+    @property
+    def watching(self) -> bool:
+        """Someone follows the steps (progress, preview, cancel): then the host is paced to the device."""
+        return self.on_step is not None or self.should_cancel is not None
 
 
 NO_HOOKS = Hooks()
@@ -82,6 +91,10 @@ def _runner(model, ctx: Context, max_new: int, runner: str = "auto"):
         return TransformersRunner(model, ctx, max_new), False
     if runner == "auto":
         runner = "graph" if ctx.embeds.device.type == "cuda" else "eager"
+    why = graphs.host_sync_reason(model) if runner == "graph" else None
+    if why:  # a captured graph would be wrong or fail: the eager static step is the next fastest
+        log.info("not capturing CUDA graphs: %s", why)
+        runner = "eager"
     return StaticRunner(model, ctx, max_new, fixed=runner in ("graph", "fixed")), runner == "graph"
 
 
@@ -129,7 +142,8 @@ def decode_image(
         run.set_bits(at, None)
         pick(run.step(model.prepare_embeddings_for_image_generation(pair_rows), at), at + 1)
 
-    step = Stepper(body, run.fixed, graph, device, generator)
+    step = Stepper(body, run.fixed, graph, device, generator, steps=n_tokens - 1)
+    pace = Pacer(device, hooks.watching)
     h = run.prefill()
     try:
         for t in range(n_tokens):
@@ -138,6 +152,7 @@ def decode_image(
                 pick(h, 0)
             else:
                 step(t - 1)
+            pace.tick()
             if hooks.on_step is not None:
                 hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
     finally:
@@ -200,7 +215,9 @@ def decode_text(
         run.set_bits(at, bit)
         pick(model.lm_head(run.step(embed(tok).unsqueeze(1), at)).float(), at + 1)
 
-    step = Stepper(body, run.fixed, graph, device, generator)
+    step = Stepper(body, run.fixed, graph, device, generator, steps=max_new - 1,
+                   eager_steps=graphs.TEXT_EAGER_STEPS)
+    pace = Pacer(device, hooks.watching)
     n = 0
     try:
         for t in range(max_new):
@@ -209,6 +226,7 @@ def decode_text(
                 pick(first if force_first is None else force_tokens(first, force_first), 0)
             else:
                 step(t - 1)
+            pace.tick()
             n = t + 1
             if hooks.on_step is not None:
                 hooks.on_step(StepEvent("text", n, max_new, ids[:, :n]))

@@ -5,25 +5,48 @@ the pace. Replaying a captured graph launches them all at once. The step body ke
 persistent device buffers (the KV cache, the position, the validity bits, the last token, the output columns)
 and advances the position itself, so every replay is the next step.
 
-Rules: the first call runs eagerly (it doubles as the warm-up: lazy cuBLAS handles, workspace allocation); the
-second call captures and replays; later calls replay. Capture is attempted on CUDA only; anywhere else, or after
-any capture error (logged once), the same body runs eagerly -- the same tokens and the same generator state,
-because a capture records kernels without running them and the generator is restored from its snapshot.
-A custom ``torch.Generator`` must be registered with the graph so each replay advances its Philox offset
-exactly as the eager launches would (``CUDAGraph.register_generator_state``, torch >= 2.4); a torch without it
-falls back to eager.
+Rules:
+  * The first ``eager_steps`` calls run eagerly (the first doubles as the warm-up: lazy cuBLAS handles, workspace
+    allocation). Text phases use :data:`TEXT_EAGER_STEPS`, so a judgement that ends after "Yes" + EOS never pays
+    for a capture.
+  * A capture is attempted only while at least :data:`MIN_STEPS_TO_CAPTURE` steps remain: capturing costs about
+    one synchronisation plus one step's host time, and each replay saves most of one step's launch overhead, so a
+    few replays pay it back; below the threshold the phase stays eager.
+  * Capture happens under the model's device (``torch.cuda.device``) on a side stream *of that device*: with the
+    model on ``cuda:1`` a stream of the current device (``cuda:0``) would record nothing while the kernels ran
+    eagerly on ``cuda:1``, and every replay would do nothing. A device counter that the captured body increments
+    proves it: it must read 0 after the capture (nothing ran) and 1 after the first replay (the step ran), else
+    the graph is refused.
+  * Any capture error, or a refused graph, is logged once with its cause and the phase runs eagerly -- the same
+    tokens and the same generator state, because a capture records kernels without running them and the
+    generator is restored from its snapshot.
+  * A custom ``torch.Generator`` is registered with the graph (``CUDAGraph.register_generator_state``, torch 2.4
+    to 2.13) so each replay advances its Philox offset exactly as the eager launches would. torch 2.14 tracks
+    generator state per capture and deprecates the method: a torch without it has nothing to register.
+  * Models whose layers synchronise with the host (bitsandbytes 8-bit, accelerate's offload hooks) are never
+    captured (:func:`host_sync_reason`).
+
+:class:`Pacer` keeps the host a few steps ahead of the device when progress hooks are set, so a progress bar, a
+live preview and Cancel follow the real work instead of a queue of replays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 log = logging.getLogger(__name__)
+
+MIN_STEPS_TO_CAPTURE = 8  # steps left (this one included) below which a capture cannot pay for itself
+TEXT_EAGER_STEPS = 4  # a text phase runs this many steps eagerly first: most judgements end by then
+PACE_STEPS = 6  # with hooks set, the host stays at most this many steps ahead of the device
 
 
 @dataclass
@@ -43,68 +66,144 @@ def can_capture(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def host_sync_reason(model) -> str | None:
+    """Why ``model``'s decoder cannot be captured, or ``None``: layers that read values back to the host or move
+    weights in hooks (bitsandbytes' ``Linear8bitLt`` outlier handling, accelerate's offload hooks) would break
+    a capture or record a graph that is wrong on replay."""
+    if getattr(model, "hf_device_map", None):
+        return "its layers are offloaded (accelerate hooks)"
+    for module in model.model.language_model.modules():
+        if type(module).__name__ == "Linear8bitLt":
+            return "bitsandbytes 8-bit layers synchronise with the host"
+        if getattr(module, "_hf_hook", None) is not None:
+            return "its layers are offloaded (accelerate hooks)"
+    return None
+
+
 def _is_default(generator: torch.Generator) -> bool:
     return any(generator is g for g in torch.cuda.default_generators)
 
 
-def capture(fn: Callable[[], None], generator: torch.Generator | None):
-    """Record ``fn`` into a new ``torch.cuda.CUDAGraph`` (nothing runs); returns an object with ``replay()``."""
-    graph = torch.cuda.CUDAGraph()
-    if generator is not None and not _is_default(generator):
-        register = getattr(graph, "register_generator_state", None)
-        if register is None:
-            raise RuntimeError("this torch cannot register a custom generator with a CUDA graph")
+def register_generator(graph, generator: torch.Generator | None) -> bool:
+    """Register a custom generator with ``graph`` where this torch asks for it; ``False`` when there is nothing
+    to register (no generator, a default one, or a torch that tracks generator state per capture by itself)."""
+    if generator is None or _is_default(generator):
+        return False
+    register = getattr(graph, "register_generator_state", None)
+    if register is None:  # removed after its deprecation in torch 2.14: state is tracked per capture
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         register(generator)
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        fn()
+    return True
+
+
+def capture(fn: Callable[[], None], generator: torch.Generator | None, device: torch.device):
+    """Record ``fn`` into a new ``torch.cuda.CUDAGraph`` on a side stream of ``device`` (nothing runs).
+
+    The stream context is our own, so a body that raises ends the capture and leaves the stream before the
+    original error propagates (``capture_end`` after a failed body raises its own, less useful error: ignored).
+    """
+    graph = torch.cuda.CUDAGraph()
+    register_generator(graph, generator)
+    with torch.cuda.device(device):
+        current = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(current)
+        current.synchronize()
+        with torch.cuda.stream(side):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                fn()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    graph.capture_end()
+                raise
+            graph.capture_end()
+        current.wait_stream(side)
     return graph
 
 
-class GraphedStep:
-    """``fn`` (no arguments, results in persistent buffers) run eagerly once, then captured once and replayed."""
+class GraphRefused(RuntimeError):
+    """The capture succeeded but the graph does not run the step (e.g. recorded on another device's stream)."""
 
-    def __init__(self, fn: Callable[[], None], device: torch.device, generator: torch.Generator | None) -> None:
-        self.fn, self.generator = fn, generator
+
+class GraphedStep:
+    """``fn`` (no arguments, results in persistent buffers) run eagerly ``eager_steps`` times, then captured once
+    -- if enough steps remain -- and replayed."""
+
+    def __init__(self, fn: Callable[[], None], device: torch.device, generator: torch.Generator | None,
+                 eager_steps: int = 1) -> None:
+        self.fn, self.device, self.generator = fn, device, generator
         self.eager = not can_capture(device)
+        self.eager_steps = max(1, eager_steps)
         self.calls = 0
         self.graph = None
+        self.ran = torch.zeros(1, dtype=torch.int32, device=device)  # incremented by the captured body
 
-    def __call__(self) -> None:
+    def _marked(self) -> None:
+        self.fn()
+        self.ran.add_(1)
+
+    def __call__(self, remaining: int = MIN_STEPS_TO_CAPTURE) -> None:
+        """Run one step; ``remaining``: steps left in the phase, this one included."""
         self.calls += 1
-        if self.eager or self.calls == 1:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if self.eager or self.calls <= self.eager_steps:
             self.fn()
             return
-        if self.graph is None and not self._capture():
+        if remaining < MIN_STEPS_TO_CAPTURE:
+            self.eager = True  # fewer steps left than a capture needs to pay off; it only gets worse
             self.fn()
             return
-        self.graph.replay()
+        self._capture_and_replay()
 
-    def _capture(self) -> bool:
+    def _refuse(self, why: str, saved) -> None:
+        if saved is not None:
+            self.generator.set_state(saved)
+        self.eager, self.graph = True, None
+        stats.failures += 1
+        log.warning("CUDA graph capture failed (%s); this phase decodes eagerly", why)
+
+    def _capture_and_replay(self) -> None:
+        """Capture, check, replay once (this call's step); on any failure run the step eagerly instead."""
         saved = self.generator.get_state() if self.generator is not None else None
         start = time.perf_counter()
+        self.ran.zero_()
         try:
-            self.graph = capture(self.fn, self.generator)
+            graph = capture(self._marked, self.generator, self.device)
+            if int(self.ran.item()) != 0:  # the body ran outside the graph: this step is done, the graph is empty
+                self.eager, self.graph = True, None
+                stats.failures += 1
+                log.warning("CUDA graph capture failed (%s); this phase decodes eagerly",
+                            "GraphRefused: the step ran during capture, outside the graph (device mismatch?)")
+                return
+            graph.replay()
+            if int(self.ran.item()) != 1:
+                raise GraphRefused(f"the captured graph is empty: a replay did not run the step on {self.device}")
         except Exception as err:  # any capture failure: the same body, eagerly, from the same state
-            if saved is not None:
-                self.generator.set_state(saved)
-            self.eager, self.graph = True, None
-            stats.failures += 1
-            log.warning("CUDA graph capture failed (%s: %s); this phase decodes eagerly", type(err).__name__, err)
-            return False
+            self._refuse(f"{type(err).__name__}: {err}", saved)
+            self.fn()
+            return
+        self.graph = graph
         stats.captures += 1
         stats.last_capture_s = time.perf_counter() - start
-        return True
 
 
 class Stepper:
     """One decode step ``body(at)``: with an ``int`` step index (eager runners) or, for a fixed-shape runner, a
-    device position that the step advances itself -- captured as a CUDA graph when ``graph`` is true."""
+    device position that the step advances itself -- captured as a CUDA graph when ``graph`` is true.
+    ``steps``: how many steps the phase has at most (decides whether a capture pays)."""
 
     def __init__(self, body: Callable[[int | torch.Tensor], None], fixed: bool, graph: bool,
-                 device: torch.device, generator: torch.Generator | None) -> None:
-        self.body = body
+                 device: torch.device, generator: torch.Generator | None, steps: int = 1 << 30,
+                 eager_steps: int = 1) -> None:
+        self.body, self.steps = body, steps
         self.at = torch.zeros(1, dtype=torch.long, device=device) if fixed else None
-        self.graphed = GraphedStep(self._fixed, device, generator) if fixed and graph else None
+        self.graphed = GraphedStep(self._fixed, device, generator, eager_steps) if fixed and graph else None
 
     def _fixed(self) -> None:
         self.body(self.at)
@@ -119,6 +218,43 @@ class Stepper:
         if self.at is None:
             self.body(t)
         elif self.graphed is not None:
-            self.graphed()
+            self.graphed(self.steps - t)
         else:
             self._fixed()
+
+
+def new_event(device: torch.device):
+    """A CUDA event recorded on ``device``'s current stream (tests patch this to pace on the CPU)."""
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
+
+
+def can_pace(device: torch.device) -> bool:
+    """Whether the host can run ahead of ``device`` at all (CUDA: kernels are queued, not run)."""
+    return device.type == "cuda"
+
+
+class Pacer:
+    """Keeps the host at most ``ahead`` steps in front of the device while someone watches (progress hooks).
+
+    Without it nothing waits per token and the loop queues a whole phase of replays in milliseconds: ComfyUI's
+    progress bar jumps to the end, the live preview appears at the end, Cancel is seen when the phase is over.
+    Each step records an event and waits on the one recorded ``ahead`` steps earlier, which has long finished in
+    steady state, so the device never starves (the cost is one event per step).
+    """
+
+    def __init__(self, device: torch.device, active: bool, ahead: int = PACE_STEPS) -> None:
+        self.device, self.ahead = device, max(1, ahead)
+        self.on = active and can_pace(device)
+        self.pending: deque = deque()
+        self.waited = 0
+
+    def tick(self) -> None:
+        """After a step is queued: record it; wait for the step ``ahead`` steps back."""
+        if not self.on:
+            return
+        self.pending.append(new_event(self.device))
+        if len(self.pending) > self.ahead:
+            self.pending.popleft().synchronize()
+            self.waited += 1

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import JanusR1Error
+from .config_fields import llama_fields, need, section_params
 
 if TYPE_CHECKING:  # transformers is imported lazily so that importing janus_r1 stays cheap
     from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
@@ -51,27 +52,7 @@ _FIXED_VQ = dict(double_latent=False, in_channels=3, out_channels=3, hidden_act=
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _sub(cfg: Mapping, key: str) -> dict:
-    """``cfg[key]["params"]`` with an actionable error when the DeepSeek config lacks it."""
-    sub = cfg.get(key)
-    if not isinstance(sub, Mapping):
-        raise JanusR1Error(
-            f"DeepSeek config.json has no {key!r} section (found keys: {sorted(cfg)}); a Janus-Pro config.json "
-            "has language_config, vision_config, aligner_config, gen_vision_config, gen_aligner_config and "
-            "gen_head_config."
-        )
-    params = sub.get("params", {})
-    if not isinstance(params, Mapping):
-        raise JanusR1Error(
-            f"DeepSeek config.json: {key}.params must be an object, found {type(params).__name__}."
-        )
-    return dict(params)
-
-
-def _need(params: Mapping, section: str, key: str):
-    if key not in params:
-        raise JanusR1Error(f"DeepSeek config.json: {section}.params lacks {key!r} (found: {sorted(params)}).")
-    return params[key]
+_sub, _need = section_params, need
 
 
 def _text_config(cfg: Mapping) -> LlamaConfig:
@@ -80,14 +61,17 @@ def _text_config(cfg: Mapping) -> LlamaConfig:
 
     lang = cfg.get("language_config")
     if not isinstance(lang, Mapping):
-        raise JanusR1Error(
-            "DeepSeek config.json has no 'language_config' object (the LlamaConfig of the LLM)."
-        )
-    lang = dict(lang)
+        raise JanusR1Error("section 'language_config' (the LlamaConfig of the LLM) is missing or not an object.")
+    lang = llama_fields(lang)  # type-checked; _attn_implementation and other bookkeeping keys dropped
     if lang.get("model_type", "llama") != "llama":
         raise JanusR1Error(
-            f"language_config.model_type is {lang['model_type']!r}; only 'llama' is supported."
+            f"field 'language_config.model_type' is {lang['model_type']!r}; only 'llama' is supported."
         )
+    from transformers.activations import ACT2FN
+
+    if lang.get("hidden_act", "silu") not in ACT2FN:
+        raise JanusR1Error(f"field 'language_config.hidden_act' is {lang['hidden_act']!r}, not an activation "
+                           "transformers knows (Janus-Pro uses 'silu').")
     lang["model_type"] = "llama"
     lang["tie_word_embeddings"] = False
     text = LlamaConfig.from_dict(lang)
@@ -192,25 +176,33 @@ def _vq_config(cfg: Mapping, num_patches: int) -> JanusVQVAEConfig:
     )
 
 
-def janus_config_from_deepseek(cfg: dict, image_token_id: int | None) -> JanusConfig:
+def janus_config_from_deepseek(cfg: dict, image_token_id: int | None, source: str = "config.json") -> JanusConfig:
     """Build a transformers ``JanusConfig`` from a DeepSeek ``multi_modality`` config.json dict.
 
     ``tie_word_embeddings`` is forced off at the top level *and* in the text config: Janus-Pro's ``lm_head`` is
     separate, and a tied model would silently overwrite ``embed_tokens`` with ``lm_head`` during a manual
     ``load_state_dict`` (transformers-janus.md §7 item 1). ``image_token_id`` comes from the tokenizer (the 1B and
-    7B ids differ); ``None`` keeps transformers' default.
+    7B ids differ); ``None`` keeps transformers' default. Every error names ``source`` (the file) and the field;
+    only the fields that describe the network are read (see :mod:`.config_fields`), so a config re-serialised by
+    a later transformers (the R1 release: ``_attn_implementation: "flash_attention_2"`` and friends) builds the same
+    model as the original.
     """
     from transformers import JanusConfig
 
     if not isinstance(cfg, Mapping):
-        raise JanusR1Error(f"DeepSeek config must be a JSON object, found {type(cfg).__name__}.")
-    text = _text_config(cfg)
-    vision = _vision_config(cfg)
-    vq = _vq_config(cfg, vision.image_size // vision.patch_size)
-    kwargs: dict = dict(text_config=text, vision_config=vision, vq_config=vq, tie_word_embeddings=False)
-    if image_token_id is not None:
-        kwargs["image_token_id"] = int(image_token_id)
-    out = JanusConfig(**kwargs)
+        raise JanusR1Error(f"{source} must hold a JSON object, found {type(cfg).__name__}.")
+    try:
+        text = _text_config(cfg)
+        vision = _vision_config(cfg)
+        vq = _vq_config(cfg, vision.image_size // vision.patch_size)
+        kwargs: dict = dict(text_config=text, vision_config=vision, vq_config=vq, tie_word_embeddings=False)
+        if image_token_id is not None:
+            kwargs["image_token_id"] = int(image_token_id)
+        out = JanusConfig(**kwargs)
+    except JanusR1Error as e:  # one line naming the file and the field
+        raise JanusR1Error(f"{source}: {e}") from None
+    except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # a value transformers rejects
+        raise JanusR1Error(f"{source}: a value transformers cannot use: {type(e).__name__}: {e}") from None
     out.tie_word_embeddings = False
     out.text_config.tie_word_embeddings = False
     return out

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..errors import JanusR1Error
 from .compat import dtype_kwargs
+from .config_fields import JANUS_FIELDS, check_fields
 from .deepseek_config import janus_config_from_deepseek
 from .deepseek_keys import convert_deepseek_tensor, janus_key_to_deepseek
 from .devices import is_auto, parse_dtype, resolve_device, resolve_dtype
@@ -78,6 +79,30 @@ def params_on_meta() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------------------
 # The two loaders and the entry point
 # --------------------------------------------------------------------------------------------------------------
+
+
+def build_model(config, model_dir: Path) -> JanusForConditionalGeneration:
+    """``JanusForConditionalGeneration(config)``, a value transformers rejects named as config.json's fault."""
+    from transformers import JanusForConditionalGeneration
+
+    try:
+        return JanusForConditionalGeneration(config)
+    except (ValueError, TypeError, KeyError, ImportError, RuntimeError) as e:
+        raise JanusR1Error(
+            f"{model_dir / 'config.json'}: the model it describes cannot be built: {type(e).__name__}: {e}"
+        ) from None
+
+
+def check_janus_config(cfg: dict, path: Path) -> None:
+    """A transformers-layout config.json: each sub-config an object, its geometry fields of the right type."""
+    for section, fields in JANUS_FIELDS.items():
+        sub = cfg.get(section, {})
+        if not isinstance(sub, dict):
+            raise JanusR1Error(f"{path}: section {section!r} must be an object, found {type(sub).__name__}.")
+        try:
+            check_fields(sub, section, fields)
+        except JanusR1Error as e:
+            raise JanusR1Error(f"{path}: {e}") from None
 
 
 def _few(keys, n: int = 8) -> str:
@@ -143,13 +168,12 @@ def _load_deepseek(
     model_dir: Path, cfg: dict, vocab: Vocabulary, dtype: torch.dtype, device: torch.device, progress: bool
 ):
     """Build the model on the meta device, then assign the converted tensors shard by shard (strictly)."""
-    from transformers import JanusForConditionalGeneration
 
-    config = janus_config_from_deepseek(cfg, vocab.ids.image_placeholder)
+    config = janus_config_from_deepseek(cfg, vocab.ids.image_placeholder, source=str(model_dir / "config.json"))
     for c in (config, config.text_config, config.vision_config, config.vq_config):
         c.dtype = dtype  # what from_pretrained records, so both layouts report the same config
     with params_on_meta():
-        model = JanusForConditionalGeneration(config)
+        model = build_model(config, model_dir)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     loaded: set[str] = set()
     unexpected: list[str] = []
@@ -188,6 +212,7 @@ def _load_transformers(model_dir: Path, vocab: Vocabulary, dtype: torch.dtype, p
 
     for path in weight_files(model_dir):
         check_readable(path)
+    check_janus_config(read_config(model_dir), model_dir / "config.json")
     try:
         config = JanusConfig.from_pretrained(str(model_dir))
     except Exception as e:
@@ -227,10 +252,8 @@ def _load_transformers(model_dir: Path, vocab: Vocabulary, dtype: torch.dtype, p
 def _check_shapes(model_dir: Path, config) -> None:
     """Name the first tensor whose shape differs from the model config.json describes (transformers would only
     point at its own load report)."""
-    from transformers import JanusForConditionalGeneration
-
     with params_on_meta():
-        expected = {k: tuple(v.shape) for k, v in JanusForConditionalGeneration(config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in build_model(config, model_dir).state_dict().items()}
     for path in weight_files(model_dir):
         for key, shape in file_shapes(path).items():
             if key in expected and shape != expected[key]:

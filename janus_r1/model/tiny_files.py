@@ -20,6 +20,7 @@ import torch
 from ..errors import JanusR1Error
 from .deepseek_config import deepseek_config_from_janus
 from .deepseek_keys import janus_state_dict_to_deepseek
+from .released_style import released_config, write_released_tokenizer_files
 from .tiny import GEOMETRIES, build_tiny_model
 from .vocabulary import ADDITIONAL_SPECIAL_TOKENS, BOS, EOS, IMAGE_PLACEHOLDER, PAD
 
@@ -148,14 +149,19 @@ def write_tiny(
     shards: int = 1,
     *,
     overwrite: bool = False,
+    released_style: bool = False,
 ) -> Path:
     """Write ``build_tiny_model(geometry, seed)`` as a model directory and return its path.
 
     ``layout="deepseek"`` writes DeepSeek's multi_modality format (what Janus-Pro-R1 ships); ``"transformers"``
     writes transformers' own Janus format. ``shards>1`` splits the weights into ``model-0000i-of-0000n`` files plus
     an index. The directory is assembled next to ``out_dir`` and renamed into place, so an interrupted write leaves
-    nothing behind; an existing ``out_dir`` is only replaced with ``overwrite=True``.
+    nothing behind; an existing ``out_dir`` is only replaced with ``overwrite=True``. ``released_style`` (DeepSeek
+    layout only) writes config.json and the tokenizer files the way the released Janus-Pro-R1-7B folder has them
+    (:mod:`.released_style`): transformers 4.50's re-serialised config, no BOS post-processor, LlamaTokenizerFast.
     """
+    if released_style and layout != "deepseek":
+        raise JanusR1Error("released_style applies to the DeepSeek layout only.")
     if layout not in ("deepseek", "transformers"):
         raise JanusR1Error(f"layout must be 'deepseek' or 'transformers', got {layout!r}.")
     if geometry not in GEOMETRIES:
@@ -177,6 +183,9 @@ def write_tiny(
             _write_json(tmp / "config.json", cfg)
             vision = model.config.vision_config
             _write_deepseek_tokenizer_files(tmp, tokenizer, vision.num_image_tokens, vision.image_size)
+            if released_style:
+                _write_json(tmp / "config.json", released_config(cfg))
+                write_released_tokenizer_files(tmp)
             _write_weights(tmp, janus_state_dict_to_deepseek(model.state_dict()), weights, shards)
         else:
             model.config.save_pretrained(str(tmp))

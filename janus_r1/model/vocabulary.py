@@ -61,10 +61,18 @@ class SpecialIds:
 
 
 class Vocabulary:
-    """A tokenizer plus its checked special ids and the encoders for every prompt piece the engine builds."""
+    """A tokenizer plus its checked special ids and the encoders for every prompt piece the engine builds.
 
-    def __init__(self, tokenizer) -> None:
+    Prompt ids never depend on the tokenizer's post-processor: DeepSeek's ``LlamaTokenizerFast`` (transformers 4.x)
+    inserted BOS itself whatever ``tokenizer.json`` said, so the released ``tokenizer.json`` may lack a BOS
+    template, and on transformers 5.x no class adds it then. Every piece is therefore encoded with
+    ``add_special_tokens=False`` and BOS is prepended here, once, when ``add_bos`` (``add_bos_token`` of
+    ``tokenizer_config.json``, default on as in DeepSeek's processor) says so -- never zero by accident, never two.
+    """
+
+    def __init__(self, tokenizer, add_bos: bool = True) -> None:
         self.tokenizer = tokenizer
+        self.add_bos = bool(add_bos)
         vocab = tokenizer.get_vocab()
         missing = [t for t in (BOS, EOS, PAD, BOI, EOI, IMAGE_PLACEHOLDER) if t not in vocab]
         if missing:
@@ -72,13 +80,11 @@ class Vocabulary:
                 f"The tokenizer lacks the Janus special token(s) {missing}. Use the tokenizer.json shipped with "
                 "the Janus-Pro / Janus-Pro-R1 checkpoint (or one written by `janus-r1 make-tiny`)."
             )
-        with_bos = tokenizer.encode("Yes")
-        if not with_bos or with_bos[0] != vocab[BOS]:
-            raise JanusR1Error(
-                "The tokenizer does not prepend BOS when encoding; Janus prompts need it. Check that "
-                "tokenizer.json has the BOS post-processor of the Janus-Pro tokenizer."
-            )
-        yes, no = with_bos[-1], tokenizer.encode("No")[-1]
+        self._bos = vocab[BOS]
+        yes_ids, no_ids = self.encode_continuation("Yes"), self.encode_continuation("No")
+        if not yes_ids or not no_ids:
+            raise JanusR1Error("The tokenizer encodes 'Yes' or 'No' to nothing; it cannot judge images.")
+        yes, no = yes_ids[-1], no_ids[-1]
         if yes == no:
             raise JanusR1Error("The tokenizer maps 'Yes' and 'No' to the same id; it cannot judge images.")
         for role in (USER, ASSISTANT):
@@ -106,13 +112,16 @@ class Vocabulary:
             raise JanusR1Error("The tokenizer splits the Janus special tokens; it is not a Janus-Pro tokenizer.")
 
     def encode_with_bos(self, text: str) -> list[int]:
-        """Tokenise with special tokens, i.e. ``[BOS] + ids`` as the reference does."""
-        return list(self.tokenizer.encode(text))
+        """A prompt that starts a sequence: ``[BOS] + ids`` (no BOS only if ``add_bos_token`` is false)."""
+        return ([self._bos] if self.add_bos else []) + self.encode_continuation(text)
 
     def encode_continuation(self, text: str) -> list[int]:
-        """Tokenise a continuation string without BOS (the reference encodes with BOS and drops element 0)."""
-        ids = self.encode_with_bos(text)
-        return ids[1:] if ids and ids[0] == self.ids.bos else ids
+        """Tokenise a continuation string without any special token added (the reference encodes with BOS and
+        drops element 0, which is the same ids)."""
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        while ids and ids[0] == self._bos and not text.startswith(BOS):  # a tokenizer that ignores the flag
+            ids = ids[1:]
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

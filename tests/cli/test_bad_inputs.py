@@ -50,7 +50,35 @@ def files(tmp_path_factory) -> dict[str, str]:
     save_file(sd, st, metadata={"format": "pt"})
     return {"img": str(img), "corrupt": str(d / "corrupt.png"), "latin1": str(d / "latin1.txt"),
             "prompts": str(d / "prompts.txt"), "dir": str(d / "a_dir"), "file": str(d / "a_file"),
-            "tiny": str(tiny), "pickled": str(pickled), "mismatch": str(mism), "missing": str(d / "nope.png")}
+            "tiny": str(tiny), "pickled": str(pickled), "mismatch": str(mism), "missing": str(d / "nope.png"),
+            **_malformed_dirs({"deepseek": tiny, "transformers": mism}, d)}
+
+
+MALFORMED = {  # name -> (file, edit of its JSON): a malformed config.json or tokenizer file (issue 15)
+    "cfg_str": ("config.json", lambda c: c["language_config"].update(hidden_size="32")),
+    "cfg_nosec": ("config.json", lambda c: c.pop("gen_head_config")),
+    "cfg_type": ("config.json", lambda c: c.update(model_type="bert", language_config=None)),
+    "cfg_llm": ("config.json", lambda c: c["language_config"].update(model_type="mistral")),
+    "tok_bos": ("tokenizer_config.json", lambda c: c.update(add_bos_token="yes")),
+    "tok_json": ("tokenizer.json", lambda c: c.pop("model")),
+    "tf_cfg": ("config.json", lambda c: c["vq_config"].update(num_embeddings="64")),  # transformers layout
+}
+
+
+def _malformed_dirs(bases: dict[str, Path], d: Path) -> dict[str, str]:
+    """A copy of a tiny model per MALFORMED entry (``tf_*``: the transformers layout), with that one file broken."""
+    import json
+    import shutil
+
+    out = {}
+    for name, (fname, edit) in MALFORMED.items():
+        dst = d / name
+        shutil.copytree(bases["transformers" if name.startswith("tf_") else "deepseek"], dst)
+        obj = json.loads((dst / fname).read_text(encoding="utf-8"))
+        edit(obj)
+        (dst / fname).write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+        out[name] = str(dst)
+    return out
 
 
 def _argv(argv: list[str], files: dict[str, str], out: Path) -> list[str]:
@@ -123,6 +151,14 @@ CLI_CASES = [
      "model.language_model.layers.0.mlp.down_proj.weight has shape [33, 64] but the model built from "
      "config.json expects [32, 64]"),
     (["score", "{img}", "--prompt", CAT, "--model", "{dir}/none"], "does not exist"),
+    # malformed config.json / tokenizer files: the file and the field named (issue 15)
+    (G[:5] + ["{cfg_str}", "--quiet"], "cfg_str/config.json: field 'language_config.hidden_size' must be an integer"),
+    (G[:5] + ["{cfg_nosec}", "--quiet"], "cfg_nosec/config.json: section 'gen_head_config' is missing"),
+    (G[:5] + ["{cfg_type}", "--quiet"], "cfg_type/config.json: field 'model_type' is 'bert'"),
+    (G[:5] + ["{cfg_llm}", "--quiet"], "cfg_llm/config.json: field 'language_config.model_type' is 'mistral'"),
+    (G[:5] + ["{tok_bos}", "--quiet"], "tok_bos/tokenizer_config.json: field 'add_bos_token' must be true or false"),
+    (G[:5] + ["{tok_json}", "--quiet"], "tok_json/tokenizer.json: section 'model'"),
+    (G[:5] + ["{tf_cfg}", "--quiet"], "tf_cfg/config.json: field 'vq_config.num_embeddings' must be an integer"),
 ]
 
 
@@ -232,6 +268,15 @@ def test_api_bad_input(micro, img, call, fragment):
     with pytest.raises(JanusR1Error) as err:
         call(micro, img)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_api_malformed_model_folder_names_the_file(files, name):
+    from janus_r1 import JanusR1
+
+    with pytest.raises(JanusR1Error) as err:
+        JanusR1.from_pretrained(files[name], device="cpu", progress=False)
+    assert f"{name}/{MALFORMED[name][0]}: " in str(err.value) and "\n" not in str(err.value)
 
 
 def test_api_accepts_paths_numpy_scalars_and_no_hooks(micro, img, tmp_path):

@@ -4,6 +4,9 @@ is written."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 from test_comfy_nodes import SAMPLING, cot, graph, save
 
@@ -179,3 +182,28 @@ def test_server_returns_the_node_error_and_writes_nothing(server):
     assert [e["details"] for e in body["node_errors"]["2"]["errors"]] == [
         "prompt - prompt is empty; type what you want."
     ]
+
+
+LOADER_BAD = [  # a malformed config.json or tokenizer file in a model folder (issue 15)
+    ("config.json", lambda c: c["language_config"].update(hidden_size="32"),
+     "field 'language_config.hidden_size' must be an integer"),
+    ("config.json", lambda c: c.update(model_type="bert"), "field 'model_type' is 'bert'"),
+    ("tokenizer_config.json", lambda c: c.update(add_bos_token="yes"), "field 'add_bos_token' must be true or false"),
+]
+
+
+@pytest.mark.parametrize("fname, edit, fragment", LOADER_BAD, ids=["config-type", "model-type", "tokenizer"])
+def test_malformed_model_folder_is_one_clear_loader_error(worker, tiny_model, fname, edit, fragment):
+    name = f"Broken-{fname.split('.')[0]}-{abs(hash(fragment)) % 1000}"
+    dst = worker.base / "models" / "janus" / name
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(tiny_model, dst)
+    obj = json.loads((dst / fname).read_text(encoding="utf-8"))
+    edit(obj)
+    (dst / fname).write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+    p = graph(node("JanusR1TextToImage", prompt="a cat", **PROMPT_NODES["JanusR1TextToImage"]), save("2"))
+    p["1"]["inputs"]["model_name"] = name
+    err = one_error(worker, p)
+    msg = err["exception_message"].strip()
+    assert err["node_id"] == "1" and msg.startswith("Janus-R1: ") and "\n" not in msg, msg
+    assert f"{name}/{fname}: {fragment}" in msg, msg

@@ -137,7 +137,7 @@ class FakeGraph:
 
     made: list[FakeGraph] = []
 
-    def __init__(self, fn, generator) -> None:
+    def __init__(self, fn, generator, device=None) -> None:
         self.fn, self.replays = fn, 0
         FakeGraph.made.append(self)
 
@@ -171,13 +171,15 @@ def test_captured_steps_replay_to_the_same_tokens(micro, monkeypatch, fake_captu
 def test_capture_failure_falls_back_with_the_same_tokens_and_one_log_line(micro, monkeypatch, caplog):
     expected = _introspect(micro, monkeypatch, "eager")
 
-    def broken(fn, generator):
+    def broken(fn, generator, device=None):
         if generator is not None:  # even a capture that drew from the generator must leave it untouched
             torch.empty(7).exponential_(1, generator=generator)
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(graphs, "can_capture", lambda device: True)
     monkeypatch.setattr(graphs, "capture", broken)
+    monkeypatch.setattr(graphs, "TEXT_EAGER_STEPS", 1)  # let the short judge phase try a capture too
+    monkeypatch.setattr(graphs, "MIN_STEPS_TO_CAPTURE", 1)
     failures = graphs.stats.failures
     with caplog.at_level(logging.WARNING, logger="janus_r1.generation.graphs"):
         assert _introspect(micro, monkeypatch, "graph") == expected
@@ -217,5 +219,205 @@ def test_cuda_graph_replay_equals_the_same_step_eager(micro):
             codes = decode_image(model, ctx, micro.num_image_tokens, 5.0, Sampling(top_k=8), gen, runner=runner)
             runs[runner] = (codes.cpu(), gen.get_state())
         assert torch.equal(runs["fixed"][0], runs["graph"][0]) and torch.equal(runs["fixed"][1], runs["graph"][1])
+    finally:
+        micro.model.to("cpu")
+
+
+# --- issue 15: refusal of empty graphs, torch versions, host-syncing layers, when to capture, pacing ------------
+
+class EmptyGraph(FakeGraph):
+    """A capture that recorded nothing: replay does nothing (what a capture on another device's stream gives)."""
+
+    def replay(self) -> None:
+        self.replays += 1
+
+
+class RanDuringCapture(EmptyGraph):
+    """The body's kernels ran at capture time, outside the graph (the cuda:1-under-cuda:0 failure)."""
+
+    def __init__(self, fn, generator, device=None) -> None:
+        super().__init__(fn, generator, device)
+        fn()
+
+
+@pytest.mark.parametrize("graph_cls, cause", [(EmptyGraph, "replay did not run the step"),
+                                              (RanDuringCapture, "ran during capture")])
+def test_empty_graph_is_refused_and_the_phase_decodes_eagerly(micro, monkeypatch, caplog, graph_cls, cause):
+    expected = _introspect(micro, monkeypatch, "eager")
+    FakeGraph.made = []
+    monkeypatch.setattr(graphs, "can_capture", lambda device: True)
+    monkeypatch.setattr(graphs, "capture", graph_cls)
+    failures = graphs.stats.failures
+    with caplog.at_level(logging.WARNING, logger="janus_r1.generation.graphs"):
+        assert _introspect(micro, monkeypatch, "graph") == expected
+    refused = graphs.stats.failures - failures
+    assert refused >= 2 and refused == len(FakeGraph.made)  # every image phase tried once, refused once
+    assert all(g.replays <= 1 for g in FakeGraph.made)  # never replayed after the refusal
+    lines = [r.getMessage() for r in caplog.records if r.name == "janus_r1.generation.graphs"]
+    assert len(lines) == refused and all(cause in m for m in lines), lines
+
+
+class _Graph:
+    def __init__(self, has_method: bool) -> None:
+        self.registered = []
+        if has_method:
+            def register(gen):
+                import warnings
+                warnings.warn("register_generator_state is deprecated", FutureWarning, stacklevel=2)
+                self.registered.append(gen)
+            self.register_generator_state = register
+
+
+def test_missing_register_generator_state_means_nothing_to_register():
+    gen = torch.Generator()
+    assert graphs.register_generator(_Graph(False), gen) is False  # torch without the method: no error, no fallback
+    with_method = _Graph(True)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the deprecation warning of torch 2.14 is not surfaced
+        assert graphs.register_generator(with_method, gen) is True
+    assert with_method.registered == [gen]
+    assert graphs.register_generator(_Graph(True), None) is False
+
+
+def test_layers_that_sync_with_the_host_are_never_captured(micro, monkeypatch, fake_capture):
+    class Linear8bitLt(torch.nn.Linear):  # bitsandbytes' class name
+        pass
+
+    class Fake:
+        def __init__(self, lm, device_map=None) -> None:
+            self.model = type("M", (), {"language_model": lm})()
+            self.hf_device_map = device_map
+
+    assert graphs.host_sync_reason(micro.model) is None
+    assert "8-bit" in graphs.host_sync_reason(Fake(torch.nn.Sequential(Linear8bitLt(2, 2))))
+    hooked = torch.nn.Linear(2, 2)
+    hooked._hf_hook = object()
+    assert "offloaded" in graphs.host_sync_reason(Fake(torch.nn.Sequential(hooked)))
+    assert "offloaded" in graphs.host_sync_reason(Fake(torch.nn.Sequential(), {"": "cpu"}))
+    expected = _introspect(micro, monkeypatch, "eager")
+    monkeypatch.setattr(graphs, "host_sync_reason", lambda model: "bitsandbytes 8-bit layers")
+    assert _introspect(micro, monkeypatch, "graph") == expected
+    assert fake_capture == []  # not even tried
+
+
+def _text(micro, max_new, hooks=None, never_eos=True):
+    ids = micro.vocab.ids
+    eos = ids.eos + 1 if never_eos else ids.eos
+    return decode_text(micro.model, _image_ctx(micro, PROMPTS), max_new, Sampling(top_k=50),
+                       torch.Generator().manual_seed(1), eos, ids.pad, None, hooks=hooks or Hooks(),
+                       runner="graph")
+
+
+def test_capture_only_when_enough_steps_remain(micro, monkeypatch, fake_capture, force_verdict):
+    """A text phase captures after TEXT_EAGER_STEPS eager steps and only with MIN_STEPS_TO_CAPTURE steps left;
+    a judgement that ends at once (forced EOS) never captures whatever its budget."""
+    enough = graphs.TEXT_EAGER_STEPS + graphs.MIN_STEPS_TO_CAPTURE + 1  # steps = max_new - 1
+    _text(micro, enough - 1)
+    assert fake_capture == []
+    _text(micro, enough)
+    assert len(fake_capture) == 1 and fake_capture[0].replays == graphs.MIN_STEPS_TO_CAPTURE
+    with force_verdict("EOS", 1000.0):
+        out = _text(micro, 200, never_eos=False)
+    assert out.ids.shape[1] == 1 and len(fake_capture) == 1
+
+
+class FakeEvent:
+    """Stands in for a CUDA event on the CPU: remembers when it was recorded and whether the host waited."""
+
+    made: list = []
+
+    def __init__(self, device) -> None:
+        self.done = False
+        FakeEvent.made.append(self)
+
+    def synchronize(self) -> None:
+        self.done = True
+
+
+@pytest.mark.parametrize("runner", ["graph", "eager"])
+def test_host_waits_on_the_event_recorded_k_steps_earlier(micro, monkeypatch, fake_capture, runner):
+    FakeEvent.made = []
+    monkeypatch.setattr(graphs, "can_pace", lambda device: True)
+    monkeypatch.setattr(graphs, "new_event", FakeEvent)
+    monkeypatch.setattr(micro.janus, "runner", runner)
+    k, seen = graphs.PACE_STEPS, []
+
+    def on_step(e):
+        made = FakeEvent.made
+        assert len(made) == e.step  # one event per sampled token, recorded before the hook sees it
+        assert all(ev.done for ev in made[: max(0, e.step - k)])  # waited for everything k steps back
+        assert not any(ev.done for ev in made[max(0, e.step - k):])  # and never more: the device is not starved
+        seen.append(e.step)
+
+    micro.text_to_image("a red cat", seed=1, hooks=Hooks(on_step=on_step))
+    assert seen == list(range(1, micro.num_image_tokens + 1))
+    FakeEvent.made = []
+    micro.text_to_image("a red cat", seed=1)  # nobody watching: no pacing at all
+    assert FakeEvent.made == []
+
+
+# --- on a GPU (skipped without CUDA) ------------------------------------------------------------------------
+
+def _on(micro, device, runner, hooks=None):
+    model = micro.model.to(device)
+    ctx = _image_ctx(micro, PROMPTS)
+    gen = torch.Generator(device=device).manual_seed(0)
+    codes = decode_image(model, ctx, micro.num_image_tokens, 5.0, Sampling(top_k=8), gen, runner=runner,
+                         hooks=hooks or Hooks())
+    return codes.cpu(), gen.get_state()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_graph_on_the_second_device_captures_and_matches(micro):
+    """With the model on cuda:1 (not the current device) the graph records the step and replays it."""
+    try:
+        assert torch.cuda.current_device() == 0
+        fixed = _on(micro, "cuda:1", "fixed")
+        captures, failures = graphs.stats.captures, graphs.stats.failures
+        graph = _on(micro, "cuda:1", "graph")
+        assert graphs.stats.captures == captures + 1 and graphs.stats.failures == failures
+        assert torch.equal(fixed[0], graph[0]) and torch.equal(fixed[1], graph[1])
+    finally:
+        micro.model.to("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_empty_graph_is_refused(micro, monkeypatch):
+    def empty(fn, generator, device):  # a real CUDA graph that recorded nothing
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.device(device):
+            s = torch.cuda.Stream(device=device)
+            with torch.cuda.stream(s):
+                g.capture_begin()
+                g.capture_end()
+        return g
+
+    try:
+        fixed = _on(micro, "cuda", "fixed")
+        monkeypatch.setattr(graphs, "capture", empty)
+        failures = graphs.stats.failures
+        refused = _on(micro, "cuda", "graph")
+        assert graphs.stats.failures == failures + 1
+        assert torch.equal(fixed[0], refused[0]) and torch.equal(fixed[1], refused[1])
+    finally:
+        micro.model.to("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_host_stays_at_most_k_steps_ahead(micro, monkeypatch):
+    events = []
+    real = graphs.new_event
+    monkeypatch.setattr(graphs, "new_event", lambda device: events.append(real(device)) or events[-1])
+    k, behind = graphs.PACE_STEPS, []
+
+    def on_step(e):
+        behind.append(sum(not ev.query() for ev in events))  # steps queued but not finished
+
+    try:
+        fixed = _on(micro, "cuda", "fixed")
+        paced = _on(micro, "cuda", "graph", Hooks(on_step=on_step))
+        assert torch.equal(fixed[0], paced[0])
+        assert len(events) == micro.num_image_tokens and max(behind) <= k
     finally:
         micro.model.to("cpu")
