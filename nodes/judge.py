@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from . import text, widgets
 from .images import to_intermediate, to_pils
-from .outputs import introspection, introspection_outputs
+from .outputs import introspection, introspection_outputs, record_for_png
 from .run import run_task, sampling, text_sampling
 
 
@@ -26,7 +26,8 @@ def judge_outputs() -> list:
             "verdicts",
             display_name="verdicts",
             is_output_list=True,
-            tooltip="'Yes' or 'No' per image, input order.",
+            tooltip="'Yes' or 'No' per image, input order: the answer the model wrote (sampled when "
+            "max_reflection > 0, so it can disagree with S; with 0 it is Yes iff S >= 0.5).",
         ),
         io.String.Output(
             "reflections",
@@ -80,7 +81,7 @@ class Judge(io.ComfyNode):
                 widgets.max_prompt_tokens_input(),
             ],
             outputs=judge_outputs(),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -116,6 +117,11 @@ class Judge(io.ComfyNode):
         report = text.judge_report(judgements, with_reason=max_reflection > 0)
         batch = to_intermediate(images if images.ndim == 4 else images.unsqueeze(0))
         best = order[0]
+        record_for_png(
+            cls,
+            "judge",
+            [dict(j.to_dict(), image=i, rank=order.index(i) + 1) for i, j in enumerate(judgements)],
+        )
         return io.NodeOutput(
             batch[order],
             scores,
@@ -144,8 +150,8 @@ class Regenerate(io.ComfyNode):
                 widgets.JanusModel.Input("model"),
                 io.Image.Input(
                     "image",
-                    tooltip="Image(s) from any source; centre-cropped to a square for the "
-                    "model's image tokens.",
+                    tooltip="Image(s) from any source. The model sees their centre square; an image it "
+                    "accepts comes back untouched (its own size).",
                 ),
                 widgets.prompt_input(tooltip="What the image should show."),
                 io.String.Input(
@@ -173,14 +179,16 @@ class Regenerate(io.ComfyNode):
                 *widgets.reflection_inputs(),
                 widgets.final_input(),
                 widgets.max_prompt_tokens_input(),
+                widgets.output_size_input("redrawn images"),
             ],
             outputs=introspection_outputs(
                 "final_image",  # "image" is the input's id
-                "The final image per input (the input itself if accepted).",
+                "The final image per input: the input itself, untouched, if the model accepted it; else the "
+                "redraw (see output_size).",
                 "Every image: the input (as the model sees it) and the redraws.",
                 with_rounds=False,
             ),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -205,6 +213,7 @@ class Regenerate(io.ComfyNode):
         critique="",
         final="last",
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
+        output_size=widgets.MODEL_SIZE,
     ) -> io.NodeOutput:
         pils = to_pils(image)
         critiques = critique if isinstance(critique, str) and critique.strip() else None
@@ -227,7 +236,15 @@ class Regenerate(io.ComfyNode):
                 batch=len(pils), rounds=max_rounds, reflection=max_reflection, prompt_tokens=max_prompt_tokens
             ),
         )
-        return introspection(results, model.jr.image_size, header="image", with_rounds=False)
+        return introspection(
+            cls,
+            results,
+            model.jr.image_size,
+            header="image",
+            with_rounds=False,
+            inputs=image,
+            output_size=widgets.choice("output_size", output_size, widgets.OUTPUT_SIZES),
+        )
 
 
 NODES = [Judge, Regenerate]

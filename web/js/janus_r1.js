@@ -5,6 +5,8 @@ import { api } from "../../../scripts/api.js";
 
 const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"]);
 const WIDGET = "janus_r1_text";
+const BOX_MIN_HEIGHT = 220; // ~12 lines of reasoning, whatever size the node's image preview takes
+const IMAGE_ROOM = 300; // room below the widgets for the image the node shows after its run
 // the frontend's own streamed-text box (ComfyUI frontend >= 1.2x shows progress_text natively)
 const NATIVE_PREVIEW = "$$node-text-preview";
 
@@ -17,7 +19,29 @@ function dropNativePreview(node) {
   }
 }
 
-function showText(node, text) {
+function isJanus(node) {
+  return String(node?.comfyClass ?? node?.type ?? "").startsWith("JanusR1");
+}
+
+// once a run ends (success, error, interrupt) no streamed progress label ("[edit]", "[image 1/10]") may stay on
+// a Janus-R1 node: the native streamed-text box goes, and our box keeps only a final text
+function clearProgressLabels() {
+  for (const node of app.graph?._nodes ?? []) {
+    if (!isJanus(node)) continue;
+    dropNativePreview(node);
+    if (node.janusR1Streamed) {
+      node.janusR1Streamed = false;
+      const w = node.widgets?.find((x) => x.name === WIDGET);
+      if (w) {
+        w.value = node.janusR1Final ?? "";
+        if (w.inputEl) w.inputEl.value = w.value;
+      }
+    }
+    node.setDirtyCanvas?.(true, true);
+  }
+}
+
+function showText(node, text, streamed = false) {
   if (!node || typeof text !== "string") return;
   let w = node.widgets?.find((x) => x.name === WIDGET);
   if (!w) {
@@ -33,9 +57,13 @@ function showText(node, text) {
       w.inputEl.style.opacity = 0.85;
       w.inputEl.dataset.janusR1 = "reasoning";
     }
-    // room for a few lines of reasoning beyond the widgets' minimum heights
-    node.setSize?.([Math.max(node.size[0], 380), Math.max(node.size[1], node.computeSize()[1] + 120)]);
+    // a box that holds a dozen lines however much room the image preview takes, and room for that image
+    w.options = w.options ?? {};
+    w.options.getMinHeight = () => BOX_MIN_HEIGHT;
+    node.setSize?.([Math.max(node.size[0], 420), Math.max(node.size[1], node.computeSize()[1] + IMAGE_ROOM)]);
   }
+  node.janusR1Streamed = streamed;
+  if (!streamed) node.janusR1Final = text;
   w.value = text;
   if (w.inputEl) w.inputEl.value = text;
   node.setDirtyCanvas?.(true, true);
@@ -45,10 +73,12 @@ function showText(node, text) {
 app.registerExtension({
   name: "JanusR1.ReasoningText",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!TEXT_NODES.has(nodeData.name)) return;
+    if (!String(nodeData.name).startsWith("JanusR1")) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
+      dropNativePreview(this); // "[edit]", "[image 1]": labels of the finished run
+      if (!TEXT_NODES.has(nodeData.name)) return;
       const text = message?.text;
       if (text == null) return;
       this.janusR1Runs = (this.janusR1Runs ?? 0) + 1; // streamed chunks still in flight are now stale
@@ -67,8 +97,11 @@ app.registerExtension({
       const runs = node.janusR1Runs;
       setTimeout(() => {
         if (node.janusR1Runs !== runs) return;
-        if (!node.widgets?.some((x) => x.name === NATIVE_PREVIEW)) showText(node, text);
+        if (!node.widgets?.some((x) => x.name === NATIVE_PREVIEW)) showText(node, text, true);
       }, 0);
     });
+    for (const ev of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(ev, () => setTimeout(clearProgressLabels, 0));
+    }
   },
 });
