@@ -104,7 +104,7 @@ def record_for_png(cls, task: str, samples: list[dict]) -> None:
     entry = extra.get(PNG_KEY)
     if not isinstance(entry, dict):
         entry = extra[PNG_KEY] = {}
-    entry[node] = {"node": cls.__name__, "task": task, "samples": samples}
+    entry[node] = {"node": cls.define_schema().node_id, "task": task, "samples": samples}
 
 
 def sample_record(r) -> dict:
