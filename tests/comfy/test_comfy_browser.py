@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 OLD_WORKFLOWS = sorted((Path(__file__).parent / "old_workflows").glob("*.json"))  # saved before newer widgets
-COT_WORKFLOW = REPO / "workflows" / "janus_r1_cot_text_to_image.json"
+COT_WORKFLOW = REPO / "workflows" / "Janus-R1 CoT Text to Image.json"
 TEXT_WIDGET = "janus_r1_text"  # web/js/janus_r1.js
 EXTENSION = "JanusR1.ReasoningText"
 

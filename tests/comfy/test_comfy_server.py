@@ -16,7 +16,7 @@ PACK = "janus-r1"  # folder name under custom_nodes (harness.PACK_NAME)
 
 
 def _cot_prompt(object_info_file: Path, **over) -> dict:
-    api = convert(REPO / "workflows" / "janus_r1_cot_text_to_image.json", object_info_file)
+    api = convert(REPO / "workflows" / "Janus-R1 CoT Text to Image.json", object_info_file)
     for node in api.values():
         if node["class_type"] == "JanusR1CoTGenerate":
             node["inputs"].update(over)
