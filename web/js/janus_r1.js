@@ -4,6 +4,7 @@ import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
 const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"]);
+const SHOWS_IMAGE = new Set(["JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN"]); // + their text
 const WIDGET = "janus_r1_text";
 const BOX_MIN_HEIGHT = 220; // ~12 lines of reasoning, whatever size the node's image preview takes
 const IMAGE_ROOM = 300; // room below the widgets for the image the node shows after its run
@@ -41,6 +42,17 @@ function clearProgressLabels() {
   }
 }
 
+// The frontend draws a node's live preview (a blob URL from b_preview_with_metadata) in preference to the images
+// of its executed output, so after a run a Janus-R1 node kept showing the last partial image of one sampling row
+// (Best of N: often not the pick). Once the node has reported the images it returns, the preview goes.
+function dropLivePreview(node) {
+  const key = String(node.id);
+  const blobs = app.nodePreviewImages?.[key];
+  if (!blobs) return;
+  if (blobs[Symbol.iterator]) for (const url of blobs) URL.revokeObjectURL(url);
+  delete app.nodePreviewImages[key];
+}
+
 function showText(node, text, streamed = false) {
   if (!node || typeof text !== "string") return;
   let w = node.widgets?.find((x) => x.name === WIDGET);
@@ -60,7 +72,8 @@ function showText(node, text, streamed = false) {
     // a box that holds a dozen lines however much room the image preview takes, and room for that image
     w.options = w.options ?? {};
     w.options.getMinHeight = () => BOX_MIN_HEIGHT;
-    node.setSize?.([Math.max(node.size[0], 420), Math.max(node.size[1], node.computeSize()[1] + IMAGE_ROOM)]);
+    const room = SHOWS_IMAGE.has(node.comfyClass ?? node.type) ? IMAGE_ROOM : 0;
+    node.setSize?.([Math.max(node.size[0], 420), Math.max(node.size[1], node.computeSize()[1] + room)]);
   }
   node.janusR1Streamed = streamed;
   if (!streamed) node.janusR1Final = text;
@@ -78,6 +91,7 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
       dropNativePreview(this); // "[edit]", "[image 1]": labels of the finished run
+      if (message?.images?.length) dropLivePreview(this); // show what the node returns
       if (!TEXT_NODES.has(nodeData.name)) return;
       const text = message?.text;
       if (text == null) return;
