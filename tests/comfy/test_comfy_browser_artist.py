@@ -11,6 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from test_comfy_browser import COT_WORKFLOW, WORKFLOWS, _overlaps, fe  # noqa: F401 - fe is a fixture
@@ -132,28 +133,33 @@ def test_no_progress_label_left_after_an_interrupt(fe):  # noqa: F811
 def test_template_browser_shows_thumbnails_and_titles(fe, shots):  # noqa: F811
     """Finding 3: Workflow > Browse Templates lists the pack's templates with readable titles and real
     thumbnails (frontend 1.32.9 asks for <name>.jpg; these were 404s)."""
-    fe.command("Comfy.BrowseTemplates")
-    fe.page.wait_for_selector(".p-dialog", state="visible", timeout=20_000)
-    want = sorted(p.stem for p in WORKFLOWS)
-    # the pack's category in the dialog's side bar (labelled with the custom_nodes folder name)
-    fe.page.get_by_text("janus-r1", exact=True).first.click()
-    fe.page.wait_for_function(
-        """(n) => {
-          const imgs = [...document.querySelectorAll('.p-dialog img')]
-            .filter((i) => i.src.includes('/api/workflow_templates/janus-r1/'));
-          return imgs.length >= n && imgs.every((i) => i.complete && i.naturalWidth > 0);
-        }""",
-        arg=len(want),
-        timeout=30_000,
-    )
-    seen = fe.page.evaluate(
-        """() => [...document.querySelectorAll('.p-dialog img')]
-          .filter((i) => i.src.includes('/api/workflow_templates/janus-r1/'))
-          .map((i) => [decodeURIComponent(i.src.split('/').pop()), i.naturalWidth])"""
-    )
-    assert sorted({name for name, _ in seen}) == [f"{n}.jpg" for n in want], seen
-    text = fe.page.locator(".p-dialog").inner_text()
-    for title in want:
-        assert title in text, title
+    asked: dict[str, int] = {}
+
+    def on_response(r) -> None:
+        if "/api/workflow_templates/janus-r1/" in r.url and r.url.endswith(".jpg"):
+            asked[unquote(r.url.rsplit("/", 1)[1])] = r.status
+
+    fe.page.on("response", on_response)
+    try:
+        fe.command("Comfy.BrowseTemplates")
+        fe.page.wait_for_selector(".p-dialog", state="visible", timeout=20_000)
+        want = sorted(p.stem for p in WORKFLOWS)
+        # the pack's category in the dialog's side bar (labelled with the custom_nodes folder name)
+        fe.page.locator(".p-dialog").get_by_text("janus-r1", exact=True).first.click()
+        deadline = time.monotonic() + 30
+        while len(asked) < len(want) and time.monotonic() < deadline:
+            fe.page.wait_for_timeout(200)
+        assert asked == {f"{n}.jpg": 200 for n in want}, asked  # the files the frontend asks for, all found
+        fe.page.wait_for_function(  # and drawn: every card's picture decoded (they arrive as blob: URLs)
+            """(n) => { const imgs = [...document.querySelectorAll('.p-dialog img')];
+                        return imgs.length >= n && imgs.every((i) => i.complete && i.naturalWidth > 0); }""",
+            arg=len(want),
+            timeout=30_000,
+        )
+        text = fe.page.locator(".p-dialog").inner_text()
+        for title in want:
+            assert title in text, title
+    finally:
+        fe.page.remove_listener("response", on_response)
     fe.page.screenshot(path=str(shots / "template_browser.png"))
     fe.page.keyboard.press("Escape")
