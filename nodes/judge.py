@@ -14,7 +14,10 @@ def judge_outputs() -> list:
     """Judge's outputs in slot order; ``best`` and ``best_index`` were appended (saved links address slots)."""
     return [
         io.Image.Output(
-            "ranked", display_name="ranked", tooltip="The input images sorted by score, best first."
+            "ranked",
+            display_name="ranked",
+            tooltip="The input images sorted by score, best first (letterboxed to one size when a list of "
+            "images mixes sizes).",
         ),
         io.Float.Output(
             "scores",
@@ -42,9 +45,47 @@ def judge_outputs() -> list:
         io.Int.Output(
             "best_index",
             display_name="best_index",
-            tooltip="Its position in the input batch, from 0 (as Image From Batch counts).",
+            tooltip="Its position among the input images, from 0 (as Image From Batch counts; a list is "
+            "counted through, batch by batch).",
         ),
     ]
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def one(value):
+    """A widget's value under ``is_input_list`` (a one-item list; a default stays as it is)."""
+    return value[0] if isinstance(value, list) and value else value
+
+
+def prompts_per_image(prompts: list[str], counts: list[int]) -> str | list[str]:
+    """One prompt for every image, or one per item of the image list (repeated over that item's batch)."""
+    if len(prompts) == 1:
+        return prompts[0]
+    if len(prompts) != len(counts):
+        raise ValueError(
+            f"Janus-R1: Judge got {len(prompts)} prompts for {len(counts)} image inputs; give one prompt, or "
+            "one per item of the image list."
+        )
+    return [p for p, n in zip(prompts, counts) for _ in range(n)]
+
+
+def stack(images: list) -> object:
+    """[1, H, W, C] images as one batch; sizes that differ are letterboxed (centred on black) to the largest
+    width and height, since a ComfyUI batch has one size."""
+    import torch
+
+    h = max(int(t.shape[1]) for t in images)
+    w = max(int(t.shape[2]) for t in images)
+    if all(t.shape[1] == h and t.shape[2] == w for t in images):
+        return torch.cat(images)
+    out = images[0].new_zeros((len(images), h, w, images[0].shape[3]))
+    for k, t in enumerate(images):
+        y, x = (h - t.shape[1]) // 2, (w - t.shape[2]) // 2
+        out[k, y : y + t.shape[1], x : x + t.shape[2]] = t[0]
+    return out
 
 
 class Judge(io.ComfyNode):
@@ -59,9 +100,14 @@ class Judge(io.ComfyNode):
             "model, any size (shown to the model letterboxed to a square).",
             search_aliases=["janus score", "image score", "vqa score", "rank images", "semantic score"],
             is_output_node=True,
+            is_input_list=True,  # a list of images of mixed sizes is judged and ranked as one set
             inputs=[
                 widgets.JanusModel.Input("model"),
-                io.Image.Input("images", tooltip="One image or a batch; each is judged on its own."),
+                io.Image.Input(
+                    "images",
+                    tooltip="One image, a batch, or a list of images of any sizes; all are judged and "
+                    "ranked together.",
+                ),
                 widgets.prompt_input(tooltip="The prompt the images should match."),
                 widgets.seed_input("Seed for the written reflection (the score itself is deterministic)."),
                 io.Int.Input(
@@ -86,7 +132,10 @@ class Judge(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, prompt=None):
-        return widgets.require_text("prompt", prompt) or True
+        for p in prompt if isinstance(prompt, list) else [prompt]:  # a list: the node takes input lists
+            if msg := widgets.require_text("prompt", p):
+                return msg
+        return True
 
     @classmethod
     def execute(
@@ -99,13 +148,21 @@ class Judge(io.ComfyNode):
         text_top_k,
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
-        pils = to_pils(images, "images")
+        """Every input arrives as a list (``is_input_list``): ``images`` holds each IMAGE of an upstream list
+        (one batch when nothing upstream is a list), so images of different sizes are ranked against each other
+        instead of the node running once per image."""
+        model, seed, max_reflection, text_top_k, max_prompt_tokens = (
+            one(v) for v in (model, seed, max_reflection, text_top_k, max_prompt_tokens)
+        )
+        batches = [t if t.ndim == 4 else t.unsqueeze(0) for t in as_list(images)]
+        pils = [p for t in batches for p in to_pils(t, "images")]
+        prompts = prompts_per_image(as_list(prompt), [int(t.shape[0]) for t in batches])
         judgements = run_task(
             cls,
             model,
             "judge",
             pils,
-            prompt,
+            prompts,
             max_reflection=max_reflection,
             text_sampling=text_sampling(text_top_k),
             seed=seed,
@@ -115,7 +172,7 @@ class Judge(io.ComfyNode):
         scores = [float(j.score) for j in judgements]
         order = text.ranking(scores)
         report = text.judge_report(judgements, with_reason=max_reflection > 0)
-        batch = to_intermediate(images if images.ndim == 4 else images.unsqueeze(0))
+        flat = [to_intermediate(t[i : i + 1]) for t in batches for i in range(t.shape[0])]
         best = order[0]
         record_for_png(
             cls,
@@ -123,12 +180,12 @@ class Judge(io.ComfyNode):
             [dict(j.to_dict(), image=i, rank=order.index(i) + 1) for i, j in enumerate(judgements)],
         )
         return io.NodeOutput(
-            batch[order],
+            stack([flat[i] for i in order]),
             scores,
             [j.verdict for j in judgements],
             [j.reflection for j in judgements],
             report,
-            batch[best : best + 1],
+            flat[best],  # untouched, its own size
             best,
             ui=ui.PreviewText(report),
         )

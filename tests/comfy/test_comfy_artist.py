@@ -205,3 +205,41 @@ def test_loader_finds_models_in_the_other_packs_folder(worker):
     p["1"]["inputs"]["model_name"] = "Janus-Pro-from-another-pack"
     out = run_ok(worker, p)["outputs"]
     assert len(out["3"]["images"]) == 1
+
+
+def test_judge_ranks_a_list_of_mixed_size_images_as_one_set(worker):
+    """Finding 7: a LIST of images of different sizes (4 images in 3 items) is judged in one run and ranked
+    across the whole list; best is the original image, ranked a letterboxed batch."""
+    judge = {
+        "class_type": "JanusR1Judge",
+        "inputs": {
+            "model": ["1", 0],
+            "images": ["2", 0],
+            "prompt": "a red square",
+            "seed": 0,
+            "max_reflection": 0,
+            "text_top_k": 50,
+        },
+    }
+    p = graph(
+        {"class_type": "JanusR1TestImageList", "inputs": {}},  # 2
+        judge,  # 3
+        {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},  # 4: scores
+        {"class_type": "PreviewAny", "inputs": {"source": ["3", 6]}},  # 5: best_index
+        save("3", 0, "ranked_list"),  # 6
+        save("3", 5, "best_of_list"),  # 7
+    )
+    res = run_ok(worker, p)
+    out = res["outputs"]
+    assert len([e for e in res["events"] if e[0] == "executed" and e[1].get("node") == "3"]) == 1  # one run
+    scores = [float(t) for t in out["4"]["text"]]
+    assert len(scores) == 4
+    report = out["3"]["text"][0]
+    assert "ranking (best first): " in report and report.count("image ") == 4 + 4, report
+    best = int(out["5"]["text"][0])
+    assert best == int(np.argmax(scores))
+    sizes = [(64, 96), (120, 40), (120, 40), (33, 33)]
+    [best_img] = saved(worker, out, "7")
+    assert best_img.shape[:2] == sizes[best]  # the best image itself, untouched
+    ranked = saved(worker, out, "6")
+    assert len(ranked) == 4 and all(r.shape == (120, 96, 3) for r in ranked)  # letterboxed to one size
