@@ -6,12 +6,13 @@ model work and no downloads happen until :meth:`JanusR1.from_pretrained` is call
 
 from .api import DEFAULT_MODEL, JanusR1
 from .errors import Cancelled, JanusR1Error
+from .generation.ask import Answer
 from .generation.decode import Hooks, StepEvent
 from .generation.sampling import Sampling
 from .generation.trace import Attempt, Judgement, SampleResult
 
 __all__ = [
     "JanusR1", "JanusR1Error", "Cancelled", "Hooks", "StepEvent", "Sampling", "Attempt", "Judgement",
-    "SampleResult", "DEFAULT_MODEL",
+    "SampleResult", "Answer", "DEFAULT_MODEL",
 ]
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@
     jr = JanusR1.from_pretrained("midbee/Janus-Pro-R1-7B")          # or a local dir, or "tiny-random"
     [result] = jr.generate("a red cube on a blue sphere", seed=1)  # introspective CoT, <= 3 images
     result.image.save("out.png"); print(result.reasoning())
+    [answer] = jr.describe("photo.png"); print(answer.text)          # Janus's understanding side
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from PIL import Image
 
 from . import defaults
 from .errors import JanusR1Error
+from .generation import ask as asking
 from .generation import tasks
 from .generation.decode import NO_HOOKS, Hooks
 from .generation.introspect import introspect
@@ -211,3 +213,40 @@ class JanusR1:
             r.attempts[0].judgement = jd
         order = sorted(range(len(results)), key=lambda i: -judgements[i].score)
         return [results[i] for i in order], [judgements[i].score for i in order]
+
+    # --- understanding -------------------------------------------------------------------------------------
+    def ask(
+        self, images, question: str | Sequence[str] = defaults.ASK_QUESTION,
+        max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS, temperature: float = defaults.ASK_TEMPERATURE,
+        top_p: float = defaults.ASK_TOP_P, top_k: int = defaults.ASK_TOP_K, seed: int | None = None,
+        hooks: Hooks | None = NO_HOOKS, *, images_b=None, text_sampling: Sampling | None = None,
+    ) -> list[asking.Answer]:
+        """Answer a question about each image (Janus-Pro's understanding, DeepSeek's chat format), one
+        :class:`~janus_r1.generation.ask.Answer` per image: ``.text`` and its token ``.ids``, all images answered
+        in one batch. ``images``: PIL images or paths, one or a list; a list item may be a list of images asked
+        about together. ``question``: one for all, or one per image. ``images_b``: a second image per question
+        (one for all, or one per image), to compare two. ``temperature=0`` answers greedily (the default, as
+        DeepSeek's example); above 0 it samples with ``top_p``/``top_k``. ``text_sampling`` replaces those three."""
+        sampling = asking.answer_sampling(_plain(temperature), _plain(top_p), _plain(top_k)) \
+            if text_sampling is None else _given(text_sampling, "text")
+        return asking.ask(self.janus, images, question, _plain(max_new_tokens), sampling, _plain(seed), hooks,
+                          images_b)
+
+    def describe(
+        self, images, max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS,
+        temperature: float = defaults.ASK_TEMPERATURE, top_p: float = defaults.ASK_TOP_P,
+        top_k: int = defaults.ASK_TOP_K, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
+    ) -> list[asking.Answer]:
+        """:meth:`ask` with the default question, "Describe this image in detail." -- a caption per image (e.g.
+        for another model's prompt)."""
+        return self.ask(images, defaults.ASK_QUESTION, max_new_tokens, temperature, top_p, top_k, seed, hooks)
+
+    def memory_needed(self, task: str, **need) -> int:
+        """Bytes beyond the weights one call of ``task`` needs (the ComfyUI nodes hand it to ``load_models_gpu``):
+        ``ask``/``describe`` here (``batch``, ``images`` per question, ``max_new_tokens``, ``question``), every
+        other task in :func:`janus_r1.model.memory.memory_needed`."""
+        if task in ("ask", "describe"):
+            return asking.memory_needed(self.janus, **need)
+        from .model.memory import memory_needed
+
+        return memory_needed(self.model, task, **need)

@@ -8,18 +8,16 @@ writing exits 1 with one ``error:`` line, and a run's files appear all together 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import re
 import sys
 import warnings
 
 from . import defaults
-from .api import DEFAULT_MODEL
+from .ask_cli import add_ask_command
+from .cli_options import _float_in, _int_in, _model_opts, _positive_int, _seed
 from .commands import WriteFailed, cmd_batch, cmd_edit, cmd_generate, cmd_make_tiny, cmd_regenerate, cmd_score
 from .errors import Cancelled, JanusR1Error
-from .generation.checks import FINAL_RULES, SEED_MAX
-from .model.devices import DTYPES as MODEL_DTYPES
+from .generation.checks import FINAL_RULES
 from .outputs import os_reason
 
 DESCRIPTION = """Janus-Pro-R1 from the command line.
@@ -30,15 +28,13 @@ commands:
   edit         edit images with an instruction
   score        image-text consistency S = P(Yes)/(P(Yes)+P(No)), one JSON line per image
   judge        score + the model's verdict and written reflection (= score --reflect N)
+  ask          ask the model about images (default: describe them), one JSON line per image
   batch        a prompt file -> GenEval-style folders, resumable, data-parallel under accelerate/torchrun
   make-tiny    write a tiny random model (for tests and demos: it draws noise)
   train-sft    supervised fine-tuning (tasks I/II/III, or editing)
   train-grpo   GRPO with bi-level rewards on introspective rollouts (or editing)
 
 'janus-r1 COMMAND --help' lists a command's options."""
-
-DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-DTYPES = ("auto", *MODEL_DTYPES)  # the loader's own spellings (model/devices.py)
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,74 +44,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
 
 
-# --- option types: every value is checked while parsing, before anything loads --------------------------
-
-def _int_in(low: int, high: int | None = None, what: str = "an integer"):
-    def parse(v: str) -> int:
-        try:
-            n = int(v)
-        except ValueError:
-            n = None
-        if n is None or n < low or (high is not None and n > high):
-            rng = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"must be {what} {rng} (got {v!r})")
-        return n
-    return parse
-
-
-def _float_in(low: float, high: float | None = None, open_low: bool = False):
-    def parse(v: str) -> float:
-        try:
-            x = float(v)
-        except ValueError:
-            x = math.nan
-        ok = math.isfinite(x) and (x > low if open_low else x >= low) and (high is None or x <= high)
-        if not ok:
-            lo = f"> {low:g}" if open_low else f">= {low:g}"
-            raise argparse.ArgumentTypeError(f"must be a number {lo}{'' if high is None else f' and <= {high:g}'}"
-                                             f" (got {v!r})")
-        return x
-    return parse
-
-
-def _device(v: str) -> str:
-    if not DEVICE.match(v.strip().lower()):
-        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps (got {v!r})")
-    return v.strip().lower()
-
-
-def _dtype(v: str) -> str:
-    if v.strip().lower() not in DTYPES:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(DTYPES)} (got {v!r})")
-    return v.strip().lower()
-
-
-_positive_int = _int_in(1)
-_seed = _int_in(0, SEED_MAX, "an integer seed")
-
-
 # --- parser --------------------------------------------------------------------------------------------
-
-def _model_opts(sp, seed_help: str = "random seed, 0 .. 2^64-1 (default: drawn at random and recorded in "
-                "trace.json, so the run can be repeated)", seed_default=None) -> None:
-    sp.add_argument("--model", default=DEFAULT_MODEL,
-                    help=f"local directory, hub repo id or 'tiny-random' (default {DEFAULT_MODEL})")
-    sp.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    sp.add_argument("--dtype", type=_dtype, default="auto",
-                    help="auto (the checkpoint's own) | bf16 | fp16 | fp32 (default auto)")
-    sp.add_argument("--quantize", default="none", choices=["none", "4bit", "int4", "nf4", "8bit"],
-                    help="language model only: 4bit = int4 on torch's own kernels where the device has one (CUDA sm80+, "
-                    "CPU), else NF4 | int4 | nf4, 8bit (need bitsandbytes)")
-    sp.add_argument("--runner", default="auto",
-                    choices=["auto", "graph", "fixed", "eager", "dynamic", "static", "compiled"],
-                    help="decode loop: auto (graph on CUDA, else eager) | graph (fixed-shape step replayed as a CUDA"
-                    " graph) | fixed (that step, eager) | eager (static KV cache) | dynamic (transformers' own"
-                    " cache); static = eager and compiled = graph are old names; all give the same tokens")
-    sp.add_argument("--max-memory", type=_float_in(0, open_low=True), default=None, metavar="GIB",
-                    help="keep at most GIB of weights on the device; stream the other decoder layers from RAM")
-    sp.add_argument("--seed", type=_seed, default=seed_default, help=seed_help)
-    sp.add_argument("--quiet", action="store_true", help="no progress bars, notes, summary or warnings")
-
 
 def _image_opts(sp, cfg: float) -> None:
     sp.add_argument("--cfg", type=_float_in(0), default=cfg, help=f"classifier-free guidance weight (default {cfg:g})")
@@ -258,8 +187,8 @@ def _make_tiny_parser(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="janus-r1", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_generate_parser, _regenerate_parser, _edit_parser, _score_and_judge_parsers, _batch_parser,
-                _make_tiny_parser):
+    for add in (_generate_parser, _regenerate_parser, _edit_parser, _score_and_judge_parsers, add_ask_command,
+                _batch_parser, _make_tiny_parser):
         add(sub)
     from .training.cli import add_training_commands  # train-sft, train-grpo (heavy imports stay lazy)
 

@@ -19,3 +19,10 @@ MAX_INSTRUCTION_TOKENS = 90  # editing instructions in SFT
 FINAL = "last"  # which attempt a sample returns: the paper's (accepted, else last drawn)
 NUM_IMAGES = 1  # samples per prompt
 BEST_OF_N = 4  # candidates of best-of-n (beyond the paper)
+# Ask / describe (Janus's understanding side; not part of the paper): DeepSeek's own understanding example
+ASK_QUESTION = "Describe this image in detail."  # the question of describe() and the Ask node's default
+ASK_MAX_NEW_TOKENS = 512  # answer tokens at most (DeepSeek's example)
+ASK_TEMPERATURE = 0.0  # 0 = greedy, as DeepSeek's example decodes (do_sample=False)
+ASK_TOP_P = 0.95  # nucleus sampling when temperature > 0
+ASK_TOP_K = 0  # 0 switches top-k off
+ASK_BATCH_SIZE = 8  # CLI: images answered together

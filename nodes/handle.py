@@ -6,8 +6,6 @@ import dataclasses
 
 import torch
 
-from .engine import engine_module
-
 
 class _Holder(torch.nn.Module):
     """A plain module around the transformers model: ModelPatcher assigns ``.device`` on what it wraps, which a
@@ -28,10 +26,10 @@ class JanusModelHandle:
 
     def ready(self, task: str, **need):
         """Load the weights onto the compute device with room for ``task`` (the engine's own
-        ``memory_needed(model, task, batch, rounds, reflection, prompt_tokens)``); returns the engine object."""
+        ``JanusR1.memory_needed(task, **need)``); returns the engine object."""
         import comfy.model_management as mm
 
-        extra = engine_module("model.memory").memory_needed(self.jr.model, task, **need)
+        extra = self.jr.memory_needed(task, **need)
         mm.load_models_gpu([self.patcher], memory_required=extra, force_full_load=True)
         return self.jr
 

@@ -61,13 +61,16 @@ def one(value):
 
 
 def prompts_per_image(prompts: list[str], counts: list[int]) -> str | list[str]:
-    """One prompt for every image, or one per item of the image list (repeated over that item's batch)."""
+    """One prompt for every image, one per image (e.g. Ask's descriptions, a STRING list), or one per item of
+    the image list (repeated over that item's batch)."""
     if len(prompts) == 1:
         return prompts[0]
+    if len(prompts) == sum(counts):
+        return prompts
     if len(prompts) != len(counts):
         raise ValueError(
-            f"Janus-R1: Judge got {len(prompts)} prompts for {len(counts)} image inputs; give one prompt, or "
-            "one per item of the image list."
+            f"Janus-R1: Judge got {len(prompts)} prompts for {sum(counts)} images in {len(counts)} input(s); "
+            "give one prompt, one per image, or one per item of the image list."
         )
     return [p for p, n in zip(prompts, counts) for _ in range(n)]
 

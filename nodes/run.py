@@ -13,8 +13,9 @@ def node_id(cls) -> str | None:
 
 def run_task(cls, model, task: str, *args, need: dict, **kwargs):
     """``model.jr.<task>(*args, **kwargs)`` after ComfyUI has loaded the model with the memory the engine says
-    ``task`` needs (``need``: batch, rounds, reflection, prompt_tokens), with this node's progress bar, preview,
-    streamed text and interrupt."""
+    ``task`` needs (``need``: batch, rounds, reflection, prompt_tokens; for ``ask``: batch, images, max_new_tokens,
+    question -- see ``JanusR1.memory_needed``), with this node's progress bar, preview, streamed text and
+    interrupt."""
     jr = model.ready(task, **need)
     return RunHooks(jr, node_id(cls)).run(getattr(jr, task), *args, **kwargs)
 

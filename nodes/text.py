@@ -60,3 +60,14 @@ def judge_report(judgements, with_reason: bool) -> str:
 def ranking(scores: list[float]) -> list[int]:
     """Indices best first; ties keep input order."""
     return sorted(range(len(scores)), key=lambda i: -scores[i])
+
+
+def answers(items) -> str:
+    """The answers as shown on the node: the text alone for one image, else a header per image; an answer cut
+    at max_new_tokens says so."""
+    def one(a) -> str:
+        return a.text + ("" if a.finished else " [...] (cut at max_new_tokens)")
+
+    if len(items) == 1:
+        return one(items[0])
+    return "\n\n".join(f"== image {n} ==\n{one(a)}" for n, a in enumerate(items, 1))

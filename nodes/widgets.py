@@ -19,6 +19,7 @@ CATEGORY_GENERATE = f"{ROOT}/generate"
 CATEGORY_JUDGE = f"{ROOT}/judge"
 CATEGORY_EDIT = f"{ROOT}/edit"
 CATEGORY_SAVE = f"{ROOT}/save"
+CATEGORY_ASK = f"{ROOT}/ask"
 MODEL_TYPE = "JANUS_R1_MODEL"  # pack-unique: other Janus packs already use JANUS_MODEL
 JanusModel = io.Custom(MODEL_TYPE)
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -175,3 +176,52 @@ def require_text(name: str, value) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return f"{name} is empty; type what you want."
     return None
+
+
+def ask_inputs() -> list:
+    """Ask's question and answer widgets, with the engine's ask defaults (greedy: DeepSeek's own example).
+
+    The seed has no control_after_generate: a greedy answer does not depend on it, and a seed randomised after
+    every queue would re-run the node -- and every node fed by its text -- each time."""
+    return [
+        io.String.Input(
+            "question",
+            multiline=True,
+            default=DEFAULTS.ASK_QUESTION,
+            tooltip="What to ask about each image. The default writes a description, e.g. as another model's "
+            "prompt.",
+        ),
+        io.Int.Input(
+            "seed",
+            default=0,
+            min=0,
+            max=SEED_MAX,
+            tooltip="Seed of the sampled answer (temperature > 0); a greedy answer does not depend on it.",
+        ),
+        io.Int.Input(
+            "max_new_tokens",
+            default=DEFAULTS.ASK_MAX_NEW_TOKENS,
+            min=1,
+            max=4096,
+            tooltip="Most tokens of each answer; the model usually stops earlier by itself.",
+        ),
+        io.Float.Input(
+            "temperature",
+            default=DEFAULTS.ASK_TEMPERATURE,
+            min=0.0,
+            max=2.0,
+            step=0.01,
+            round=0.01,
+            tooltip="0 = greedy (the same answer every time, as DeepSeek's example); higher samples more varied "
+            "answers.",
+        ),
+        io.Float.Input(
+            "top_p",
+            default=DEFAULTS.ASK_TOP_P,
+            min=0.01,
+            max=1.0,
+            step=0.01,
+            round=0.01,
+            tooltip="Nucleus sampling when temperature > 0 (1.0 = off); no effect at temperature 0.",
+        ),
+    ]

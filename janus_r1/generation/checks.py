@@ -136,17 +136,23 @@ def check_critiques(critiques, n_images: int) -> list[str | None]:
     return crits
 
 
-def _open(i: int, path: Path) -> Image.Image:
+def _open(i: int, path: Path, where: str | None = None) -> Image.Image:
+    where = where or f"images[{i}]"
     try:
         with Image.open(path) as f:
             f.load()
             return f.copy()
     except FileNotFoundError:
-        raise JanusR1Error(f"images[{i}]: no such file {str(path)!r}") from None
+        raise JanusR1Error(f"{where}: no such file {str(path)!r}") from None
     except IsADirectoryError:
-        raise JanusR1Error(f"images[{i}]: {str(path)!r} is a directory, not an image file") from None
+        raise JanusR1Error(f"{where}: {str(path)!r} is a directory, not an image file") from None
     except Exception as e:  # PIL raises many types for corrupt files
-        raise JanusR1Error(f"images[{i}]: cannot read {str(path)!r} as an image ({e})") from None
+        raise JanusR1Error(f"{where}: cannot read {str(path)!r} as an image ({e})") from None
+
+
+def open_image(path, where: str) -> Image.Image:
+    """One image file as RGB; errors name the file and ``where`` it was given (e.g. a CLI option)."""
+    return imgs.to_rgb(_open(0, Path(path), where))
 
 
 def load_images(images, name: str = "images") -> list[Image.Image]:
@@ -177,3 +183,90 @@ def pair(prompts: list[str], items: list, what: str) -> tuple[list[str], list]:
     if len(prompts) != len(items):
         raise JanusR1Error(f"got {len(items)} {what} but {len(prompts)} prompts; give one prompt or one per image.")
     return prompts, items
+
+
+# --- asking about images --------------------------------------------------------------------------------------
+
+IMAGE_TAGS = ("<image_placeholder>", "<begin_of_image>", "<end_of_image>")  # read by the tokenizer as image tokens
+
+
+def check_questions(questions, name: str = "question") -> list[str]:
+    """One question or a list, none empty, none holding an image tag (each image gets its own placeholder)."""
+    if isinstance(questions, str):
+        questions = [questions]
+    elif isinstance(questions, (bytes, bytearray)):
+        raise JanusR1Error(f"{name} must be text (str), not bytes; decode it first (e.g. data.decode('utf-8')).")
+    elif not isinstance(questions, (list, tuple)):
+        raise JanusR1Error(f"{name} must be text (str) or a list of str (got {type(questions).__name__}).")
+    out = list(questions)
+    if not out:
+        raise JanusR1Error(f"{name}: no question given; pass at least one non-empty text.")
+    for i, q in enumerate(out):
+        where = name if len(out) == 1 else f"{name}[{i}]"
+        if not isinstance(q, str):
+            raise JanusR1Error(f"{where} is a {type(q).__name__}; each question must be text (str).")
+        if not q.strip():
+            raise JanusR1Error(f"{where} is empty; ask something, e.g. 'Describe this image in detail.'")
+        tags = [t for t in IMAGE_TAGS if t in q]
+        if tags:
+            raise JanusR1Error(f"{where} contains {tags[0]!r}; leave image tags out, each image gets its own.")
+    return out
+
+
+def load_image_groups(images, name: str = "images") -> list[list[Image.Image]]:
+    """The images of each question: one image or path, or a list whose items are an image or path (one question
+    each) or a list/tuple of them (several images shown in one question)."""
+    if not isinstance(images, (list, tuple)):
+        return [load_images(images, name)]
+    if not images:
+        raise JanusR1Error(f"{name}: no image given; pass a PIL image, a path, or a list of them.")
+    groups = []
+    for i, item in enumerate(images):
+        many = isinstance(item, (list, tuple))
+        if many and not item:
+            raise JanusR1Error(f"{name}[{i}] is an empty list; give the images of that question.")
+        group = []
+        for k, im in enumerate(item if many else [item]):
+            where = f"{name}[{i}][{k}]" if many else f"{name}[{i}]"
+            if isinstance(im, (str, os.PathLike)):
+                im = _open(i, Path(im), where)
+            elif not isinstance(im, Image.Image):
+                raise JanusR1Error(f"{where} is a {type(im).__name__}; each image must be a PIL image or a path "
+                                   "(str or pathlib.Path).")
+            group.append(imgs.to_rgb(im))
+        groups.append(group)
+    return groups
+
+
+def pair_questions(questions: list[str], groups: list[list[Image.Image]]) -> tuple[list[str], list]:
+    """One question for every image, one image for every question, or one question per image."""
+    if len(questions) == 1 and len(groups) > 1:
+        questions = questions * len(groups)
+    if len(groups) == 1 and len(questions) > 1:
+        groups = groups * len(questions)
+    if len(questions) != len(groups):
+        raise JanusR1Error(f"got {len(groups)} images but {len(questions)} questions; give one question, or one "
+                           "per image.")
+    return questions, groups
+
+
+def add_second_images(groups: list[list[Image.Image]], images_b, name: str = "images_b") -> list:
+    """Each question's images plus its second image (``images_b``: one for all, or one per image), for asking
+    about two images at once (compare them)."""
+    if images_b is None:
+        return groups
+    second = load_images(images_b, name)
+    if len(second) == 1:
+        second = second * len(groups)
+    if len(second) != len(groups):
+        raise JanusR1Error(f"got {len(second)} {name} for {len(groups)} images; give one, or one per image.")
+    return [[*g, b] for g, b in zip(groups, second)]
+
+
+def check_answer_sampling(temperature, top_p, top_k) -> tuple[float, float, int]:
+    """Temperature >= 0 (0 = greedy), top-p in (0, 1] (1 = off), top-k >= 0 (0 = off)."""
+    t = check_float("temperature", temperature, 0.0, "; 0 answers greedily")
+    p = top_p
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(float(p)) or not 0 < p <= 1:
+        raise JanusR1Error(f"top_p must be a number in (0, 1] (got {p!r}); 1 switches it off.")
+    return t, float(p), check_int("top_k", top_k, 0)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import JanusR1Error
-from ..model.vocabulary import EDIT_PREFIX
+from ..model.vocabulary import ASSISTANT, BOI, EDIT_PREFIX, EOI, IMAGE_PLACEHOLDER, USER
 from .context import Embeds, Piece, Text
 from .trace import Judgement
 
@@ -62,3 +62,43 @@ def critique_judgement(j: Janus, critique: str) -> Judgement:
         text = "No, " + text
     ids = j.vocab.encode_continuation(text) + [j.vocab.ids.eos]
     return Judgement("No", None, text, ids, [1] * (len(ids) - 1) + [0])
+
+
+# --- asking about images (Janus's understanding side, sft_format "deepseek" as DeepSeek's VLChatProcessor) ------
+
+# The processor's default system prompt: used for understanding (never for generation or self-evaluation, spec §6).
+ASK_SYSTEM_PROMPT = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
+    "user provides, and assist the user with a variety of tasks using natural language."
+)
+RESERVED = (IMAGE_PLACEHOLDER, BOI, EOI)  # tag strings the tokenizer would read as image tokens
+
+
+def ask_prompt(question: str, n_images: int) -> str:
+    """The chat string of one question about ``n_images`` images: system prompt, the user turn
+    ``"<image_placeholder>\n" * n + question`` (DeepSeek's understanding example, one placeholder per image) and the
+    empty assistant turn, joined as sft_format "deepseek" renders them and stripped."""
+    user = IMAGE_PLACEHOLDER + "\n"
+    return (ASK_SYSTEM_PROMPT + "\n\n" + USER + ": " + user * n_images + question.strip() + "\n\n" + ASSISTANT
+            + ":").strip()
+
+
+def ask_ids(j: Janus, question: str, n_images: int, image_tokens: int) -> list[int]:
+    """The prompt ids as DeepSeek's VLChatProcessor builds them: ``[BOS] + ids`` of :func:`ask_prompt`, each
+    ``<image_placeholder>`` expanded to ``<begin_of_image>`` + ``image_tokens`` placeholders + ``<end_of_image>``."""
+    ids, v = [], j.vocab.ids
+    for t in j.vocab.encode_with_bos(ask_prompt(question, n_images)):
+        ids += [v.boi, *[v.image_placeholder] * image_tokens, v.eoi] if t == v.image_placeholder else [t]
+    return ids
+
+
+def ask_context(j: Janus, question: str, images: list[torch.Tensor]) -> list[Piece]:
+    """:func:`ask_ids` with every run of placeholders replaced by that image's SigLIP embeddings (n, D)."""
+    ids = ask_ids(j, question, len(images), j.num_image_tokens)
+    row: list[Piece] = []
+    start, k, ph = 0, 0, j.vocab.ids.image_placeholder
+    while ph in ids[start:]:
+        at = ids.index(ph, start)
+        row += [Text(ids[start:at]), Embeds(images[k])]
+        start, k = at + j.num_image_tokens, k + 1
+    return [*row, Text(ids[start:])]

@@ -42,6 +42,7 @@ JANUS_NODES = [
     "JanusR1Regenerate",
     "JanusR1Edit",
     "JanusR1BestOfN",
+    "JanusR1Ask",
     "JanusR1SaveText",
 ]
 REPO = Path(__file__).resolve().parents[2]

@@ -232,6 +232,7 @@ CATEGORIES = {
     "JanusR1Regenerate": "Janus-R1/generate",
     "JanusR1Judge": "Janus-R1/judge",
     "JanusR1Edit": "Janus-R1/edit",
+    "JanusR1Ask": "Janus-R1/ask",
     "JanusR1SaveText": "Janus-R1/save",
 }
 

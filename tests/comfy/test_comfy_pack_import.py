@@ -17,6 +17,7 @@ NODE_IDS = [
     "JanusR1Regenerate",
     "JanusR1Edit",
     "JanusR1BestOfN",
+    "JanusR1Ask",
     "JanusR1SaveText",
 ]
 

@@ -3,7 +3,7 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
-const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"]);
+const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Ask"]);
 const SHOWS_IMAGE = new Set(["JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN"]); // + their text
 const WIDGET = "janus_r1_text";
 const BOX_MIN_HEIGHT = 220; // ~12 lines of reasoning, whatever size the node's image preview takes
