@@ -52,7 +52,7 @@ def judge_outputs() -> list:
 
 
 def as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def one(value):
@@ -135,7 +135,7 @@ class Judge(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, prompt=None):
-        for p in prompt if isinstance(prompt, list) else [prompt]:  # a list: the node takes input lists
+        for p in prompt if isinstance(prompt, (list, tuple)) else [prompt]:  # lists: the node takes input lists
             if msg := widgets.require_text("prompt", p):
                 return msg
         return True

@@ -123,6 +123,51 @@ WORKFLOWS = {
         "Improve an image made elsewhere: Janus judges it against the prompt (or uses your critique), writes what "
         "is wrong and redraws. An image it accepts comes back untouched (turn off always_redraw for that).",
     ),
+    "Janus-R1 Ask - describe and redraw": (
+        [
+            LOADER,
+            ("img", "LoadImage", {"image": "example.png"}),
+            ("ask", "JanusR1Ask", {"max_new_tokens": 120}),
+            ("cot", "JanusR1CoTGenerate", {"prompt": "", "seed": 42}),
+            ("save", "SaveImage", {"filename_prefix": "janus_r1/redrawn"}),
+        ],
+        [
+            ("loader", 0, "ask", "model"),
+            ("img", 0, "ask", "image"),
+            ("loader", 0, "cot", "model"),
+            ("ask", 0, "cot", "prompt"),
+            ("cot", 0, "save", "images"),
+        ],
+        "Janus-Pro also understands pictures: Ask describes the loaded image (its question is editable), and the "
+        "description becomes CoT Generate's prompt, so Janus redraws the picture from its own words. "
+        "max_new_tokens 120 keeps the description inside the 200-token prompt budget the model was trained on. "
+        "Feed Ask's text to any other model's prompt the same way.",
+    ),
+    "Janus-R1 Ask - rank descriptions": (
+        [
+            LOADER,
+            ("img", "LoadImage", {"image": "example.png"}),
+            ("other", "ImageInvert", {}),
+            ("batch", "ImageBatch", {}),
+            ("ask", "JanusR1Ask", {"max_new_tokens": 120}),
+            ("judge", "JanusR1Judge", {"prompt": "", "seed": 0}),
+            ("best", "PreviewImage", {}),
+        ],
+        [
+            ("loader", 0, "ask", "model"),
+            ("img", 0, "batch", "image1"),
+            ("img", 0, "other", "image"),
+            ("other", 0, "batch", "image2"),
+            ("batch", 0, "ask", "image"),
+            ("loader", 0, "judge", "model"),
+            ("batch", 0, "judge", "images"),
+            ("ask", 0, "judge", "prompt"),
+            ("judge", 5, "best", "images"),
+        ],
+        "How well does each picture match its own description? Ask describes every picture (one answer each), "
+        "and the Judge scores each picture against its description (S in [0, 1]) and ranks them: a caption "
+        "check. Load your own pictures in place of the example and its inverted copy.",
+    ),
     "Janus-R1 Best of N": (
         [
             LOADER,
@@ -151,6 +196,7 @@ JANUS_IMAGE_ROOM = 300  # web/js/janus_r1.js IMAGE_ROOM
 JANUS_TEXT_ROOM = 220  # web/js/janus_r1.js BOX_MIN_HEIGHT
 TEXT_NODES = {"JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"}
 IMAGE_NODES = {"JanusR1TextToImage", "JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Edit"}
+TEXT_NODES |= {"JanusR1Ask"}
 COLUMN_GAP, ROW_GAP = 60, 60
 
 
@@ -209,6 +255,10 @@ def build(name: str, object_info: dict) -> dict:
                     continue
                 link = next((lk for lk in links if lk[3] == ids[key] and lk[4] == inp), None)
                 inputs.append({"name": inp, "type": t, "link": link[0] if link else None})
+        for lk in links:  # a link into a widget (Ask's text into a prompt): the widget's input socket
+            if lk[3] == ids[key] and not any(x["name"] == lk[4] for x in inputs):
+                t = info["input"].get("required", {}).get(lk[4], info["input"].get("optional", {}).get(lk[4]))[0]
+                inputs.append({"name": lk[4], "type": t, "widget": {"name": lk[4]}, "link": lk[0]})
         for lk in links:
             if lk[3] == ids[key]:
                 lk[4] = next(i for i, x in enumerate(inputs) if x["name"] == lk[4])
