@@ -38,12 +38,16 @@ def test_there_are_six_workflows_with_thumbnails():
 
 
 def _widgets(info: dict) -> list[dict]:
+    """Each widget's options; ``control_after_generate`` as the frontend decides it (1.32.9 also adds the control
+    to any INT named seed / noise_seed that does not refuse it)."""
     out = []
     for section in ("required", "optional"):
         for name in info.get("input_order", {}).get(section, []):
             spec = info["input"][section][name]
-            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            opts = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
             if (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES) and not opts.get("forceInput"):
+                if opts.get("control_after_generate") is None and spec[0] == "INT":
+                    opts["control_after_generate"] = name in ("seed", "noise_seed")
                 out.append(opts)
     return out
 

@@ -214,6 +214,13 @@ def node_height(typ: str, widgets: int, sockets: int, multiline: int) -> int:
     return h
 
 
+def has_control(name: str, wtype: str, opts: dict) -> bool:
+    """Whether the frontend adds a 'control after generate' widget (its value saved right after the input's):
+    when asked, and for any INT named seed / noise_seed unless explicitly refused (frontend 1.32.9 rule)."""
+    flag = opts.get("control_after_generate")
+    return bool(flag) if flag is not None else wtype == "INT" and name in ("seed", "noise_seed")
+
+
 def widget_names(info: dict) -> list[tuple[str, dict, str]]:
     """(name, options, type) of every widget input, in the frontend's order (required, then optional)."""
     out = []
@@ -284,7 +291,7 @@ def build(name: str, object_info: dict) -> dict:
             else:
                 v = ""
             widgets.append(v)
-            if opts.get("control_after_generate"):
+            if has_control(wname, wtype, opts):
                 widgets.append("fixed")
             if opts.get("image_upload"):
                 widgets.append("image")
