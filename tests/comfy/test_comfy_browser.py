@@ -85,8 +85,9 @@ WIDGETS_JS = "(id) => app.graph.getNodeById(id)?.widgets?.map((w) => [w.name, St
 # while a run goes on, what the node shows, sampled every animation frame: its progress bar (LiteGraph draws
 # node.progress, set from the server's progress_state), and the live preview (the frontend keeps the server's
 # b_preview_with_metadata images per node in app.nodePreviewImages and draws them as node.imgs)
-VALUES_JS = f"""(id) => app.graph.getNodeById(id).widgets
-  .filter((w) => w.name !== {json.dumps(TEXT_WIDGET)} && !w.name.startsWith("$$")).map((w) => w.value)"""
+# the values as the frontend saves them (a node may show its widgets in another order, e.g. Regenerate's critique
+# right under the prompt, but saves them in the backend's order)
+VALUES_JS = """(id) => app.graph.getNodeById(id).serialize().widgets_values.filter((v) => v !== undefined)"""
 WATCH_JS = """(id) => {
   const seen = (window.__janusSeen = { progress: [], previews: 0, drawn: 0, events: [] });
   window.__janusWatch = true;

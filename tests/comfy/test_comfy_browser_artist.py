@@ -163,3 +163,39 @@ def test_template_browser_shows_thumbnails_and_titles(fe, shots):  # noqa: F811
         fe.page.remove_listener("response", on_response)
     fe.page.screenshot(path=str(shots / "template_browser.png"))
     fe.page.keyboard.press("Escape")
+
+
+REGENERATE = REPO / "workflows" / "Janus-R1 Regenerate Image.json"
+OLD_REGENERATE = Path(__file__).parent / "old_workflows" / "janus_r1_regenerate_image.json"
+SHOWN_JS = "(id) => app.graph.getNodeById(id).widgets.map((w) => w.name)"
+BY_NAME_JS = "(id) => Object.fromEntries(app.graph.getNodeById(id).widgets.map((w) => [w.name, w.value]))"
+
+
+def test_regenerate_shows_the_critique_first_and_saves_in_the_stored_order(fe):  # noqa: F811
+    """Finding 10: what the artist types (prompt, critique) comes first on Regenerate; saved files keep the
+    backend's widget order, so a workflow saved before (critique after the sampling settings) loads onto the
+    right widgets and a new save converts like before."""
+    for path in (REGENERATE, OLD_REGENERATE):
+        wf = json.loads(path.read_text())
+        node = next(n for n in wf["nodes"] if n["type"] == "JanusR1Regenerate")
+        fe.load(wf, path.stem)
+        assert fe.page.evaluate(SHOWN_JS, node["id"])[:3] == ["prompt", "critique", "seed"]
+        values = fe.page.evaluate(BY_NAME_JS, node["id"])
+        v = node["widgets_values"]
+        assert (values["prompt"], values["seed"], values["max_rounds"], values["always_redraw"]) == (
+            v[0],
+            v[1],
+            v[3],
+            v[4],
+        )
+        assert values["critique"] == "" and values["cfg"] == v[5]
+        # typed critique is saved in the stored (backend) slot, and reloads onto the critique widget
+        fe.page.evaluate(
+            "(id) => { app.graph.getNodeById(id).widgets.find((w) => w.name === 'critique').value = 'no cat'; }",
+            node["id"],
+        )
+        saved = fe.page.evaluate("(id) => app.graph.getNodeById(id).serialize().widgets_values", node["id"])
+        assert saved[:2] == v[:2] and saved[11] == "no cat", saved
+        wf2 = fe.page.evaluate("() => app.graph.serialize()")
+        fe.load(wf2, "reloaded")
+        assert fe.page.evaluate(BY_NAME_JS, node["id"])["critique"] == "no cat"

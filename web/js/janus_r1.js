@@ -20,6 +20,22 @@ function dropNativePreview(node) {
   }
 }
 
+// What the artist types comes first on the node, without moving anything in saved workflows: widget values are
+// stored by position (widgets_values), in the backend's input order, which old files and API converters rely on.
+// So only the display order changes; serialize/configure keep using the backend's order.
+const SHOWN_FIRST = { JanusR1Regenerate: ["prompt", "critique"] };
+
+function showFirst(node, names) {
+  node.janusR1Stored = [...node.widgets]; // the backend's order: the one widgets_values uses
+  const first = names.map((n) => node.widgets.find((w) => w.name === n)).filter(Boolean);
+  const rest = node.widgets.filter((w) => !first.includes(w));
+  node.widgets.splice(0, node.widgets.length, ...first, ...rest);
+}
+
+function storedValues(node) {
+  return node.janusR1Stored.filter((w) => w.serialize !== false).map((w) => w.value);
+}
+
 function isJanus(node) {
   return String(node?.comfyClass ?? node?.type ?? "").startsWith("JanusR1");
 }
@@ -87,6 +103,32 @@ app.registerExtension({
   name: "JanusR1.ReasoningText",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!String(nodeData.name).startsWith("JanusR1")) return;
+    const first = SHOWN_FIRST[nodeData.name];
+    if (first) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = onNodeCreated?.apply(this, arguments);
+        if (this.widgets?.length) showFirst(this, first);
+        return r;
+      };
+      const serialize = nodeType.prototype.serialize;
+      nodeType.prototype.serialize = function () {
+        const o = serialize.apply(this, arguments);
+        if (this.janusR1Stored && o.widgets_values) o.widgets_values = storedValues(this);
+        return o;
+      };
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function (info) {
+        // LiteGraph has just put info.widgets_values onto the widgets in display order: redo it in stored order
+        if (this.janusR1Stored && Array.isArray(info?.widgets_values)) {
+          const stored = this.janusR1Stored.filter((w) => w.serialize !== false);
+          info.widgets_values.forEach((v, i) => {
+            if (stored[i]) stored[i].value = v;
+          });
+        }
+        return onConfigure?.apply(this, arguments);
+      };
+    }
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
