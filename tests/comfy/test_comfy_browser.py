@@ -303,8 +303,7 @@ def _overlaps(nodes: list[dict], title_h: float = 30) -> list[tuple]:
     return out
 
 
-# LoadImage shows its picture and grows to ~314 px in the frontend; make_workflows.py lays it out at 224 px, so
-# the node below is covered. Known layout bug: fix make_workflows.py, regenerate, then drop this marker.
+# before a run; test_comfy_browser_artist.py checks the same after a run (pictures, reasoning shown)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_nodes_do_not_overlap_in_the_frontend(fe, path):
     """What an artist sees: no node covers another once the frontend has sized them (image previews etc.)."""
