@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import ask, edit, generate, judge, loader
+from . import ask, edit, generate, judge, loader, save_text
 
 
 def node_list() -> list[type[io.ComfyNode]]:
-    return [*loader.NODES, *generate.NODES, *judge.NODES, *edit.NODES, *ask.NODES]
+    return [*loader.NODES, *generate.NODES, *judge.NODES, *edit.NODES, *ask.NODES, *save_text.NODES]
 
 
 class JanusR1Extension(ComfyExtension):

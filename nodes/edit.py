@@ -5,7 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from . import widgets
-from .images import to_image, to_pils
+from .images import fit_size, to_image, to_pils
+from .outputs import shown
 from .run import run_task, sampling
 
 
@@ -16,8 +17,9 @@ class Edit(io.ComfyNode):
             node_id="JanusR1Edit",
             display_name="Janus-R1 Edit",
             category=widgets.CATEGORY_EDIT,
-            description="Edit an image with a text instruction. The input is centre-cropped to a square and "
-            "encoded into the model's image tokens; the output is the model's size (384x384).",
+            description="Edit an image with a text instruction. The model sees the input's centre square (its "
+            "image tokens) and draws a square; output_size returns it at the model's size (384x384) or "
+            "stretched back to the input's width and height.",
             search_aliases=["janus edit", "instruct edit", "image edit"],
             inputs=[
                 widgets.JanusModel.Input("model"),
@@ -28,6 +30,7 @@ class Edit(io.ComfyNode):
                 io.Int.Input(
                     "num_images", default=1, min=1, max=8, tooltip="Edited variants per input image."
                 ),
+                widgets.output_size_input("edited images"),
             ],
             outputs=[
                 io.Image.Output(
@@ -45,8 +48,19 @@ class Edit(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, image, instruction, seed, cfg, temperature, top_k, top_p, num_images
+        cls,
+        model,
+        image,
+        instruction,
+        seed,
+        cfg,
+        temperature,
+        top_k,
+        top_p,
+        num_images,
+        output_size=widgets.MODEL_SIZE,
     ) -> io.NodeOutput:
+        output_size = widgets.choice("output_size", output_size, widgets.OUTPUT_SIZES)
         pils = to_pils(image)
         results = run_task(
             cls,
@@ -59,7 +73,11 @@ class Edit(io.ComfyNode):
             **sampling(cfg, temperature, top_k, top_p),
             need=dict(batch=len(pils) * num_images),
         )
-        return io.NodeOutput(to_image([r.image for r in results]))
+        edited = [r.image for r in results]
+        if output_size == widgets.INPUT_SIZE:
+            edited = [fit_size(im, pils[0].size) for im in edited]  # one IMAGE batch: one input size
+        images = to_image(edited)
+        return io.NodeOutput(images, ui=shown(cls, images))
 
 
 NODES = [Edit]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from . import text, widgets
 from .images import to_image
-from .outputs import contact_sheet, introspection, introspection_outputs, sheet_output
+from .outputs import introspection, introspection_outputs, ranked_sheet, record_for_png, sample_record, shown
 from .run import run_task, sampling, text_sampling
 
 
@@ -69,7 +69,8 @@ class TextToImage(io.ComfyNode):
             **sampling(cfg, temperature, top_k, top_p),
             need=dict(batch=batch_size, prompt_tokens=max_prompt_tokens),
         )
-        return io.NodeOutput(to_image([r.image for r in results]))
+        images = to_image([r.image for r in results])
+        return io.NodeOutput(images, ui=shown(cls, images))
 
 
 class CoTGenerate(io.ComfyNode):
@@ -112,7 +113,7 @@ class CoTGenerate(io.ComfyNode):
                 "Every image drawn, in order, all samples.",
                 with_rounds=True,
             ),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -156,7 +157,7 @@ class CoTGenerate(io.ComfyNode):
                 prompt_tokens=max_prompt_tokens,
             ),
         )
-        return introspection(results, model.jr.image_size, header="sample", with_rounds=True)
+        return introspection(cls, results, model.jr.image_size, header="sample", with_rounds=True)
 
 
 class BestOfN(io.ComfyNode):
@@ -192,9 +193,13 @@ class BestOfN(io.ComfyNode):
                 io.String.Output(
                     "report", display_name="report", tooltip="One line per candidate: rank and score."
                 ),
-                sheet_output(),
+                io.Image.Output(
+                    "sheet",
+                    display_name="sheet",
+                    tooltip="Every candidate in a grid, best first, captioned with its rank and S; #1 framed.",
+                ),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -230,13 +235,14 @@ class BestOfN(io.ComfyNode):
             for k, (r, s) in enumerate(zip(results, scores), 1)
         )
         images = to_image([r.image for r in results])
+        record_for_png(cls, "best_of_n", [dict(sample_record(r), rank=k) for k, r in enumerate(results, 1)])
         return io.NodeOutput(
             images[:1],
             images,
             [float(s) for s in scores],
             report,
-            contact_sheet(results),
-            ui=ui.PreviewText(report),
+            ranked_sheet(results),
+            ui=shown(cls, images[:1], report),  # the pick, as returned: not the last row's live preview
         )
 
 

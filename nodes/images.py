@@ -55,3 +55,9 @@ def as_drawn(images: Iterable[Image.Image], size: int) -> list[Image.Image]:
     stack into one IMAGE batch."""
     crop = engine_module("generation.images").center_crop_arr
     return [im if im.size == (size, size) else crop(im, size) for im in images]
+
+
+def fit_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A model-size square brought back to an input's ``(width, height)`` (bicubic; a non-square input's aspect
+    ratio is restored by stretching, since the model drew the centre square it saw)."""
+    return image if image.size == tuple(size) else image.resize(tuple(size), Image.BICUBIC)

@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from . import text, widgets
 from .images import to_intermediate, to_pils
-from .outputs import introspection, introspection_outputs
+from .outputs import introspection, introspection_outputs, record_for_png
 from .run import run_task, sampling, text_sampling
 
 
@@ -14,7 +14,10 @@ def judge_outputs() -> list:
     """Judge's outputs in slot order; ``best`` and ``best_index`` were appended (saved links address slots)."""
     return [
         io.Image.Output(
-            "ranked", display_name="ranked", tooltip="The input images sorted by score, best first."
+            "ranked",
+            display_name="ranked",
+            tooltip="The input images sorted by score, best first (letterboxed to one size when a list of "
+            "images mixes sizes).",
         ),
         io.Float.Output(
             "scores",
@@ -26,7 +29,8 @@ def judge_outputs() -> list:
             "verdicts",
             display_name="verdicts",
             is_output_list=True,
-            tooltip="'Yes' or 'No' per image, input order.",
+            tooltip="'Yes' or 'No' per image, input order: the answer the model wrote (sampled when "
+            "max_reflection > 0, so it can disagree with S; with 0 it is Yes iff S >= 0.5).",
         ),
         io.String.Output(
             "reflections",
@@ -41,9 +45,50 @@ def judge_outputs() -> list:
         io.Int.Output(
             "best_index",
             display_name="best_index",
-            tooltip="Its position in the input batch, from 0 (as Image From Batch counts).",
+            tooltip="Its position among the input images, from 0 (as Image From Batch counts; a list is "
+            "counted through, batch by batch).",
         ),
     ]
+
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def one(value):
+    """A widget's value under ``is_input_list`` (a one-item list; a default stays as it is)."""
+    return value[0] if isinstance(value, list) and value else value
+
+
+def prompts_per_image(prompts: list[str], counts: list[int]) -> str | list[str]:
+    """One prompt for every image, one per image (e.g. Ask's descriptions, a STRING list), or one per item of
+    the image list (repeated over that item's batch)."""
+    if len(prompts) == 1:
+        return prompts[0]
+    if len(prompts) == sum(counts):
+        return prompts
+    if len(prompts) != len(counts):
+        raise ValueError(
+            f"Janus-R1: Judge got {len(prompts)} prompts for {sum(counts)} images in {len(counts)} input(s); "
+            "give one prompt, one per image, or one per item of the image list."
+        )
+    return [p for p, n in zip(prompts, counts) for _ in range(n)]
+
+
+def stack(images: list) -> object:
+    """[1, H, W, C] images as one batch; sizes that differ are letterboxed (centred on black) to the largest
+    width and height, since a ComfyUI batch has one size."""
+    import torch
+
+    h = max(int(t.shape[1]) for t in images)
+    w = max(int(t.shape[2]) for t in images)
+    if all(t.shape[1] == h and t.shape[2] == w for t in images):
+        return torch.cat(images)
+    out = images[0].new_zeros((len(images), h, w, images[0].shape[3]))
+    for k, t in enumerate(images):
+        y, x = (h - t.shape[1]) // 2, (w - t.shape[2]) // 2
+        out[k, y : y + t.shape[1], x : x + t.shape[2]] = t[0]
+    return out
 
 
 class Judge(io.ComfyNode):
@@ -58,9 +103,14 @@ class Judge(io.ComfyNode):
             "model, any size (shown to the model letterboxed to a square).",
             search_aliases=["janus score", "image score", "vqa score", "rank images", "semantic score"],
             is_output_node=True,
+            is_input_list=True,  # a list of images of mixed sizes is judged and ranked as one set
             inputs=[
                 widgets.JanusModel.Input("model"),
-                io.Image.Input("images", tooltip="One image or a batch; each is judged on its own."),
+                io.Image.Input(
+                    "images",
+                    tooltip="One image, a batch, or a list of images of any sizes; all are judged and "
+                    "ranked together.",
+                ),
                 widgets.prompt_input(tooltip="The prompt the images should match."),
                 widgets.seed_input("Seed for the written reflection (the score itself is deterministic)."),
                 io.Int.Input(
@@ -80,12 +130,15 @@ class Judge(io.ComfyNode):
                 widgets.max_prompt_tokens_input(),
             ],
             outputs=judge_outputs(),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
     def validate_inputs(cls, prompt=None):
-        return widgets.require_text("prompt", prompt) or True
+        for p in prompt if isinstance(prompt, (list, tuple)) else [prompt]:  # lists: the node takes input lists
+            if msg := widgets.require_text("prompt", p):
+                return msg
+        return True
 
     @classmethod
     def execute(
@@ -98,13 +151,21 @@ class Judge(io.ComfyNode):
         text_top_k,
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
-        pils = to_pils(images, "images")
+        """Every input arrives as a list (``is_input_list``): ``images`` holds each IMAGE of an upstream list
+        (one batch when nothing upstream is a list), so images of different sizes are ranked against each other
+        instead of the node running once per image."""
+        model, seed, max_reflection, text_top_k, max_prompt_tokens = (
+            one(v) for v in (model, seed, max_reflection, text_top_k, max_prompt_tokens)
+        )
+        batches = [t if t.ndim == 4 else t.unsqueeze(0) for t in as_list(images)]
+        pils = [p for t in batches for p in to_pils(t, "images")]
+        prompts = prompts_per_image(as_list(prompt), [int(t.shape[0]) for t in batches])
         judgements = run_task(
             cls,
             model,
             "judge",
             pils,
-            prompt,
+            prompts,
             max_reflection=max_reflection,
             text_sampling=text_sampling(text_top_k),
             seed=seed,
@@ -114,15 +175,20 @@ class Judge(io.ComfyNode):
         scores = [float(j.score) for j in judgements]
         order = text.ranking(scores)
         report = text.judge_report(judgements, with_reason=max_reflection > 0)
-        batch = to_intermediate(images if images.ndim == 4 else images.unsqueeze(0))
+        flat = [to_intermediate(t[i : i + 1]) for t in batches for i in range(t.shape[0])]
         best = order[0]
+        record_for_png(
+            cls,
+            "judge",
+            [dict(j.to_dict(), image=i, rank=order.index(i) + 1) for i, j in enumerate(judgements)],
+        )
         return io.NodeOutput(
-            batch[order],
+            stack([flat[i] for i in order]),
             scores,
             [j.verdict for j in judgements],
             [j.reflection for j in judgements],
             report,
-            batch[best : best + 1],
+            flat[best],  # untouched, its own size
             best,
             ui=ui.PreviewText(report),
         )
@@ -144,8 +210,8 @@ class Regenerate(io.ComfyNode):
                 widgets.JanusModel.Input("model"),
                 io.Image.Input(
                     "image",
-                    tooltip="Image(s) from any source; centre-cropped to a square for the "
-                    "model's image tokens.",
+                    tooltip="Image(s) from any source. The model sees their centre square; an image it "
+                    "accepts comes back untouched (its own size).",
                 ),
                 widgets.prompt_input(tooltip="What the image should show."),
                 io.String.Input(
@@ -173,14 +239,16 @@ class Regenerate(io.ComfyNode):
                 *widgets.reflection_inputs(),
                 widgets.final_input(),
                 widgets.max_prompt_tokens_input(),
+                widgets.output_size_input("redrawn images"),
             ],
             outputs=introspection_outputs(
                 "final_image",  # "image" is the input's id
-                "The final image per input (the input itself if accepted).",
+                "The final image per input: the input itself, untouched, if the model accepted it; else the "
+                "redraw (see output_size).",
                 "Every image: the input (as the model sees it) and the redraws.",
                 with_rounds=False,
             ),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -205,6 +273,7 @@ class Regenerate(io.ComfyNode):
         critique="",
         final="last",
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
+        output_size=widgets.MODEL_SIZE,
     ) -> io.NodeOutput:
         pils = to_pils(image)
         critiques = critique if isinstance(critique, str) and critique.strip() else None
@@ -227,7 +296,15 @@ class Regenerate(io.ComfyNode):
                 batch=len(pils), rounds=max_rounds, reflection=max_reflection, prompt_tokens=max_prompt_tokens
             ),
         )
-        return introspection(results, model.jr.image_size, header="image", with_rounds=False)
+        return introspection(
+            cls,
+            results,
+            model.jr.image_size,
+            header="image",
+            with_rounds=False,
+            inputs=image,
+            output_size=widgets.choice("output_size", output_size, widgets.OUTPUT_SIZES),
+        )
 
 
 NODES = [Judge, Regenerate]

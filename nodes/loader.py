@@ -15,6 +15,9 @@ from .handle import JanusModelHandle, make_patcher
 log = logging.getLogger("janus_r1.comfy")
 
 FOLDER = "janus"
+# where the other Janus packs (CY-CHENYUE/ComfyUI-Janus-Pro and its forks, CaptionThis, Janus_Wrapper...) keep
+# models: models/Janus-Pro/<name>, registered by some of them as the folder name "Janus-Pro"
+OTHER_PACKS_FOLDER = "Janus-Pro"
 KNOWN_REPOS = {
     "Janus-Pro-R1-7B": "midbee/Janus-Pro-R1-7B",
     "Janus-Pro-7B": "deepseek-ai/Janus-Pro-7B",
@@ -25,15 +28,24 @@ QUANTIZE = ["none", "4bit", "int4", "nf4", "8bit"]
 
 
 def register_folder() -> None:
-    """``models/janus`` as the ``janus`` folder; idempotent, keeps folders from extra_model_paths.yaml."""
+    """``models/janus`` as the ``janus`` folder (first: the download target), then ``models/Janus-Pro`` so a
+    model the other Janus packs' users already have is found without a copy; idempotent, keeps folders from
+    extra_model_paths.yaml."""
     folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER))
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, OTHER_PACKS_FOLDER))
 
 
 def janus_dirs() -> list[str]:
-    try:
-        return list(folder_paths.get_folder_paths(FOLDER))
-    except Exception:  # folder not registered (should not happen after register_folder)
-        return []
+    """Every folder that may hold model folders: the ``janus`` paths, then any ``Janus-Pro`` paths another
+    pack or extra_model_paths.yaml registered."""
+    found: list[str] = []
+    for name in (FOLDER, OTHER_PACKS_FOLDER):
+        try:
+            paths = folder_paths.get_folder_paths(name)
+        except Exception:  # not registered (Janus-Pro only exists where another pack or a yaml adds it)
+            continue
+        found += [p for p in paths if p not in found]
+    return found
 
 
 DOWNLOAD_MARK = " (download)"
@@ -111,7 +123,8 @@ class Loader(io.ComfyNode):
             node_id="JanusR1Loader",
             display_name="Janus-R1 Loader",
             category=widgets.CATEGORY_LOADERS,
-            description="Load a Janus-Pro / Janus-Pro-R1 model folder from models/janus. ComfyUI's memory manager "
+            description="Load a Janus-Pro / Janus-Pro-R1 model folder from models/janus (or models/Janus-Pro, "
+            "where other Janus packs keep them). ComfyUI's memory manager "
             "moves it to the GPU when a Janus-R1 node runs and offloads it when others need room.",
             search_aliases=["janus", "janus pro", "janus r1", "load janus"],
             inputs=[
@@ -119,7 +132,7 @@ class Loader(io.ComfyNode):
                     "model_name",
                     options=model_names(),
                     default=model_names()[0],
-                    tooltip="A folder inside models/janus (or any 'janus' path from "
+                    tooltip="A folder inside models/janus or models/Janus-Pro (or any 'janus' path from "
                     "extra_model_paths.yaml) holding config.json, tokenizer.json and weights. Entries marked "
                     "'(download)' are known models not on disk yet: tick download_if_missing to fetch them.",
                 ),

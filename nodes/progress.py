@@ -4,6 +4,7 @@ interrupt."""
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 
@@ -61,7 +62,9 @@ class RunHooks:
             return None
         finally:
             self.preview.done(started)
-        return ("JPEG", img, 512)
+        # max_size = the image's own size: the server's ImageOps.contain would otherwise upscale a 384 image
+        # to 512 and the frontend would caption the preview 512x512
+        return ("JPEG", img, max(img.size))
 
     def _decode_text(self, tokens: torch.Tensor) -> str | None:
         try:
@@ -87,7 +90,16 @@ class RunHooks:
             self.mm.throw_exception_if_processing_interrupted()
             raise self.mm.InterruptProcessingException() from None
         except eng.JanusR1Error as e:
-            raise ValueError(f"Janus-R1: {e}") from None
+            raise ValueError(f"Janus-R1: {for_comfy(str(e))}") from None
+
+
+_CLI_HINT = re.compile(r"\s*\(CLI: [^)]*\)")
+
+
+def for_comfy(message: str) -> str:
+    """An engine message as the node shows it: the engine names the widget/argument and adds the CLI's flag in
+    "(CLI: --flag)"; inside ComfyUI only the widget means anything."""
+    return _CLI_HINT.sub("", message)
 
 
 def _prompt_server():

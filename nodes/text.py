@@ -20,13 +20,29 @@ def final_line(r) -> str:
     return f"=> final: image {a.round} of {len(r.attempts)} ({why}{where}, S={score(a.score)})"
 
 
+VERDICT_NOTE = (
+    "note: Yes/No is the answer the model wrote, sampled (another seed may write the other); S = P(Yes) / "
+    "(P(Yes) + P(No)) is computed, not sampled. A Yes with S < 0.5 (or a No with S >= 0.5) is the less likely "
+    "answer, drawn by chance."
+)
+
+
+def verdict_note(judgements) -> str:
+    """The note above, as a last line, when some sampled verdict disagrees with its S (else nothing): the node
+    explains "Yes S=0.352" where the artist reads it, not only in the docs."""
+    odd = any(
+        j is not None and j.score is not None and (j.verdict == "Yes") != (j.score >= 0.5) for j in judgements
+    )
+    return f"\n{VERDICT_NOTE}" if odd else ""
+
+
 def reasoning(results, header: str = "sample") -> str:
     """Each sample's rounds (verdict, S, reflection) and its final line; a header per sample when several."""
     parts = [
         (f"== {header} {n} ==\n" if len(results) > 1 else "") + f"{r.reasoning()}\n{final_line(r)}"
         for n, r in enumerate(results, 1)
     ]
-    return "\n\n".join(parts)
+    return "\n\n".join(parts) + verdict_note([a.judgement for r in results for a in r.attempts])
 
 
 def judge_report(judgements, with_reason: bool) -> str:
@@ -38,7 +54,7 @@ def judge_report(judgements, with_reason: bool) -> str:
     order = ranking([j.score for j in judgements])
     if len(order) > 1:
         lines.append("ranking (best first): " + ", ".join(f"image {i + 1}" for i in order))
-    return "\n".join(lines)
+    return "\n".join(lines) + verdict_note(judgements)
 
 
 def ranking(scores: list[float]) -> list[int]:

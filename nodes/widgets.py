@@ -18,6 +18,7 @@ CATEGORY_LOADERS = f"{ROOT}/loaders"
 CATEGORY_GENERATE = f"{ROOT}/generate"
 CATEGORY_JUDGE = f"{ROOT}/judge"
 CATEGORY_EDIT = f"{ROOT}/edit"
+CATEGORY_SAVE = f"{ROOT}/save"
 CATEGORY_ASK = f"{ROOT}/ask"
 MODEL_TYPE = "JANUS_R1_MODEL"  # pack-unique: other Janus packs already use JANUS_MODEL
 JanusModel = io.Custom(MODEL_TYPE)
@@ -54,12 +55,13 @@ def sampling_inputs(cfg: float = DEFAULTS.CFG) -> list:
         io.Float.Input(
             "cfg",
             default=cfg,
-            min=0.0,
+            min=1.0,
             max=20.0,
             step=0.1,
             round=0.01,
             tooltip=f"Classifier-free guidance weight for image tokens (paper: {cfg:g}). "
-            "1 disables guidance; higher follows the text more closely.",
+            "1 = no guidance (the text is followed only as much as the model does unguided); higher follows "
+            "the text more closely. Values below 1 would push the image away from the text, so 1 is the least.",
         ),
         io.Float.Input(
             "temperature",
@@ -133,6 +135,30 @@ def max_prompt_tokens_input() -> io.Int.Input:
         f"within {DEFAULTS.MAX_PROMPT_TOKENS} tokens; longer prompts are refused unless this is raised.",
         **extra,
     )
+
+
+MODEL_SIZE, INPUT_SIZE = "model size", "input size"
+OUTPUT_SIZES = [MODEL_SIZE, INPUT_SIZE]
+
+
+def output_size_input(what: str) -> io.Combo.Input:
+    """Optional and last (see :func:`final_input`); the default keeps what saved workflows produced before."""
+    return io.Combo.Input(
+        "output_size",
+        options=OUTPUT_SIZES,
+        default=MODEL_SIZE,
+        optional=True,
+        tooltip=f"Size of the {what}: 'model size' is what the model draws (a 384x384 square for Janus-Pro); "
+        "'input size' stretches it back to the input image's width and height (the model saw and redrew the "
+        "input's centre square).",
+    )
+
+
+def choice(name: str, value: str, options: list[str]) -> str:
+    """A combo value checked (ComfyUI 0.3.75 does not check V3 combo values; newer versions do)."""
+    if value not in options:
+        raise ValueError(f"Janus-R1: {name} must be one of {options}, got {value!r}.")
+    return value
 
 
 def final_rule(value: str) -> str:

@@ -9,6 +9,8 @@ just outside its thumbnail.
 
 from __future__ import annotations
 
+import math
+
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import JanusR1Error
@@ -109,4 +111,38 @@ def contact_sheet_grid(results: list[SampleResult], thumb: int = 256, chosen: in
     return grid
 
 
-__all__ = ["contact_sheet", "contact_sheet_grid", "MARGIN", "BORDER", "CHOSEN"]
+def ranked_sheet(results: list[SampleResult], thumb: int = 256, columns: int | None = None) -> Image.Image:
+    """Ranked candidates (Best of N: best first) as a near-square grid, row by row, each captioned with its rank
+    and S ("#1  S 0.912", "candidate 3"); #1 -- the pick -- framed. A grid rather than one column, so a Preview
+    node shows every candidate at a readable size (``columns`` defaults to ceil(sqrt(n)))."""
+    if not results or not all(isinstance(r, SampleResult) and r.attempts for r in results):
+        raise JanusR1Error("results must be a non-empty list of SampleResult, each with at least one attempt.")
+    thumb = check_int("thumb", thumb, 16, 4096)
+    n = len(results)
+    cols = check_int("columns", columns, 1) if columns is not None else max(1, math.ceil(math.sqrt(n)))
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    font = _font(thumb)
+    line, cap = _line_height(font), _caption_height(font)
+    cell_h = thumb + cap + MARGIN
+    sheet = Image.new("RGB", (cols * thumb + (cols + 1) * MARGIN, rows * cell_h + MARGIN), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for rank, r in enumerate(results, 1):
+        a = r.final_attempt
+        x = MARGIN + ((rank - 1) % cols) * (thumb + MARGIN)
+        y = MARGIN + ((rank - 1) // cols) * cell_h
+        sheet.paste(a.image.convert("RGB").resize((thumb, thumb), Image.BICUBIC), (x, y))
+        if rank == 1:
+            draw.rectangle([x - BORDER, y - BORDER, x + thumb + BORDER - 1, y + thumb + BORDER - 1],
+                           outline=CHOSEN, width=BORDER)
+        strip = Image.new("RGB", (thumb, cap), BACKGROUND)
+        sd = ImageDraw.Draw(strip)
+        score = "S n/a" if a.score is None else f"S {a.score:.3f}"
+        lines = [f"#{rank}  {score}", f"candidate {r.index + 1}"] + (["chosen"] if rank == 1 else [])
+        for i, text in enumerate(lines):
+            sd.text((0, i * line + 2), text, fill=CHOSEN if text == "chosen" else TEXT, font=font)
+        sheet.paste(strip, (x, y + thumb + MARGIN // 2))
+    return sheet
+
+
+__all__ = ["contact_sheet", "contact_sheet_grid", "ranked_sheet", "MARGIN", "BORDER", "CHOSEN"]

@@ -88,6 +88,7 @@ def write_test_images(d: Path) -> dict[str, Path]:
         "janus_r1_example_b.png": ("RGB", (96, 64), (40, 40, 200)),
         "janus_r1_rgba.png": ("RGBA", (50, 80), (10, 200, 10, 128)),
         "janus_r1_gray.png": ("L", (33, 33), 128),
+        "janus_r1_tall.png": ("RGB", (300, 500), (200, 120, 40)),  # an SDXL-like portrait, not square
     }
     for name, (mode, size, color) in specs.items():
         img = Image.new(mode, size, color)
@@ -129,8 +130,15 @@ class Worker:
     def validate(self, prompt: dict) -> dict:
         return self.call(op="validate", prompt=prompt)
 
-    def execute(self, prompt: dict, interrupt_after_progress: int | None = None) -> dict:
-        return self.call(op="execute", prompt=prompt, interrupt_after_progress=interrupt_after_progress)
+    def execute(
+        self, prompt: dict, interrupt_after_progress: int | None = None, extra_pnginfo: dict | None = None
+    ) -> dict:
+        return self.call(
+            op="execute",
+            prompt=prompt,
+            interrupt_after_progress=interrupt_after_progress,
+            extra_pnginfo=extra_pnginfo,
+        )
 
 
 def _env() -> dict:

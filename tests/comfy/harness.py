@@ -43,6 +43,7 @@ JANUS_NODES = [
     "JanusR1Edit",
     "JanusR1BestOfN",
     "JanusR1Ask",
+    "JanusR1SaveText",
 ]
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,6 +144,7 @@ def worker(comfy: Path, base: Path) -> None:
     events: list = []
     texts: list = []
     progress: list = []
+    previews: list = []  # [node, max_size, width, height] of every live preview sent
     state = {"interrupt_at": None}
 
     class FakeServer:
@@ -163,6 +165,8 @@ def worker(comfy: Path, base: Path) -> None:
 
     def hook(value, total, preview, prompt_id=None, node_id=None):
         progress.append([str(node_id), int(value), int(total), preview is not None, time.monotonic()])
+        if preview is not None:
+            previews.append([str(node_id), preview[2], *preview[1].size])
         n = state["interrupt_at"]
         if n is not None and len(progress) >= n:
             mm.interrupt_current_processing(True)
@@ -194,7 +198,7 @@ def worker(comfy: Path, base: Path) -> None:
                 )
             elif op == "execute":
                 counter += 1
-                events.clear(), texts.clear(), progress.clear()
+                events.clear(), texts.clear(), progress.clear(), previews.clear()
                 state["interrupt_at"] = cmd.get("interrupt_after_progress")
                 valid = asyncio.run(execution.validate_prompt(str(counter), cmd["prompt"], None))
                 if not valid[0]:
@@ -207,7 +211,10 @@ def worker(comfy: Path, base: Path) -> None:
                         }
                     )
                     continue
-                executor.execute(cmd["prompt"], str(counter), {"client_id": "tests"}, valid[2])
+                extra = {"client_id": "tests"}
+                if cmd.get("extra_pnginfo") is not None:  # what the frontend sends: the workflow, for the PNGs
+                    extra["extra_pnginfo"] = cmd["extra_pnginfo"]
+                executor.execute(cmd["prompt"], str(counter), extra, valid[2])
                 state["interrupt_at"] = None
                 mm.interrupt_current_processing(False)
                 _reply(
@@ -219,6 +226,7 @@ def worker(comfy: Path, base: Path) -> None:
                         "events": events[:],
                         "texts": texts[:],
                         "progress": progress[:],
+                        "previews": previews[:],
                     }
                 )
             elif op == "quit":

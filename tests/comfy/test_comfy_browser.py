@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 OLD_WORKFLOWS = sorted((Path(__file__).parent / "old_workflows").glob("*.json"))  # saved before newer widgets
-COT_WORKFLOW = REPO / "workflows" / "janus_r1_cot_text_to_image.json"
+COT_WORKFLOW = REPO / "workflows" / "Janus-R1 CoT Text to Image.json"
 TEXT_WIDGET = "janus_r1_text"  # web/js/janus_r1.js
 EXTENSION = "JanusR1.ReasoningText"
 
@@ -85,8 +85,9 @@ WIDGETS_JS = "(id) => app.graph.getNodeById(id)?.widgets?.map((w) => [w.name, St
 # while a run goes on, what the node shows, sampled every animation frame: its progress bar (LiteGraph draws
 # node.progress, set from the server's progress_state), and the live preview (the frontend keeps the server's
 # b_preview_with_metadata images per node in app.nodePreviewImages and draws them as node.imgs)
-VALUES_JS = f"""(id) => app.graph.getNodeById(id).widgets
-  .filter((w) => w.name !== {json.dumps(TEXT_WIDGET)} && !w.name.startsWith("$$")).map((w) => w.value)"""
+# the values as the frontend saves them (a node may show its widgets in another order, e.g. Regenerate's critique
+# right under the prompt, but saves them in the backend's order)
+VALUES_JS = """(id) => app.graph.getNodeById(id).serialize().widgets_values.filter((v) => v !== undefined)"""
 WATCH_JS = """(id) => {
   const seen = (window.__janusSeen = { progress: [], previews: 0, drawn: 0, events: [] });
   window.__janusWatch = true;
@@ -302,8 +303,7 @@ def _overlaps(nodes: list[dict], title_h: float = 30) -> list[tuple]:
     return out
 
 
-# LoadImage shows its picture and grows to ~314 px in the frontend; make_workflows.py lays it out at 224 px, so
-# the node below is covered. Known layout bug: fix make_workflows.py, regenerate, then drop this marker.
+# before a run; test_comfy_browser_artist.py checks the same after a run (pictures, reasoning shown)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_nodes_do_not_overlap_in_the_frontend(fe, path):
     """What an artist sees: no node covers another once the frontend has sized them (image previews etc.)."""

@@ -75,6 +75,7 @@ def test_cot_generate_executes(worker):
         ({"max_rounds": 0}, "max_rounds"),
         ({"max_rounds": 11}, "max_rounds"),
         ({"cfg": -1.0}, "cfg"),
+        ({"cfg": 0.5}, "cfg"),  # below 1 pushes away from the prompt (issue 17, finding 8)
         ({"seed": -5}, "seed"),
         ({"top_p": 1.5}, "top_p"),
         ({"prompt": "   "}, "prompt"),
@@ -232,6 +233,7 @@ CATEGORIES = {
     "JanusR1Judge": "Janus-R1/judge",
     "JanusR1Edit": "Janus-R1/edit",
     "JanusR1Ask": "Janus-R1/ask",
+    "JanusR1SaveText": "Janus-R1/save",
 }
 
 
@@ -264,8 +266,10 @@ def test_object_info_shapes(object_info):
     assert (q[1]["options"] if q[0] == "COMBO" else q[0]) == ["none", "4bit", "int4", "nf4", "8bit"]
     cot_info = object_info["JanusR1CoTGenerate"]
     # new outputs are appended: links in saved workflows address outputs by slot
-    assert cot_info["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "INT", "IMAGE"]
-    assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds", "sheet"]
+    per_sample = ["sample_scores", "sample_rounds", "sample_attempts"]  # issue 17: one item per sample
+    assert cot_info["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "INT", "IMAGE", "FLOAT", "INT", "IMAGE"]
+    assert cot_info["output_name"] == ["image", "attempts", "reasoning", "score", "rounds", "sheet", *per_sample]
+    assert cot_info["output_is_list"][-3:] == [True, True, True] and not any(cot_info["output_is_list"][:6])
     req = cot_info["input"]["required"]
     # new widgets are optional and last: widget values are positional in saved workflows, and API prompts
     # written before them still validate
@@ -291,8 +295,11 @@ def test_object_info_shapes(object_info):
     assert judge["input_order"]["optional"] == ["max_prompt_tokens"]
     assert object_info["JanusR1BestOfN"]["output"] == ["IMAGE", "IMAGE", "FLOAT", "STRING", "IMAGE"]
     regen = object_info["JanusR1Regenerate"]
-    assert regen["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "IMAGE"]
-    assert regen["input_order"]["optional"] == ["critique", "final", "max_prompt_tokens"]
+    assert regen["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "IMAGE", "FLOAT", "INT", "IMAGE"]
+    assert regen["input_order"]["optional"] == ["critique", "final", "max_prompt_tokens", "output_size"]
+    assert object_info["JanusR1Edit"]["input_order"]["optional"] == ["output_size"]
+    for name in ("JanusR1TextToImage", "JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Edit"):
+        assert object_info[name]["input"]["required"]["cfg"][1]["min"] == 1.0, name  # issue 17, finding 8
     assert regen["input"]["optional"]["critique"][0] == "STRING"
     for name in ("JanusR1TextToImage", "JanusR1BestOfN"):
         assert object_info[name]["input_order"]["optional"] == ["max_prompt_tokens"], name

@@ -135,7 +135,8 @@ def test_best_of_n_sheet_and_rounded_report(worker):
     report = out["2"]["text"][0]
     assert re.fullmatch(r"(#\d: S=\d\.\d{3} \(candidate \d\)\n?){3}", report), report
     [sheet] = saved(worker, out, "3")
-    assert sheet.shape[1] == 256 + 2 * MARGIN and sheet.shape[0] > 3 * 256  # one row per candidate
+    # a grid (issue 17): ceil(sqrt(3)) = 2 columns, 2 rows, each thumbnail captioned with rank and S
+    assert sheet.shape[1] == 2 * 256 + 3 * MARGIN and 2 * 256 < sheet.shape[0] < 3 * 256
 
 
 def test_regenerate_final_rule_and_sheet(worker):
@@ -159,12 +160,15 @@ def test_regenerate_final_rule_and_sheet(worker):
         save("3", 0, "regen_final"),  # 4
         save("3", 1, "regen_attempts"),  # 5
         save("3", 4, "regen_sheet"),  # 6
+        save("2", 0, "regen_input"),  # 7
     )
     out = run_ok(worker, p)["outputs"]
     text = out["3"]["text"][0]
     k, n, rule, _ = FINAL.search(text).groups()
     attempts, [final] = saved(worker, out, "5"), saved(worker, out, "4")
-    assert int(n) == len(attempts) >= 2 and np.array_equal(final, attempts[int(k) - 1])
+    # the chosen attempt; when that is the input, the input itself at its own size (issue 17, finding 2)
+    chosen = saved(worker, out, "7")[0] if int(k) == 1 else attempts[int(k) - 1]
+    assert int(n) == len(attempts) >= 2 and np.array_equal(final, chosen)
     assert rule == "best score", text
     [sheet] = saved(worker, out, "6")
     assert sheet.shape[1] == len(attempts) * 256 + (len(attempts) + 1) * 8

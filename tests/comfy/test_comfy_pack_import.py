@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ NODE_IDS = [
     "JanusR1Regenerate",
     "JanusR1Edit",
     "JanusR1BestOfN",
+    "JanusR1Ask",
+    "JanusR1SaveText",
 ]
 
 
@@ -59,3 +62,12 @@ def test_requirements_match_engine_runtime_dependencies():
         if d.strip().strip('",')
     }
     assert deps - {"torch"} == reqs, (deps, reqs)
+
+
+def test_node_docs_fit_the_help_sidebar():
+    """The help sidebar is narrow and clipped wide Markdown tables (issue 17, finding 11): inputs are bullet
+    lists; and no doc names a CLI flag (inside ComfyUI only widgets mean anything)."""
+    for doc in sorted((REPO / "web" / "docs").glob("*.md")):
+        text = doc.read_text()
+        assert not [ln for ln in text.splitlines() if ln.lstrip().startswith("|")], f"{doc.name} has a table"
+        assert not re.search(r"(?<![\w-])--[a-z]", text), f"{doc.name} mentions a CLI flag"

@@ -16,7 +16,7 @@ PACK = "janus-r1"  # folder name under custom_nodes (harness.PACK_NAME)
 
 
 def _cot_prompt(object_info_file: Path, **over) -> dict:
-    api = convert(REPO / "workflows" / "janus_r1_cot_text_to_image.json", object_info_file)
+    api = convert(REPO / "workflows" / "Janus-R1 CoT Text to Image.json", object_info_file)
     for node in api.values():
         if node["class_type"] == "JanusR1CoTGenerate":
             node["inputs"].update(over)
@@ -82,3 +82,21 @@ def test_docs_js_and_templates_served(server):
     assert any(e.startswith(f"/extensions/{PACK}/") and e.endswith(".js") for e in exts), exts
     templates = server.get("/api/workflow_templates")
     assert sorted(templates[PACK]) == sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
+
+
+def test_every_template_has_the_thumbnail_the_frontend_asks_for(server):
+    """Workflow ▸ Browse Templates (frontend 1.32.9) lists a pack's templates by file name (its title) and loads
+    the thumbnail ``/api/workflow_templates/<pack>/<name>.jpg`` (mediaSubtype "jpg" is hard-coded for custom
+    node templates): every one must be a real JPEG, and every title readable (no underscores)."""
+    import urllib.parse
+
+    names = server.get("/api/workflow_templates")[PACK]
+    assert names
+    for name in names:
+        quoted = urllib.parse.quote(name)
+        wf = server.get(f"/api/workflow_templates/{PACK}/{quoted}.json")
+        assert wf["nodes"], name
+        jpg = server.get(f"/api/workflow_templates/{PACK}/{quoted}.jpg", raw=True)
+        assert jpg[:3] == b"\xff\xd8\xff", f"{name}.jpg is not a JPEG"
+        assert "_" not in name and name.startswith("Janus-R1 "), name
+    assert any("text to image" in n.lower() and "cot" not in n.lower() for n in names), names

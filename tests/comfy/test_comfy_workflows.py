@@ -24,22 +24,30 @@ def _pack_id() -> str:
     return re.search(r'^name\s*=\s*"([^"]+)"', project, re.M).group(1)
 
 
-def test_there_are_five_workflows_with_thumbnails():
-    names = {p.stem for p in WORKFLOWS}
-    assert len(names) >= 5
+def test_there_are_six_workflows_with_thumbnails():
+    """The template browser (frontend 1.32.9) titles a template by its file name and asks for ``<name>.jpg``."""
+    names = {p.stem.lower() for p in WORKFLOWS}
+    assert len(names) >= 6
     for p in WORKFLOWS:
-        assert any(p.with_suffix(s).is_file() for s in (".jpg", ".png")), f"{p.name} has no thumbnail"
-    for key in ("cot", "judge", "edit", "regenerate", "best_of_n"):
+        thumb = p.parent / f"{p.stem}.jpg"
+        assert thumb.is_file() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{p.name} has no JPEG thumbnail"
+    assert not list(WORKFLOWS[0].parent.glob("*.png")), "thumbnails are .jpg (what the frontend asks for)"
+    for key in ("janus-r1 text to image", "cot", "judge", "edit", "regenerate", "best of n", "ask - describe",
+                "ask - rank"):
         assert any(key in n for n in names), key
 
 
 def _widgets(info: dict) -> list[dict]:
+    """Each widget's options; ``control_after_generate`` as the frontend decides it (1.32.9 also adds the control
+    to any INT named seed / noise_seed that does not refuse it)."""
     out = []
     for section in ("required", "optional"):
         for name in info.get("input_order", {}).get(section, []):
             spec = info["input"][section][name]
-            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            opts = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
             if (isinstance(spec[0], list) or spec[0] in WIDGET_TYPES) and not opts.get("forceInput"):
+                if opts.get("control_after_generate") is None and spec[0] == "INT":
+                    opts["control_after_generate"] = name in ("seed", "noise_seed")
                 out.append(opts)
     return out
 
@@ -90,11 +98,15 @@ def test_workflow_converts_validates_and_runs(path, object_info_file, worker):
     assert len(api) == len(real), "a node was dropped in conversion"
     assert not any(n["class_type"] in FRONTEND_ONLY for n in api.values())
     res = worker.validate(api)
-    assert res["valid"], res
+    # valid means "some output can run": a node failing validation is silently left out, so none may fail
+    assert res["valid"] and not res["node_errors"], res
     res = worker.execute(api)
     assert res["success"], [e[1].get("exception_message") for e in res["events"] if e[0] == "execution_error"]
     out = res["outputs"]
     kinds = {nid: n["class_type"] for nid, n in api.items()}
+    ran = {e[1]["node"] for e in res["events"] if e[0] == "executing" and e[1].get("node")}
+    ran |= {n for e in res["events"] if e[0] == "execution_cached" for n in e[1].get("nodes", [])}
+    assert ran >= {nid for nid, k in kinds.items() if k.startswith("JanusR1")}, (ran, kinds)
     saved = [im for nid, o in out.items() if kinds[nid] == "SaveImage" for im in o["images"]]
     for im in saved:
         f = worker.base / "output" / im["subfolder"] / im["filename"]
@@ -109,11 +121,20 @@ def test_workflow_converts_validates_and_runs(path, object_info_file, worker):
     if "JanusR1CoTGenerate" in kinds.values():
         assert saved, "CoT workflow must save a PNG"
         reasoning = texts["JanusR1CoTGenerate"]
-        assert reasoning.startswith("[image 1]") and texts.get("PreviewAny") == reasoning
+        assert reasoning.startswith("[image 1]")
+        if "JanusR1SaveText" in kinds.values():
+            txt = worker.base / "output" / texts["JanusR1SaveText"]  # Save Reasoning: the .txt it wrote
+            assert txt.read_bytes().decode("utf-8") == reasoning
         previews = [o["images"] for nid, o in out.items() if kinds[nid] == "PreviewImage"]
-        assert len(previews) == 1 and len(previews[0]) == 1  # one contact sheet of all attempts
+        assert len(previews) <= 1 and all(len(p) == 1 for p in previews)  # one contact sheet of all attempts
+    if "JanusR1Ask" in kinds.values():  # its answers feed the next node's prompt
+        answers = next(o["text"] for nid, o in out.items() if kinds[nid] == "JanusR1Ask")
+        assert answers and all(isinstance(a, str) and a.strip() for a in answers)
     if "JanusR1Judge" in kinds.values():
-        assert texts["JanusR1Judge"].count("image ") >= 2
+        report = texts["JanusR1Judge"]
+        assert report.count("image ") >= 2
+        shown = re.findall(r"S=([0-9.]+)", report)
+        assert len(set(shown)) == len(shown) >= 2, report  # distinct pictures, no tie (issue 17, finding 13)
     if "JanusR1BestOfN" in kinds.values():
         n = next(x for x in api.values() if x["class_type"] == "JanusR1BestOfN")["inputs"]["n"]
         assert len(scores) >= n

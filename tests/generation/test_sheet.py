@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from janus_r1 import JanusR1Error
-from janus_r1.generation.sheet import BORDER, CHOSEN, MARGIN, contact_sheet, contact_sheet_grid
+from janus_r1.generation.sheet import BORDER, CHOSEN, MARGIN, contact_sheet, contact_sheet_grid, ranked_sheet
 from janus_r1.generation.trace import Attempt, Judgement, SampleResult, choose_final
 
 
@@ -122,3 +122,32 @@ def test_grid_of_cot_results_marks_each_rows_final_and_left_aligns():
 def test_sheet_bad_input(call, match):
     with pytest.raises(JanusR1Error, match=match):
         call()
+
+
+def test_ranked_sheet_is_a_grid_labelled_with_rank_and_score(monkeypatch):
+    """Best of N (issue 17, finding 5): a near-square grid, best first, row by row; only #1 framed; captions
+    carry the rank and S (checked on the strings drawn, since the default font has no OCR-friendly size)."""
+    from janus_r1.generation import sheet as sheet_mod
+
+    ranked = [_result([s], final=0) for s in (0.8, 0.5, 0.3, 0.2, 0.1)]
+    for k, r in enumerate(ranked):
+        r.index = (k + 2) % 5  # candidate numbers in drawing order, not rank order
+    drawn: list[str] = []
+    real_text = sheet_mod.ImageDraw.ImageDraw.text
+    monkeypatch.setattr(sheet_mod.ImageDraw.ImageDraw, "text",
+                        lambda self, xy, text, *a, **k: (drawn.append(text), real_text(self, xy, text, *a, **k)))
+    grid = ranked_sheet(ranked, thumb=64)
+    cols, rows = 3, 2  # ceil(sqrt(5)) columns
+    assert grid.width == cols * 64 + (cols + 1) * MARGIN
+    assert (grid.height - MARGIN) % rows == 0 and rows * 64 < grid.height < 5 * 64  # not one tall column
+    px = grid.load()
+    cell_h = (grid.height - MARGIN) // rows
+    framed = [px[MARGIN + c * (64 + MARGIN) - BORDER // 2 - 1, MARGIN + r * cell_h + 32] == CHOSEN
+              for r in range(rows) for c in range(cols)][:5]
+    assert framed == [True, False, False, False, False]
+    assert [t for t in drawn if t.startswith("#")] == ["#1  S 0.800", "#2  S 0.500", "#3  S 0.300", "#4  S 0.200",
+                                                     "#5  S 0.100"]
+    assert "candidate 3" in drawn and "chosen" in drawn
+    assert ranked_sheet(ranked[:1], thumb=64).width == 64 + 2 * MARGIN
+    with pytest.raises(JanusR1Error, match="non-empty list"):
+        ranked_sheet([])

@@ -1,4 +1,4 @@
-"""Draw the workflow thumbnails (``workflows/<name>.png``) and the README screenshot (``docs/comfyui_cot_workflow.png``)
+"""Draw the workflow thumbnails (``workflows/<name>.jpg``, the file the template browser asks for) and the README screenshot (``docs/comfyui_cot_workflow.png``)
 in ComfyUI's real web frontend: the real server with the tiny random model, headless Chromium, the same helpers as
 ``test_comfy_browser.py``. Not a test; run it after changing a workflow or a node's widgets:
 
@@ -74,8 +74,10 @@ def thumbnail(fe, path: Path) -> Path:
     vw, vh = THUMB_VIEWPORT
     x0, y0 = max(0, x0 - MARGIN), max(0, y0 - MARGIN)
     x1, y1 = min(vw, x1 + MARGIN), min(vh, y1 + MARGIN)
-    out = path.with_suffix(".png")
-    fe.page.screenshot(path=str(out), clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0})
+    out = path.with_suffix(".jpg")  # frontend 1.32.9 loads /api/workflow_templates/<pack>/<name>.jpg
+    fe.page.screenshot(
+        path=str(out), type="jpeg", quality=85, clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
+    )
     return out
 
 

@@ -22,9 +22,21 @@ LOADER = (
     {"model_name": "Janus-Pro-R1-7B", "dtype": "auto", "download_if_missing": False, "quantize": "none"},
 )
 
-# name -> (title, nodes [(key, type, widget overrides)], links [(src key, src slot, dst key, dst input)], notes)
+# File names are the titles Workflow > Browse Templates shows (frontend 1.32.9 titles a custom node template by
+# its file name and loads ``<name>.jpg`` as its thumbnail), so they are written for people.
+# name -> (nodes [(key, type, widget overrides)], links [(src key, src slot, dst key, dst input)], note)
 WORKFLOWS = {
-    "janus_r1_cot_text_to_image": (
+    "Janus-R1 Text to Image": (
+        [
+            LOADER,
+            ("t2i", "JanusR1TextToImage", {"prompt": "a lighthouse on a cliff at dusk, oil painting", "seed": 1}),
+            ("save", "SaveImage", {"filename_prefix": "janus_r1/t2i"}),
+        ],
+        [("loader", 0, "t2i", "model"), ("t2i", 0, "save", "images")],
+        "Plain Janus-Pro text to image: one pass, no self-check (the fastest). For pictures the model checks "
+        "and redraws itself, see the CoT template.",
+    ),
+    "Janus-R1 CoT Text to Image": (
         [
             LOADER,
             (
@@ -34,74 +46,129 @@ WORKFLOWS = {
             ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/cot"}),
             ("sheet", "PreviewImage", {}),
-            ("reasoning", "PreviewAny", {}),
+            ("text", "JanusR1SaveText", {"filename_prefix": "janus_r1/cot_reasoning"}),
         ],
         [
             ("loader", 0, "cot", "model"),
             ("cot", 0, "save", "images"),
             ("cot", 5, "sheet", "images"),
-            ("cot", 2, "reasoning", "source"),
+            ("cot", 2, "text", "text"),
         ],
         "Janus-Pro-R1 draws, judges its picture against the prompt, explains what is wrong and redraws (at most "
-        "max_rounds images). The final image is saved; the contact sheet shows every attempt with its verdict "
-        "and score, and the reasoning is previewed. `final` picks the last image (the paper) or the best score.",
+        "max_rounds images). The node shows the final image and its reasoning; the saved PNG carries the "
+        "verdicts and scores, and Save Reasoning writes the reasoning as a .txt beside it. The contact sheet "
+        "shows every attempt with its verdict and score. `final` picks the last image (the paper) or the best "
+        "score.",
     ),
-    "janus_r1_judge_ranking": (
-        [
-            LOADER,
-            ("img_a", "LoadImage", {"image": "example.png"}),
-            ("img_b", "LoadImage", {"image": "example.png"}),
-            ("batch", "ImageBatch", {}),
-            ("judge", "JanusR1Judge", {"prompt": "a photo of a cat sitting on a sofa", "seed": 0}),
-            ("best", "PreviewImage", {}),
-            ("report", "PreviewAny", {}),
-        ],
-        [
-            ("loader", 0, "judge", "model"),
-            ("img_a", 0, "batch", "image1"),
-            ("img_b", 0, "batch", "image2"),
-            ("batch", 0, "judge", "images"),
-            ("judge", 5, "best", "images"),
-            ("judge", 4, "report", "source"),
-        ],
-        "Rank pictures made by any other model: load them (ImageBatch resizes the second to the first), and the "
-        "Judge scores each against the prompt, S in [0, 1], with its Yes/No verdict and reason. `best` is the "
-        "top-scored picture (`ranked` has them all, best first; `best_index` its place in the batch).",
-    ),
-    "janus_r1_edit_image": (
+    "Janus-R1 Judge - rank images": (
         [
             LOADER,
             ("img", "LoadImage", {"image": "example.png"}),
-            ("edit", "JanusR1Edit", {"instruction": "make the sky purple and add a moon", "seed": 7}),
+            ("other", "ImageInvert", {}),
+            ("batch", "ImageBatch", {}),
+            ("judge", "JanusR1Judge", {"prompt": "a photo of a cat sitting on a sofa", "seed": 0}),
+            ("best", "PreviewImage", {}),
+        ],
+        [
+            ("loader", 0, "judge", "model"),
+            ("img", 0, "batch", "image1"),
+            ("img", 0, "other", "image"),
+            ("other", 0, "batch", "image2"),
+            ("batch", 0, "judge", "images"),
+            ("judge", 5, "best", "images"),
+        ],
+        "Rank pictures made by any model: the Judge scores each against the prompt, S in [0, 1], with its Yes/No "
+        "verdict and reason, and shows the report. Here the second picture is the first one inverted, so there "
+        "is something to tell apart: load your own pictures instead (ImageBatch resizes the second to the "
+        "first; `best` is the top-scored one, `ranked` has them all, `best_index` its place in the batch).",
+    ),
+    "Janus-R1 Edit Image": (
+        [
+            LOADER,
+            ("img", "LoadImage", {"image": "example.png"}),
+            (
+                "edit",
+                "JanusR1Edit",
+                {"instruction": "make the sky purple and add a moon", "seed": 7, "output_size": "input size"},
+            ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/edit"}),
         ],
         [("loader", 0, "edit", "model"), ("img", 0, "edit", "image"), ("edit", 0, "save", "images")],
-        "Edit a picture with a text instruction (CFG 4 as in the paper). The input is centre-cropped to a square.",
+        "Edit a picture with a text instruction (CFG 4 as in the paper). The model sees the centre square of the "
+        "input; `output_size` = input size stretches its edit back to the input's shape.",
     ),
-    "janus_r1_regenerate_image": (
+    "Janus-R1 Regenerate Image": (
         [
             LOADER,
             ("img", "LoadImage", {"image": "example.png"}),
             (
                 "regen",
                 "JanusR1Regenerate",
-                {"prompt": "two cats sleeping on a red blanket", "seed": 3, "always_redraw": True},
+                {
+                    "prompt": "two cats sleeping on a red blanket",
+                    "seed": 3,
+                    "always_redraw": True,
+                    "output_size": "input size",
+                },
             ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/regenerate"}),
             ("sheet", "PreviewImage", {}),
-            ("reasoning", "PreviewAny", {}),
         ],
         [
             ("loader", 0, "regen", "model"),
             ("img", 0, "regen", "image"),
             ("regen", 0, "save", "images"),
             ("regen", 4, "sheet", "images"),
-            ("regen", 2, "reasoning", "source"),
         ],
         "Improve an image made elsewhere: Janus judges it against the prompt (or uses your critique), writes what "
-        "is wrong and redraws.",
+        "is wrong and redraws. An image it accepts comes back untouched (turn off always_redraw for that).",
     ),
-    "janus_r1_best_of_n": (
+    "Janus-R1 Ask - describe and redraw": (
+        [
+            LOADER,
+            ("img", "LoadImage", {"image": "example.png"}),
+            ("ask", "JanusR1Ask", {"max_new_tokens": 120}),
+            ("cot", "JanusR1CoTGenerate", {"prompt": "", "seed": 42}),
+            ("save", "SaveImage", {"filename_prefix": "janus_r1/redrawn"}),
+        ],
+        [
+            ("loader", 0, "ask", "model"),
+            ("img", 0, "ask", "image"),
+            ("loader", 0, "cot", "model"),
+            ("ask", 0, "cot", "prompt"),
+            ("cot", 0, "save", "images"),
+        ],
+        "Janus-Pro also understands pictures: Ask describes the loaded image (its question is editable), and the "
+        "description becomes CoT Generate's prompt, so Janus redraws the picture from its own words. "
+        "max_new_tokens 120 keeps the description inside the 200-token prompt budget the model was trained on. "
+        "Feed Ask's text to any other model's prompt the same way.",
+    ),
+    "Janus-R1 Ask - rank descriptions": (
+        [
+            LOADER,
+            ("img", "LoadImage", {"image": "example.png"}),
+            ("other", "ImageInvert", {}),
+            ("batch", "ImageBatch", {}),
+            ("ask", "JanusR1Ask", {"max_new_tokens": 120}),
+            ("judge", "JanusR1Judge", {"prompt": "", "seed": 0}),
+            ("best", "PreviewImage", {}),
+        ],
+        [
+            ("loader", 0, "ask", "model"),
+            ("img", 0, "batch", "image1"),
+            ("img", 0, "other", "image"),
+            ("other", 0, "batch", "image2"),
+            ("batch", 0, "ask", "image"),
+            ("loader", 0, "judge", "model"),
+            ("batch", 0, "judge", "images"),
+            ("ask", 0, "judge", "prompt"),
+            ("judge", 5, "best", "images"),
+        ],
+        "How well does each picture match its own description? Ask describes every picture (one answer each), "
+        "and the Judge scores each picture against its description (S in [0, 1]) and ranks them: a caption "
+        "check. Load your own pictures in place of the example and its inverted copy.",
+    ),
+    "Janus-R1 Best of N": (
         [
             LOADER,
             (
@@ -111,17 +178,47 @@ WORKFLOWS = {
             ),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/best"}),
             ("sheet", "PreviewImage", {}),
-            ("report", "PreviewAny", {}),
         ],
         [
             ("loader", 0, "bon", "model"),
             ("bon", 0, "save", "images"),
             ("bon", 4, "sheet", "images"),
-            ("bon", 3, "report", "source"),
         ],
-        "Inference-time scaling: draw N candidates and keep the one the model itself scores highest.",
+        "Inference-time scaling: draw N candidates and keep the one the model itself scores highest. The node "
+        "shows the pick and the ranking; the sheet shows every candidate with its rank and score.",
     ),
 }
+
+# Room each node needs once it has run, so nothing grows over its neighbours (issue 17, finding 4): image
+# outputs show a 384 px picture, contact sheets are wide, Janus-R1 nodes show their image (and reasoning).
+NODE_WIDTH = {"PreviewImage": 640, "SaveImage": 440}
+JANUS_IMAGE_ROOM = 300  # web/js/janus_r1.js IMAGE_ROOM
+JANUS_TEXT_ROOM = 220  # web/js/janus_r1.js BOX_MIN_HEIGHT
+TEXT_NODES = {"JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"}
+IMAGE_NODES = {"JanusR1TextToImage", "JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Edit"}
+TEXT_NODES |= {"JanusR1Ask"}
+COLUMN_GAP, ROW_GAP = 60, 60
+
+
+def node_height(typ: str, widgets: int, sockets: int, multiline: int) -> int:
+    """The height a node needs after a run (title bar excluded, as LiteGraph counts)."""
+    h = 40 + 24 * (widgets - multiline) + 24 * sockets + 110 * multiline
+    if typ == "LoadImage":
+        return h + 300  # the frontend shows the picture
+    if typ in ("SaveImage", "PreviewImage"):
+        return max(h, 420)  # a 384 px picture under its widgets
+    if typ in IMAGE_NODES:
+        h += JANUS_IMAGE_ROOM
+    if typ in TEXT_NODES:
+        h += JANUS_TEXT_ROOM
+    return h
+
+
+def has_control(name: str, wtype: str, opts: dict) -> bool:
+    """Whether the frontend adds a 'control after generate' widget (its value saved right after the input's):
+    when asked, and for any INT named seed / noise_seed unless explicitly refused (frontend 1.32.9 rule)."""
+    flag = opts.get("control_after_generate")
+    return bool(flag) if flag is not None else wtype == "INT" and name in ("seed", "noise_seed")
 
 
 def widget_names(info: dict) -> list[tuple[str, dict, str]]:
@@ -146,7 +243,8 @@ def build(name: str, object_info: dict) -> dict:
     for lid, (src, slot, dst, inp) in enumerate(links_spec, 1):
         src_type = object_info[node_specs[ids[src] - 1][1]]["output"][slot]
         links.append([lid, ids[src], slot, ids[dst], inp, src_type])
-    col_x = {0: 40}
+    widths: dict[int, int] = {}
+    placed: list[tuple[int, int, int, int]] = []
     depth = {key: 0 for key in ids}
     for _ in range(len(ids)):
         for src, _, dst, _ in links_spec:
@@ -159,10 +257,15 @@ def build(name: str, object_info: dict) -> dict:
             for inp in info.get("input_order", {}).get(section, []):
                 spec = info["input"][section][inp]
                 t = spec[0]
-                if isinstance(t, list) or t in WIDGET_TYPES:
+                opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if (isinstance(t, list) or t in WIDGET_TYPES) and not opts.get("forceInput"):
                     continue
                 link = next((lk for lk in links if lk[3] == ids[key] and lk[4] == inp), None)
                 inputs.append({"name": inp, "type": t, "link": link[0] if link else None})
+        for lk in links:  # a link into a widget (Ask's text into a prompt): the widget's input socket
+            if lk[3] == ids[key] and not any(x["name"] == lk[4] for x in inputs):
+                t = info["input"].get("required", {}).get(lk[4], info["input"].get("optional", {}).get(lk[4]))[0]
+                inputs.append({"name": lk[4], "type": t, "widget": {"name": lk[4]}, "link": lk[0]})
         for lk in links:
             if lk[3] == ids[key]:
                 lk[4] = next(i for i, x in enumerate(inputs) if x["name"] == lk[4])
@@ -188,18 +291,18 @@ def build(name: str, object_info: dict) -> dict:
             else:
                 v = ""
             widgets.append(v)
-            if opts.get("control_after_generate"):
+            if has_control(wname, wtype, opts):
                 widgets.append("fixed")
             if opts.get("image_upload"):
                 widgets.append("image")
         d = depth[key]
-        x = 40 + d * 420
-        y = 40 + rows.get(d, 0)
-        h = 120 + 26 * (len(widgets) + max(len(inputs), len(outputs)))
-        if typ == "LoadImage":  # the frontend grows it to show the picture once loaded
-            h += 110
-        rows[d] = rows.get(d, 0) + h + 40
-        col_x[d] = x
+        multiline = sum(1 for _, opts, _t in widget_names(info) if opts.get("multiline"))
+        w = NODE_WIDTH.get(typ, 420)
+        h = node_height(typ, len(widgets), max(len(inputs), len(outputs)), multiline)
+        widths[d] = max(widths.get(d, 0), w)
+        y = 70 + rows.get(d, 0)  # below the title bar
+        rows[d] = rows.get(d, 0) + h + ROW_GAP + 30  # + the title bar
+        placed.append((d, y, w, h))
         props = {"Node name for S&R": typ}
         if typ.startswith("JanusR1"):
             props.update({"cnr_id": PACK_ID, "ver": PACK_VERSION})
@@ -209,8 +312,8 @@ def build(name: str, object_info: dict) -> dict:
             {
                 "id": ids[key],
                 "type": typ,
-                "pos": [x, y],
-                "size": [380, h],
+                "pos": [0, y],  # x once every column's width is known
+                "size": [w, h],
                 "flags": {},
                 "order": order,
                 "mode": 0,
@@ -220,13 +323,19 @@ def build(name: str, object_info: dict) -> dict:
                 "widgets_values": widgets,
             }
         )
+    col_x, x = {}, 40
+    for d in sorted(widths):
+        col_x[d] = x
+        x += widths[d] + COLUMN_GAP
+    for node, (d, _, _, _) in zip(nodes, placed):
+        node["pos"][0] = col_x[d]
     note_id = len(nodes) + 1
     nodes.append(
         {
             "id": note_id,
             "type": "MarkdownNote",
-            "pos": [40, 40 + rows.get(0, 0)],
-            "size": [380, 160],
+            "pos": [40, 70 + rows.get(0, 0)],
+            "size": [widths.get(0, 420), 200],
             "flags": {},
             "order": len(nodes),
             "mode": 0,
@@ -234,8 +343,8 @@ def build(name: str, object_info: dict) -> dict:
             "outputs": [],
             "properties": {},
             "widgets_values": [
-                f"{note}\n\nModel: put Janus-Pro-R1-7B into `models/janus/Janus-Pro-R1-7B` (or tick "
-                "`download_if_missing` on the loader)."
+                f"{note}\n\nModel: put Janus-Pro-R1-7B into `models/janus/Janus-Pro-R1-7B` (models/Janus-Pro/ "
+                "works too) or tick `download_if_missing` on the loader."
             ],
         }
     )
@@ -260,6 +369,8 @@ def main(object_info_path: str) -> None:
     for name in WORKFLOWS:
         wf = build(name, object_info)
         wf["id"] = f"4a4e5553-5231-4000-8000-{sorted(WORKFLOWS).index(name):012d}"
+        for old in out.glob("janus_r1_*.*"):  # the machine-named files these replace
+            old.unlink()
         (out / f"{name}.json").write_text(json.dumps(wf, indent=2) + "\n")
         print("wrote", out / f"{name}.json")
 

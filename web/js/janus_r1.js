@@ -4,7 +4,10 @@ import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 
 const TEXT_NODES = new Set(["JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Ask"]);
+const SHOWS_IMAGE = new Set(["JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN"]); // + their text
 const WIDGET = "janus_r1_text";
+const BOX_MIN_HEIGHT = 220; // ~12 lines of reasoning, whatever size the node's image preview takes
+const IMAGE_ROOM = 300; // room below the widgets for the image the node shows after its run
 // the frontend's own streamed-text box (ComfyUI frontend >= 1.2x shows progress_text natively)
 const NATIVE_PREVIEW = "$$node-text-preview";
 
@@ -17,7 +20,56 @@ function dropNativePreview(node) {
   }
 }
 
-function showText(node, text) {
+// What the artist types comes first on the node, without moving anything in saved workflows: widget values are
+// stored by position (widgets_values), in the backend's input order, which old files and API converters rely on.
+// So only the display order changes; serialize/configure keep using the backend's order.
+const SHOWN_FIRST = { JanusR1Regenerate: ["prompt", "critique"] };
+
+function showFirst(node, names) {
+  node.janusR1Stored = [...node.widgets]; // the backend's order: the one widgets_values uses
+  const first = names.map((n) => node.widgets.find((w) => w.name === n)).filter(Boolean);
+  const rest = node.widgets.filter((w) => !first.includes(w));
+  node.widgets.splice(0, node.widgets.length, ...first, ...rest);
+}
+
+function storedValues(node) {
+  return node.janusR1Stored.filter((w) => w.serialize !== false).map((w) => w.value);
+}
+
+function isJanus(node) {
+  return String(node?.comfyClass ?? node?.type ?? "").startsWith("JanusR1");
+}
+
+// once a run ends (success, error, interrupt) no streamed progress label ("[edit]", "[image 1/10]") may stay on
+// a Janus-R1 node: the native streamed-text box goes, and our box keeps only a final text
+function clearProgressLabels() {
+  for (const node of app.graph?._nodes ?? []) {
+    if (!isJanus(node)) continue;
+    dropNativePreview(node);
+    if (node.janusR1Streamed) {
+      node.janusR1Streamed = false;
+      const w = node.widgets?.find((x) => x.name === WIDGET);
+      if (w) {
+        w.value = node.janusR1Final ?? "";
+        if (w.inputEl) w.inputEl.value = w.value;
+      }
+    }
+    node.setDirtyCanvas?.(true, true);
+  }
+}
+
+// The frontend draws a node's live preview (a blob URL from b_preview_with_metadata) in preference to the images
+// of its executed output, so after a run a Janus-R1 node kept showing the last partial image of one sampling row
+// (Best of N: often not the pick). Once the node has reported the images it returns, the preview goes.
+function dropLivePreview(node) {
+  const key = String(node.id);
+  const blobs = app.nodePreviewImages?.[key];
+  if (!blobs) return;
+  if (blobs[Symbol.iterator]) for (const url of blobs) URL.revokeObjectURL(url);
+  delete app.nodePreviewImages[key];
+}
+
+function showText(node, text, streamed = false) {
   if (!node || typeof text !== "string") return;
   let w = node.widgets?.find((x) => x.name === WIDGET);
   if (!w) {
@@ -33,9 +85,14 @@ function showText(node, text) {
       w.inputEl.style.opacity = 0.85;
       w.inputEl.dataset.janusR1 = "reasoning";
     }
-    // room for a few lines of reasoning beyond the widgets' minimum heights
-    node.setSize?.([Math.max(node.size[0], 380), Math.max(node.size[1], node.computeSize()[1] + 120)]);
+    // a box that holds a dozen lines however much room the image preview takes, and room for that image
+    w.options = w.options ?? {};
+    w.options.getMinHeight = () => BOX_MIN_HEIGHT;
+    const room = SHOWS_IMAGE.has(node.comfyClass ?? node.type) ? IMAGE_ROOM : 0;
+    node.setSize?.([Math.max(node.size[0], 420), Math.max(node.size[1], node.computeSize()[1] + room)]);
   }
+  node.janusR1Streamed = streamed;
+  if (!streamed) node.janusR1Final = text;
   w.value = text;
   if (w.inputEl) w.inputEl.value = text;
   node.setDirtyCanvas?.(true, true);
@@ -45,10 +102,39 @@ function showText(node, text) {
 app.registerExtension({
   name: "JanusR1.ReasoningText",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!TEXT_NODES.has(nodeData.name)) return;
+    if (!String(nodeData.name).startsWith("JanusR1")) return;
+    const first = SHOWN_FIRST[nodeData.name];
+    if (first) {
+      const onNodeCreated = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = onNodeCreated?.apply(this, arguments);
+        if (this.widgets?.length) showFirst(this, first);
+        return r;
+      };
+      const serialize = nodeType.prototype.serialize;
+      nodeType.prototype.serialize = function () {
+        const o = serialize.apply(this, arguments);
+        if (this.janusR1Stored && o.widgets_values) o.widgets_values = storedValues(this);
+        return o;
+      };
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function (info) {
+        // LiteGraph has just put info.widgets_values onto the widgets in display order: redo it in stored order
+        if (this.janusR1Stored && Array.isArray(info?.widgets_values)) {
+          const stored = this.janusR1Stored.filter((w) => w.serialize !== false);
+          info.widgets_values.forEach((v, i) => {
+            if (stored[i]) stored[i].value = v;
+          });
+        }
+        return onConfigure?.apply(this, arguments);
+      };
+    }
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
+      dropNativePreview(this); // "[edit]", "[image 1]": labels of the finished run
+      if (message?.images?.length) dropLivePreview(this); // show what the node returns
+      if (!TEXT_NODES.has(nodeData.name)) return;
       const text = message?.text;
       if (text == null) return;
       this.janusR1Runs = (this.janusR1Runs ?? 0) + 1; // streamed chunks still in flight are now stale
@@ -67,8 +153,11 @@ app.registerExtension({
       const runs = node.janusR1Runs;
       setTimeout(() => {
         if (node.janusR1Runs !== runs) return;
-        if (!node.widgets?.some((x) => x.name === NATIVE_PREVIEW)) showText(node, text);
+        if (!node.widgets?.some((x) => x.name === NATIVE_PREVIEW)) showText(node, text, true);
       }, 0);
     });
+    for (const ev of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(ev, () => setTimeout(clearProgressLabels, 0));
+    }
   },
 });

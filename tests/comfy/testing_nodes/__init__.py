@@ -26,4 +26,25 @@ class JanusR1TestOddImage:
         return (torch.full(SHAPES[kind], 0.5),)
 
 
-NODE_CLASS_MAPPINGS = {"JanusR1TestOddImage": JanusR1TestOddImage}
+class JanusR1TestImageList:
+    """A LIST of IMAGEs of different sizes (what list-producing packs emit): 96x64 red, 40x120 blue (batch of
+    two: blue and green), 33x33 grey."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_IS_LIST = (True,)
+    FUNCTION = "make"
+    CATEGORY = "testing"
+
+    def make(self):
+        def solid(h, w, rgb):
+            return torch.tensor(rgb, dtype=torch.float32).view(1, 1, 1, 3).expand(1, h, w, 3).clone()
+
+        tall = torch.cat([solid(120, 40, (0.1, 0.2, 0.9)), solid(120, 40, (0.1, 0.8, 0.2))])
+        return ([solid(64, 96, (0.9, 0.1, 0.1)), tall, solid(33, 33, (0.5, 0.5, 0.5))],)
+
+
+NODE_CLASS_MAPPINGS = {"JanusR1TestOddImage": JanusR1TestOddImage, "JanusR1TestImageList": JanusR1TestImageList}
