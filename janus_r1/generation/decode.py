@@ -129,7 +129,7 @@ def decode_image(
         run.set_bits(at, None)
         pick(run.step(model.prepare_embeddings_for_image_generation(pair_rows), at), at + 1)
 
-    step = Stepper(body, run.fixed, graph, device, generator)
+    step = run.stepper(body, lambda fn: Stepper(fn, run.fixed, graph, device, generator))  # one per bucket
     h = run.prefill()
     try:
         for t in range(n_tokens):
@@ -200,7 +200,7 @@ def decode_text(
         run.set_bits(at, bit)
         pick(model.lm_head(run.step(embed(tok).unsqueeze(1), at)).float(), at + 1)
 
-    step = Stepper(body, run.fixed, graph, device, generator)
+    step = run.stepper(body, lambda fn: Stepper(fn, run.fixed, graph, device, generator))  # one per bucket
     n = 0
     try:
         for t in range(max_new):
