@@ -12,8 +12,8 @@ on the CPU in fp32 and bf16), so the static runners stay token-identical to tran
   for the layer's kernel, so the fused GEMM is still one ``_weight_int4pack_mm``. Where each projection's packed
   bytes are found verbatim inside the fused buffer (the kernels' tiled layouts keep whole row blocks together),
   the projection's buffer becomes a view of it, so no second copy of the 4-bit weights exists either; else the
-  fused copy is kept beside them. It is cached per first projection's buffer object (weakly: a re-pack, e.g.
-  on a device move, drops it).
+  fused copy is kept beside them. It is cached per first projection's buffer object, for as long as that object
+  lives (a re-pack, e.g. on a device move, replaces it and drops the entry).
 * Anything else (bitsandbytes layers): the projections are called one by one and concatenated.
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
-_INT4: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_INT4: dict[int, tuple[list[weakref.ref], nn.Module]] = {}  # id(first projection's packed buffer) -> fused
 
 
 def adjacent_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -99,14 +99,16 @@ def _build_int4(mods: Sequence[nn.Module]) -> nn.Module:
 
 
 def _int4_fused(mods: Sequence[nn.Module]) -> nn.Module | None:
-    hit = _INT4.get(mods[0].weight_packed)
+    hit = _INT4.get(id(mods[0].weight_packed))
     if hit is not None and all(r() is m.weight_packed for r, m in zip(hit[0], mods)):
         return hit[1]
     same = {(m.in_features, m.group_size, m.kernel, m.scales_and_zeros.dtype, m.bias is None) for m in mods}
     if len(same) != 1:
         return None
     fused = _build_int4(mods)
-    _INT4[mods[0].weight_packed] = ([weakref.ref(m.weight_packed) for m in mods], fused)
+    key = mods[0].weight_packed  # (a view of the fused buffer now, if shared): the entry lives as long as it does
+    _INT4[id(key)] = ([weakref.ref(m.weight_packed) for m in mods], fused)
+    weakref.finalize(key, _INT4.pop, id(key), None)
     return fused
 
 
