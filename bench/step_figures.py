@@ -47,22 +47,20 @@ def capture_clock():
         graphs.capture = real
 
 
-def ms_per_step(run_n, device: torch.device, n_short: int, n_long: int, repeats: int = 2) -> float:
-    """``run_n(n)`` decodes ``n`` tokens from the same context; ms per step from the difference of two lengths,
-    capture time subtracted (best of ``repeats``)."""
+def ms_per_step(run_n, device: torch.device, n_short: int, n_long: int, repeats: int = 3) -> float:
+    """``run_n(n)`` decodes ``n`` tokens from the same context; ms per step from the difference of the best
+    time of each length (best of ``repeats``), capture time subtracted."""
     run_n(n_short)  # warm-up: lazy handles, allocator
-    best = float("inf")
+    best = {n_short: float("inf"), n_long: float("inf")}
     for _ in range(repeats):
-        times = []
-        for n in (n_short, n_long):
+        for n in (n_short, n_long):  # alternated, so both lengths see the same load
             with capture_clock() as cap:
                 sync(device)
                 t = time.perf_counter()
                 run_n(n)
                 sync(device)
-                times.append(time.perf_counter() - t - cap[0])
-        best = min(best, (times[1] - times[0]) * 1e3 / (n_long - n_short))
-    return best
+                best[n] = min(best[n], time.perf_counter() - t - cap[0])
+    return (best[n_long] - best[n_short]) * 1e3 / (n_long - n_short)
 
 
 def copy_gbps(device: torch.device, gib: float = 2.0) -> float | None:
