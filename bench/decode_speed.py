@@ -6,7 +6,8 @@ Times, on the same tiny random model (``--geometry real``: 576 image tokens; def
   (c) our introspective loop when every verdict is "Yes" (a hook adds +100 to the Yes logit) with the
       reflection capped at 16 tokens, over our full text-to-image call (VQ decode included in both).
 The last line printed is one JSON object with ``ours_ms_per_token``, ``transformers_ms_per_token``,
-``ratio`` (= a/b) and ``cot_all_yes_over_t2i`` (= c / full t2i).
+``ratio`` (= a/b) and ``cot_all_yes_over_t2i`` (= c / full t2i). Each pair is timed in alternation (best of
+``--repeats``), so both sides of a ratio see the same load on a shared machine.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def best(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times), statistics.median(times)
+
+
+def best_interleaved(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(best, median) of ``fa`` and of ``fb``, timed in alternation: on a shared machine both see the same load,
+    so their ratio holds where two separate best-of runs would compare a quiet minute with a busy one."""
+    fa(), fb()  # warm-up
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, times in ((fa, ta), (fb, tb)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return (min(ta), statistics.median(ta)), (min(tb), statistics.median(tb))
 
 
 def main() -> None:
@@ -89,8 +103,7 @@ def main() -> None:
             )
 
     assert torch.equal(ours(), theirs()), "our loop and transformers' generate disagree"
-    a, a_med = best(ours, args.repeats)
-    b, b_med = best(theirs, args.repeats)
+    (a, a_med), (b, b_med) = best_interleaved(ours, theirs, args.repeats)
 
     yes_id = vocab.ids.yes
 
@@ -110,8 +123,7 @@ def main() -> None:
         assert all(r.attempts[0].verdict == "Yes" and len(r.attempts) == 1 for r in res)
         return res
 
-    t2i, _ = best(t2i_full, args.repeats)
-    cot, _ = best(cot_all_yes, args.repeats)
+    (t2i, _), (cot, _) = best_interleaved(t2i_full, cot_all_yes, args.repeats)
     print(f"geometry={args.geometry} image tokens={n} threads={torch.get_num_threads()}")
     print(f"(a) ours         {a * 1e3 / n:7.3f} ms/token (best of {args.repeats}; median {a_med * 1e3 / n:.3f})")
     print(f"(b) transformers {b * 1e3 / n:7.3f} ms/token (best of {args.repeats}; median {b_med * 1e3 / n:.3f})")

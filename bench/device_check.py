@@ -1,16 +1,21 @@
 """The decode loop's device figures in one run of about five minutes, partial results printed as they come.
 
     python bench/device_check.py                              # CUDA, random weights of the 7B geometry, bf16
-    python bench/device_check.py --device cpu --geometry real # tiny real-geometry model, < 3 minutes, same keys
+    python bench/device_check.py --device cpu --geometry real # tiny real-geometry model, a few minutes, same keys
 
-Figures (one prompt = a CFG pair of rows): ms per decode step eager vs CUDA-graphed at batch 1 and 16, token
-identity of the graphed step (against the same step eager on CUDA; against the eager and transformers-cache
-runners on the CPU, where the step runs eagerly) at batch 1, 16 and in a text phase that stops early on EOS,
-the step against the weights' bandwidth limit, s/image at batch 1/4/16 and for an introspective image whose
-verdict is always "No", speed-ups over the paper's loop and over transformers' ``generate``, capture time and
-first-call latency, the 4-bit step and peak (built after the bf16 model is freed). A figure that cannot be had
-here (GPU-only, a missing baseline, an exception, the time budget spent) is ``null``. The last line printed is
-one JSON object.
+Figures (one prompt = a CFG pair of rows): kernels per layer and per step of the fixed-shape step (operator log);
+ms per decode step eager vs CUDA-graphed at batch 1 and 16 and in a regeneration-length context (~2,300
+positions), each from two lengths of the same context (prefill, context building and the warm-up step cancel;
+capture time is measured and subtracted); token identity of the graphed step (against the same step eager on
+CUDA; against the eager and transformers-cache runners on the CPU, where the step runs eagerly) at batch 1, 16 and
+in a text phase that stops early on EOS; a teacher-forced comparison of the fixed-shape step's logits with
+transformers' forward over a whole image (max |delta logit|, greedy agreement); the step against the weights'
+bandwidth limit at the datasheet rate and at the card's measured copy rate; peak memory per batch size; s/image
+at batch 1/4/16 and for an introspective image whose verdict is always "No"; speed-ups over the paper's loop and
+over transformers' ``generate``; capture time and first-call latency; the 4-bit step and peak (built after the
+bf16 model is freed; labelled by the 4-bit mode it really ran: int4 or nf4). A figure that cannot be had here
+(GPU-only, a missing baseline, an exception, the time budget spent) is ``null``. The last line printed is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 
 import torch
 from device_figures import bandwidth_gbps, build, bytes_per_step, sync
+from step_figures import capture_clock, copy_gbps, long_context, ms_per_step, teacher_forced
 
 from janus_r1.generation import graphs, tasks
 from janus_r1.generation.context import build as build_ctx
@@ -32,12 +38,15 @@ from janus_r1.generation.sampling import Sampling
 
 PROMPT = "a photo of two green apples and a yellow banana on a wooden table"
 IMG, TXT = Sampling(top_k=4096), Sampling(top_k=50)
-KEYS = ("device", "gpu", "geometry", "dtype", "torch", "build_s", "ms_per_step_eager_b1", "ms_per_step_graph_b1",
-        "ms_per_step_eager_b16", "ms_per_step_graph_b16", "identical_b1", "identical_b16",
-        "identical_text_early_eos", "bytes_per_step", "bandwidth_limit_ms", "step_over_limit", "s_per_image_b1",
-        "s_per_image_b4", "s_per_image_b16", "s_per_introspective_image_all_no", "paper_loop_s_per_image_all_no",
-        "speedup_vs_paper_loop", "transformers_ms_per_step", "speedup_vs_transformers", "capture_s",
-        "first_call_s", "capture_failures", "peak_gib", "int4_ms_per_step", "int4_peak_gib", "skipped")
+KEYS = ("device", "gpu", "geometry", "dtype", "torch", "build_s", "kernels_per_layer", "kernels_per_step",
+        "kernels_total", "ms_per_step_eager_b1", "ms_per_step_graph_b1", "ms_per_step_eager_b16",
+        "ms_per_step_graph_b16", "ms_per_step_graph_regen", "regen_positions", "identical_b1", "identical_b16",
+        "identical_text_early_eos", "max_abs_dlogit", "greedy_agreement", "bytes_per_step", "bandwidth_limit_ms",
+        "copy_gbps", "bandwidth_limit_ms_measured", "step_over_limit", "step_over_limit_measured", "peak_gib_b1",
+        "peak_gib_b16", "s_per_image_b1", "s_per_image_b4", "s_per_image_b16", "s_per_introspective_image_all_no",
+        "paper_loop_s_per_image_all_no", "speedup_vs_paper_loop", "transformers_ms_per_step",
+        "speedup_vs_transformers", "capture_s", "first_call_s", "capture_failures", "quant_mode",
+        "int4_ms_per_step", "int4_peak_gib", "skipped")
 
 
 class Report(dict):
@@ -79,31 +88,64 @@ def image_ctx(j, prompts: list[str]):
     return build_ctx(rows, j.model.get_input_embeddings(), j.vocab.ids.pad)
 
 
-def decode(j, prompts, runner: str, n: int, seed: int = 0) -> torch.Tensor:
+def decode(j, prompts, runner: str, n: int, seed: int = 0, ctx=None) -> torch.Tensor:
     gen = torch.Generator(device=j.device).manual_seed(seed)
-    return decode_image(j.model, image_ctx(j, prompts), n, 5.0, IMG, gen, runner=runner)
+    return decode_image(j.model, ctx or image_ctx(j, prompts), n, 5.0, IMG, gen, runner=runner)
 
 
-def steps(j, rep: Report, batch: int, n_eager: int, n_id: int, cuda: bool) -> None:
-    """ms/step eager vs graphed and graphed-vs-eager identity at one batch size."""
+def peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def steps(j, rep: Report, batch: int, lengths: tuple[int, int], n_id: int, cuda: bool) -> None:
+    """ms/step eager vs graphed over the same context and the same two lengths, identity, peak at one batch."""
     dev, n = j.device, j.num_image_tokens
     prompts = [f"{PROMPT} {i}" for i in range(batch)]
+    ctx = image_ctx(j, prompts)
+    peak_reset(dev)
     if cuda:
         before = graphs.stats.captures
-        cold, _ = clock(lambda: decode(j, prompts, "graph", n), dev)
-        warm, _ = clock(lambda: decode(j, prompts, "graph", n), dev)
-        cap = graphs.stats.last_capture_s if graphs.stats.captures > before else 0.0
-        rep.put(**{f"ms_per_step_graph_b{batch}": (warm - cap) * 1e3 / n})
+        with capture_clock() as cap:
+            cold, _ = clock(lambda: decode(j, prompts, "graph", n, ctx=ctx), dev)
         if batch == 1:
-            rep.put(first_call_s=cold, capture_s=cap)
-        same = torch.equal(decode(j, prompts, "graph", n_id), decode(j, prompts, "fixed", n_id))
+            rep.put(first_call_s=cold, capture_s=cap[0] if graphs.stats.captures > before else 0.0)
+        same = torch.equal(decode(j, prompts, "graph", n_id, ctx=ctx), decode(j, prompts, "fixed", n_id, ctx=ctx))
     else:  # no capture on the CPU: the graph path runs the step eagerly; check it against the other runners
-        ref = decode(j, prompts, "graph", n_id)
-        same = torch.equal(ref, decode(j, prompts, "eager", n_id)) and torch.equal(ref, decode(j, prompts, "dynamic",
-                                                                                                  n_id))
+        ref = decode(j, prompts, "graph", n_id, ctx=ctx)
+        same = all(torch.equal(ref, decode(j, prompts, r, n_id, ctx=ctx)) for r in ("eager", "dynamic"))
     rep.put(**{f"identical_b{batch}": same})
-    eager, _ = clock(lambda: decode(j, prompts, "eager", n_eager), dev)
-    rep.put(**{f"ms_per_step_eager_b{batch}": eager * 1e3 / n_eager})
+    for runner in ("graph", "eager"):
+        ms = ms_per_step(lambda k, r=runner: decode(j, prompts, r, k, ctx=ctx), dev, *lengths)
+        rep.put(**{f"ms_per_step_{runner}_b{batch}": ms})
+    rep.put(**{f"peak_gib_b{batch}": peak_gib(dev)})
+
+
+def regen(j, rep: Report, positions: int, lengths: tuple[int, int]) -> None:
+    """A round-3 regeneration's context length: the step should cost only the attention bytes it really reads."""
+    ctx = long_context(image_ctx(j, [PROMPT]), positions)
+    rep.put(regen_positions=ctx.embeds.shape[1])
+    rep.put(ms_per_step_graph_regen=ms_per_step(lambda k: decode(j, [PROMPT], "graph", k, ctx=ctx), j.device,
+                                                 *lengths))
+
+
+def kernels(j, rep: Report) -> None:
+    from janus_r1.generation.oplog import step_kernels
+
+    k = step_kernels(j.model, image_ctx(j, [PROMPT]), IMG, lambda: torch.Generator(device=j.device).manual_seed(0))
+    rep.put(kernels_per_layer=k["per_layer"], kernels_per_step=k["per_step"], kernels_total=k["total"])
+
+
+def logits_check(j, rep: Report, n: int) -> None:
+    """Teacher-forced: the fixed-shape step (what the graph replays) against transformers' forward."""
+    ctx = image_ctx(j, [PROMPT])
+    codes = decode(j, [PROMPT], "graph", n, ctx=ctx)
+    tf = teacher_forced(j.model, ctx, codes)
+    rep.put(max_abs_dlogit=tf["max_abs_dlogit"], greedy_agreement=tf["greedy_agreement"])
 
 
 def text_identity(j, rep: Report, cuda: bool) -> None:
@@ -169,45 +211,54 @@ def transformers_generate(j, rep: Report, ours_ms: float | None) -> None:
     rep.put(transformers_ms_per_step=ms, speedup_vs_transformers=ms / ours_ms if ours_ms else None)
 
 
-def int4(args, rep: Report, device: torch.device, dtype: torch.dtype) -> None:
-    """The 4-bit model built on its own after the bf16 one is freed, so the peak holds no bf16 copy."""
-    from janus_r1.model.quantize import quantize_language_model
+def int4(args, rep: Report, device: torch.device, dtype: torch.dtype, lengths: tuple[int, int]) -> None:
+    """The 4-bit model built on its own after the bf16 one is freed, so the peak holds no bf16 copy; labelled by
+    the mode "4bit" really is on this device (int4 on sm80+ and the CPU, nf4 on older cards)."""
+    from janus_r1.model.quantize import quantize_language_model, resolve_mode
 
+    mode = resolve_mode("4bit", device)
+    rep.put(quant_mode=mode)
     j, _ = build(args.geometry, device, dtype)
-    j.model = quantize_language_model(j.model, "4bit", device)
+    j.model = quantize_language_model(j.model, mode, device)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    n = j.num_image_tokens if device.type == "cuda" else min(96, j.num_image_tokens)
-    decode(j, [PROMPT], "auto", n)  # warm-up and the peak of a whole image
-    t, _ = clock(lambda: decode(j, [PROMPT], "auto", n), device)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    rep.put(int4_ms_per_step=t * 1e3 / n, int4_peak_gib=peak)
+    peak_reset(device)
+    decode(j, [PROMPT], "auto", j.num_image_tokens)  # the peak of a whole image
+    peak = peak_gib(device)
+    ctx = image_ctx(j, [PROMPT])
+    ms = ms_per_step(lambda k: decode(j, [PROMPT], "auto", k, ctx=ctx), device, *lengths)
+    rep.put(**{f"{mode}_ms_per_step": ms, f"{mode}_peak_gib": peak})
 
 
-def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) -> None:
-    """Everything measured on the model in its compute dtype, most wanted first."""
+def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) -> tuple[int, int]:
+    """Everything measured on the model in its compute dtype, most wanted first; returns the step lengths."""
     cuda = device.type == "cuda"
     t, (j, _tok) = clock(lambda: build(args.geometry, device, dtype), device)
     rep.put(build_s=t)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
     n = j.num_image_tokens
-    n_eager, n_id = (min(64, n), min(96, n)) if cuda else (min(96, n), min(96, n))
-    rep.section("steps_b1", lambda: steps(j, rep, 1, n_eager, n_id, cuda))
+    lengths = (min(64, n // 4), n) if cuda else (min(16, n // 4), min(96, n))
+    rep.section("kernels", lambda: kernels(j, rep))
+    rep.section("steps_b1", lambda: steps(j, rep, 1, lengths, min(96, n), cuda))
     bw, bps = bandwidth_gbps(device, args.bandwidth), bytes_per_step(j.model)
-    limit = bps / (bw * 1e9) * 1e3 if bw else None
+    measured = copy_gbps(device)
     graph_ms = rep["ms_per_step_graph_b1"]
-    rep.put(bytes_per_step=bps, bandwidth_limit_ms=limit,
-            step_over_limit=graph_ms / limit if limit and graph_ms else None)
+    limit = bps / (bw * 1e9) * 1e3 if bw else None
+    limit_measured = bps / (measured * 1e9) * 1e3 if measured else None
+    rep.put(bytes_per_step=bps, bandwidth_limit_ms=limit, copy_gbps=measured,
+            bandwidth_limit_ms_measured=limit_measured,
+            step_over_limit=graph_ms / limit if limit and graph_ms else None,
+            step_over_limit_measured=graph_ms / limit_measured if limit_measured and graph_ms else None)
+    rep.section("logits", lambda: logits_check(j, rep, n if cuda else min(48, n)))
     rep.section("text_early_eos", lambda: text_identity(j, rep, cuda))
-    rep.section("steps_b16", lambda: steps(j, rep, 16, min(32, n), min(48 if cuda else 16, n), cuda))
+    rep.section("steps_b16", lambda: steps(j, rep, 16, (lengths[0], min(lengths[1], 192 if cuda else 48)),
+                                           min(48 if cuda else 16, n), cuda))
+    rep.section("regen", lambda: regen(j, rep, 2300 if cuda else 600, (lengths[0], min(lengths[1], 192))))
     rep.section("images", lambda: images(j, rep, (1, 4, 16) if cuda else (1,)))  # throughput: a GPU figure
     rep.section("introspective", lambda: introspective(j, rep))
     rep.section("transformers", lambda: transformers_generate(j, rep, graph_ms or rep["ms_per_step_eager_b1"]))
-    rep.put(capture_failures=graphs.stats.failures,
-            peak_gib=torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None)
+    rep.put(capture_failures=graphs.stats.failures)
+    return lengths
 
 
 def main() -> None:
@@ -225,9 +276,9 @@ def main() -> None:
     dtype = torch.bfloat16 if args.dtype == "bf16" and (cuda or args.geometry in ("7b", "1b")) else torch.float32
     rep.put(device=str(device), gpu=torch.cuda.get_device_name(device) if cuda else None, geometry=args.geometry,
             dtype=str(dtype).replace("torch.", ""), torch=torch.__version__)
-    bf16_figures(args, rep, device, dtype)  # returns with the model freed
+    lengths = bf16_figures(args, rep, device, dtype)  # returns with the model freed
     gc.collect()
-    rep.section("int4", lambda: int4(args, rep, device, dtype))
+    rep.section("int4", lambda: int4(args, rep, device, dtype, lengths))
     print(json.dumps(dict(rep)))
 
 

@@ -2,7 +2,7 @@
 
 Prints, for one prompt with CFG: ms per decode step against the bandwidth limit (bytes of weights read per step /
 the card's bandwidth), seconds per image and per introspective image, peak memory, the paper-loop baseline side by
-side, and optionally (``--quant-bench``) the 4-bit peak and (``--load-bench DIR``) DeepSeek-layout vs
+side, and optionally (``--quant-bench``) the 4-bit peak (labelled int4 or nf4, as it ran) and (``--load-bench DIR``) DeepSeek-layout vs
 transformers-layout load time of the same random weights written to DIR.
 """
 
@@ -153,13 +153,17 @@ def run(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t2i = timed(lambda: tasks.text_to_image(j, prompt, sampling=img_s, seed=0), device)
+    from step_figures import ms_per_step
+
     from janus_r1.generation.context import build as build_ctx
     from janus_r1.generation.context import cfg_rows
     from janus_r1.generation.decode import decode_image
 
     rows = cfg_rows([[j.prompt_piece(j.prompt_ids(prompt))]], j.vocab.ids.pad)
-    gen_only = timed(lambda: decode_image(j.model, build_ctx(rows, j.model.get_input_embeddings(), j.vocab.ids.pad),
-                                          n, 5.0, img_s, torch.Generator(device=device).manual_seed(0)), device)
+    ctx = build_ctx(rows, j.model.get_input_embeddings(), j.vocab.ids.pad)
+    # two lengths of the same context: prefill and warm-up cancel; graph capture time is subtracted
+    step_ms = ms_per_step(lambda k: decode_image(j.model, ctx, k, 5.0, img_s,
+                                                 torch.Generator(device=device).manual_seed(0)), device, n // 4, n)
     no_id = j.vocab.ids.no
 
     @contextlib.contextmanager
@@ -180,7 +184,6 @@ def run(args) -> dict:
         paper = timed(lambda: paper_loop.paper_loop(j, [prompt], 0, img_s, txt_s, max_reflection=80), device,
                       repeats=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    step_ms = gen_only * 1e3 / n
     bpstep = bytes_per_step(j.model)
     bw = bandwidth_gbps(device, args.bandwidth)
     limit_ms = bpstep / (bw * 1e9) * 1e3 if bw else None
@@ -204,19 +207,21 @@ def run(args) -> dict:
 
 
 def quant_figures(j, device) -> dict:
-    """Peak device memory of the same model with its decoder in NF4, generating one image."""
-    from janus_r1.model.quantize import quantize_language_model
+    """Peak device memory of the same model with its decoder in 4-bit, generating one image; labelled by the mode
+    "4bit" really is on this device (int4 where a fused int4 kernel exists, nf4 on older cards)."""
+    from janus_r1.model.quantize import quantize_language_model, resolve_mode
 
+    mode = resolve_mode("4bit", device)
     model = copy.deepcopy(j.model.to("cpu"))  # the bf16 model leaves the card first: the peak is the 4-bit one's
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    q = tasks.Janus(quantize_language_model(model, "4bit", device), j.vocab)
+    q = tasks.Janus(quantize_language_model(model, mode, device), j.vocab)
     t = timed(lambda: tasks.text_to_image(q, "a red cube", seed=0), device, repeats=1)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    print(f"4-bit: {t:.2f} s/image, peak {peak} GiB")
-    return {"nf4_s_per_image": round(t, 3), "nf4_peak_gib": round(peak, 2) if peak is not None else None}
+    print(f"4-bit ({mode}): {t:.2f} s/image, peak {peak} GiB")
+    return {f"{mode}_s_per_image": round(t, 3), f"{mode}_peak_gib": round(peak, 2) if peak is not None else None}
 
 
 def load_figures(j, tok, root: str, device) -> dict:

@@ -4,7 +4,7 @@ Every task (text-to-image, judging, introspective regeneration, editing, scoring
 rollouts) goes through :func:`decode_image` or :func:`decode_text`. Each phase is: prefill, sample token 0 from
 the prefill's logits, then one *step* per further token -- feed the last token, run the decoder, sample the next
 token into a persistent buffer. The step is one function for every runner (``runners.py``): on CUDA its
-fixed-shape form is captured once per phase as a CUDA graph and replayed (``graphs.py``). A speed-up or a fix
+fixed-shape form is captured once per attention bucket of a phase as a CUDA graph and replayed (``graphs.py``). A speed-up or a fix
 here lands everywhere.
 
 We drive transformers' building blocks directly (``model.model.language_model`` + ``generation_head`` /
@@ -64,7 +64,7 @@ NO_HOOKS = Hooks()
 
 # auto:     "graph" on CUDA, "eager" elsewhere (LLaMA in eval mode without offloaded layers; else "dynamic")
 # graph:    the fixed-shape step (position, rotary rows and mask selected on the device), captured once per
-#           phase as a CUDA graph and replayed; on CPU, or if capture fails, the same step runs eagerly
+#           attention bucket of a phase as a CUDA graph and replayed; on CPU, or if capture fails, the same step runs eagerly
 # fixed:    that fixed-shape step, always eager (the graph's reference in tests and benchmarks)
 # eager:    static KV cache, each step attends over its own length (fastest without graphs, e.g. on CPU)
 # dynamic:  transformers' own cache through the full language_model call
@@ -142,7 +142,8 @@ def decode_image(
         run.set_bits(at, None)
         pick(run.step(model.prepare_embeddings_for_image_generation(pair_rows), at), at + 1)
 
-    step = Stepper(body, run.fixed, graph, device, generator, steps=n_tokens - 1)
+    # one Stepper (on CUDA: one captured graph) per attention bucket; `n` = the steps that bucket will run
+    step = run.stepper(body, lambda fn, n: Stepper(fn, run.fixed, graph, device, generator, steps=n), n_tokens - 1)
     pace = Pacer(device, hooks.watching)
     h = run.prefill()
     try:
@@ -215,8 +216,8 @@ def decode_text(
         run.set_bits(at, bit)
         pick(model.lm_head(run.step(embed(tok).unsqueeze(1), at)).float(), at + 1)
 
-    step = Stepper(body, run.fixed, graph, device, generator, steps=max_new - 1,
-                   eager_steps=graphs.TEXT_EAGER_STEPS)
+    step = run.stepper(body, lambda fn, n: Stepper(fn, run.fixed, graph, device, generator, steps=n,
+                                                   eager_steps=graphs.TEXT_EAGER_STEPS), max_new - 1)
     pace = Pacer(device, hooks.watching)
     n = 0
     try:

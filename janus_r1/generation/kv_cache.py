@@ -1,7 +1,9 @@
 """A preallocated K/V cache for one decode phase (gpt-fast's ``KVCache``, one object for every layer).
 
 Allocated once per phase at its full length (context + new tokens), so a step never concatenates or reallocates
-and a CUDA graph captured over it reads and writes the same addresses on every replay.
+and a CUDA graph captured over it reads and writes the same addresses on every replay. Each layer's keys and
+values share one buffer ``(2, rows, kv_heads, total, head_dim)``: the step computes the rotated keys and the
+values as adjacent slices of one tensor, so writing both is one copy, not two.
 """
 
 from __future__ import annotations
@@ -10,28 +12,28 @@ import torch
 
 
 class KVCache:
-    """Per-layer key/value buffers (rows, kv_heads, total, head_dim) for positions ``0 .. total-1``."""
+    """Per-layer key/value buffers for positions ``0 .. total-1``; ``k[i]``/``v[i]`` are views of ``kv[i]``."""
 
     def __init__(self, layers: int, rows: int, kv_heads: int, total: int, head_dim: int, dtype: torch.dtype,
                  device: torch.device) -> None:
-        shape = (rows, kv_heads, total, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        shape = (2, rows, kv_heads, total, head_dim)
+        self.kv = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.k = [buf[0] for buf in self.kv]
+        self.v = [buf[1] for buf in self.kv]
 
-    def update(self, layer: int, at: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k``/``v`` (rows, kv_heads, q, head_dim) at position ``at``; return what attention reads.
+    def write(self, layer: int, at: int | torch.Tensor, kv: torch.Tensor, offset: int = 0) -> None:
+        """Store ``kv`` (2, rows, kv_heads, q, head_dim) at positions ``offset + at ..``.
 
-        ``at`` an ``int``: positions ``at .. at+q`` are written by slicing and the cache *up to there* is returned
-        (prefill and the eager step). ``at`` a 1-element device tensor: the new position is written with
-        ``index_copy_`` and the *whole* buffer is returned, to be read under a validity mask -- the fixed-shape
-        step, whose position never leaves the device."""
-        ks, vs = self.k[layer], self.v[layer]
+        ``at`` an ``int``: a slice assignment (prefill and the eager step). ``at`` a 1-element device tensor: an
+        ``index_copy_`` of the one new position -- the fixed-shape step, whose position never leaves the device.
+        """
+        buf = self.kv[layer]
         if isinstance(at, torch.Tensor):
-            ks.index_copy_(2, at, k)
-            vs.index_copy_(2, at, v)
-            return ks, vs
-        end = at + k.shape[2]
-        ks[:, :, at:end] = k
-        vs[:, :, at:end] = v
-        return ks[:, :, :end], vs[:, :, :end]
+            (buf[:, :, :, offset:] if offset else buf).index_copy_(3, at, kv)
+        else:
+            buf[:, :, :, offset + at:offset + at + kv.shape[3]] = kv
+
+    def read(self, layer: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of positions ``0 .. end-1`` (views, no copy)."""
+        buf = self.kv[layer][:, :, :, :end]
+        return buf[0], buf[1]

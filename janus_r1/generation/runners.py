@@ -2,23 +2,32 @@
 
 * :class:`TransformersRunner` -- transformers' own cache through the full ``language_model`` call (offloaded
   layers, non-LLaMA or training-mode models, and the ``dynamic`` runner).
-* :class:`StaticRunner` -- each LLaMA decoder layer's own submodules over a :class:`~.kv_cache.KVCache` and a
-  precomputed rotary table. Steps take the step index ``at`` as an ``int`` (each step attends over its own length)
-  or, with ``fixed=True``, as a 1-element device tensor: then the step has one shape for the whole phase -- the
-  position, rotary rows and validity bits are selected on the device -- which is what a CUDA graph captures.
+* :class:`StaticRunner` -- the LLaMA decoder layers written for few kernels (:mod:`.layers`: fused q/k/v and
+  gate/up GEMMs, compact RoPE) over a :class:`~.kv_cache.KVCache`, a precomputed rotary table and one additive
+  mask buffer. Steps take the step index ``at`` as an ``int`` (each step attends over its own length) or, with
+  ``fixed=True``, as a 1-element device tensor: then the step has one shape per attention *bucket* -- the
+  position, rotary rows and mask column are selected on the device -- which is what a CUDA graph captures.
 
-Both take ``set_bits(at, bits)`` (the attention bit of the token fed at step ``at``) then ``step(embeds, at)``.
+Both take ``set_bits(at, bits)`` (the attention bit of the token fed at step ``at``) then ``step(embeds, at)``;
+``stepper(body, make, steps)`` wraps the decode loop's step body: for the fixed-shape runner one ``make(body, n)`` (a
+:class:`~.graphs.Stepper`) per bucket (:class:`Buckets`), so a phase reads the cache it has filled, in whole
+buckets, not the whole preallocated length.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 
 import torch
 
 from .context import Context
 from .kv_cache import KVCache
+from .layers import Geometry, Layer, rope_table, run_layers
+
+BUCKET = 256  # cache positions per attention bucket of the fixed-shape step (one captured graph each)
+ALIGN = 16  # the fixed-shape cache is a whole number of these positions
 
 
 @functools.cache
@@ -67,6 +76,10 @@ class TransformersRunner:
         """Feed the token sampled at step ``at`` (0-based); its attention bit is already in the buffer."""
         return self._call(embeds, self.length + at + 1)
 
+    def stepper(self, body: Callable[[int], None], make: Callable[[Callable, int], Callable], steps: int):
+        """The decode loop's stepper for a phase of ``steps`` steps: ``make(body, steps)`` (no buckets here)."""
+        return make(body, steps)
+
     def set_bits(self, at: int, bits: torch.Tensor | None) -> None:
         if bits is None:  # the buffer is initialised with ones
             return
@@ -76,91 +89,107 @@ class TransformersRunner:
 
 
 class StaticRunner:
-    """The same interface over a static KV cache; token-identical to :class:`TransformersRunner` (tested)."""
+    """The same interface over a static KV cache; token-identical to :class:`TransformersRunner` (tested).
+
+    The attention mask lives in one additive buffer ``bias`` (rows, positions): 0 where a position may be seen,
+    -inf elsewhere (holes, and positions not yet written). Setting a token's bit writes its column; a step only
+    takes a view of it, so the mask costs nothing per layer and one kernel per step.
+    """
 
     def __init__(self, model, ctx: Context, max_new: int, fixed: bool = False) -> None:
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        self.rope = apply_rotary_pos_emb
         self.lm = lm = model.model.language_model
-        cfg = lm.config
         rows, length = ctx.mask.shape
         self.length, self.total = length, length + max_new
+        # the fixed-shape step reads whole buckets: whole multiples of ALIGN keep CUDA's SDPA from padding the mask
+        self.alloc = -(-self.total // ALIGN) * ALIGN if fixed else self.total
         ref = ctx.embeds
-        heads = cfg.num_attention_heads
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-        self.cache = KVCache(len(lm.layers), rows, kv_heads, self.total, head_dim, ref.dtype, ref.device)
-        positions = torch.arange(self.total, device=ref.device).unsqueeze(0)
-        cos, sin = lm.rotary_emb(ref, positions)
-        self.cos, self.sin = cos[0], sin[0]  # (total, head_dim)
-        self.valid = torch.zeros((rows, self.total), dtype=torch.bool, device=ref.device)
-        self.valid[:, :length] = ctx.mask.bool()
+        self.geo = Geometry.of(lm.config)
+        self.layers = [Layer.of(layer) for layer in lm.layers]
+        self.cache = KVCache(len(self.layers), rows, self.geo.kv_heads, self.alloc, self.geo.head_dim, ref.dtype,
+                             ref.device)
+        self.rope = rope_table(lm, self.alloc, self.geo, ref)
+        self.bias = torch.full((rows, self.alloc), float("-inf"), dtype=ref.dtype, device=ref.device)
+        self.bias[:, :length].masked_fill_(ctx.mask.bool(), 0.0)
+        self.lut = torch.tensor([float("-inf"), 0.0], dtype=ref.dtype, device=ref.device)  # bit -> bias
         self.holes = bool((ctx.mask == 0).any())
         self.fixed = fixed
+        self.span = self.alloc  # positions the fixed-shape step attends over (see :meth:`stepper`)
         self.ctx = ctx
 
     def prefill(self) -> torch.Tensor:
-        mask = None
+        n, mask = self.length, None
         if self.holes:
-            n = self.length
-            causal = torch.ones((n, n), dtype=torch.bool, device=self.valid.device).tril()
-            eye = torch.eye(n, dtype=torch.bool, device=self.valid.device)
+            valid = self.ctx.mask.bool()
+            causal = torch.ones((n, n), dtype=torch.bool, device=valid.device).tril()
+            eye = torch.eye(n, dtype=torch.bool, device=valid.device)
             # every query also sees itself, so left-padding rows never softmax over nothing (NaN)
-            mask = (causal & (self.valid[:, None, :n] | eye)).unsqueeze(1)
-        return decoder_layers(self.lm, self.ctx.embeds, self.cos[: self.length], self.sin[: self.length], mask,
-                              self.cache, 0, self.rope)
+            mask = (causal & (valid[:, None, :] | eye)).unsqueeze(1)
+        return run_layers(self.lm, self.layers, self.geo, self.ctx.embeds, self.rope[:n], mask, self.cache, 0, 0, n)
 
     def step(self, embeds: torch.Tensor, at: int | torch.Tensor) -> torch.Tensor:
         """Feed the token sampled at step ``at``; its attention bit was set by :meth:`set_bits`."""
-        if isinstance(at, torch.Tensor):  # fixed shape: whole buffer under the validity mask, nothing on the host
-            pos = at + self.length
-            return decoder_layers(self.lm, embeds, self.cos.index_select(0, pos), self.sin.index_select(0, pos),
-                                  self.valid[:, None, None, :], self.cache, pos, self.rope)
+        if isinstance(at, torch.Tensor):  # fixed shape: a bucket of the cache under the mask, nothing on the host
+            rope = self.rope[self.length:].index_select(0, at)
+            mask = self.bias[:, None, None, : self.span]
+            return run_layers(self.lm, self.layers, self.geo, embeds, rope, mask, self.cache, at, self.length,
+                              self.span)
         pos = self.length + at
-        mask = self.valid[:, None, None, : pos + 1] if self.holes else None
-        return decoder_layers(self.lm, embeds, self.cos[pos : pos + 1], self.sin[pos : pos + 1], mask, self.cache,
-                              pos, self.rope)
+        mask = self.bias[:, None, None, : pos + 1] if self.holes else None
+        return run_layers(self.lm, self.layers, self.geo, embeds, self.rope[pos : pos + 1], mask, self.cache, pos, 0,
+                          pos + 1)
 
     def set_bits(self, at: int | torch.Tensor, bits: torch.Tensor | None) -> None:
         """Attention bit of the token fed at step ``at``; ``None`` means 1 for every row (image tokens)."""
         if isinstance(at, torch.Tensor):
-            pos = at + self.length
+            new = self.bias[:, self.length:]
             if bits is None:
-                self.valid.index_fill_(1, pos, True)
+                new.index_fill_(1, at, 0.0)
             else:
-                self.valid.index_copy_(1, pos, bits.bool().unsqueeze(1))
+                new.index_copy_(1, at, self.lut.index_select(0, bits.long()).unsqueeze(1))
             return
         if bits is None:
-            self.valid[:, self.length + at] = True
+            self.bias[:, self.length + at] = 0.0
             return
-        self.valid[:, self.length + at] = bits.bool()
+        self.bias[:, self.length + at] = self.lut.index_select(0, bits.long())
         if not self.holes and bool((bits == 0).any()):
             self.holes = True
 
+    def bucket(self, t: int) -> int:
+        """Positions the fixed-shape step ``t`` attends over: the valid ones (``length + t + 1``) rounded up to a
+        whole ``BUCKET`` (the last bucket ends at the cache's end)."""
+        return min(self.alloc, -(-(self.length + t + 1) // BUCKET) * BUCKET)
 
-def decoder_layers(lm, h, cos, sin, mask, cache: KVCache, at, rope) -> torch.Tensor:
-    """The LLaMA decoder layers over ``h`` (R, q, D) with a preallocated KV cache; returns the last position's
-    final-normed hidden state (R, D). ``at``: where the new keys/values go (see :meth:`KVCache.update`)."""
-    rows, q_len, _ = h.shape
-    cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
-    causal = mask is None and q_len > 1
-    for i, layer in enumerate(lm.layers):
-        attn = layer.self_attn
-        hd = cache.k[i].shape[-1]
-        x = layer.input_layernorm(h)
-        q = attn.q_proj(x).view(rows, q_len, -1, hd).transpose(1, 2)
-        k = attn.k_proj(x).view(rows, q_len, -1, hd).transpose(1, 2)
-        v = attn.v_proj(x).view(rows, q_len, -1, hd).transpose(1, 2)
-        q, k = rope(q, k, cos, sin)
-        kk, vv = cache.update(i, at, k, v)
-        groups = q.shape[1] // kk.shape[1]
-        if groups > 1:
-            kk = kk.repeat_interleave(groups, dim=1)
-            vv = vv.repeat_interleave(groups, dim=1)
-        o = torch.nn.functional.scaled_dot_product_attention(
-            q, kk, vv, attn_mask=mask, is_causal=causal, scale=attn.scaling
-        )
-        h = h + attn.o_proj(o.transpose(1, 2).reshape(rows, q_len, -1))
-        h = h + layer.mlp(layer.post_attention_layernorm(h))
-    return lm.norm(h[:, -1:])[:, 0]
+    def stepper(self, body: Callable[[int | torch.Tensor], None], make: Callable[[Callable, int], Callable],
+                steps: int):
+        """``make(body, n)`` (a :class:`~.graphs.Stepper` for ``n`` steps) for each attention bucket in turn (fixed
+        shape), else once for the phase's ``steps`` steps."""
+        return Buckets(self, body, make, steps) if self.fixed else make(body, steps)
+
+
+class Buckets:
+    """A fixed-shape step per attention bucket: step ``t`` reads ``bucket(t)`` cache positions, not all of them.
+
+    Each bucket gets its own stepper (on CUDA: its own captured graph, whose shapes are the bucket's), made when
+    the first step of that bucket comes; its device step counter starts at 0, so the body is handed the phase's
+    step index as ``counter + first step of the bucket``. ``make`` is told how many steps the bucket will run
+    (at most ``steps`` in the phase), so a bucket too short to win back a capture is not captured."""
+
+    def __init__(self, run: StaticRunner, body: Callable, make: Callable[[Callable, int], Callable],
+                 steps: int) -> None:
+        self.run, self.body, self.make, self.steps = run, body, make, steps
+        self.current, self.first, self.spans = None, 0, []
+
+    def __call__(self, t: int) -> None:
+        span = self.run.bucket(t)
+        if self.current is None or span != self.run.span:
+            self.close()
+            self.run.span, self.first = span, t
+            self.spans.append(span)
+            n = min(span - self.run.length, self.steps) - t  # steps t .. (last step whose position fits) of the phase
+            self.current = self.make(self.body if t == 0 else (lambda at, first=t: self.body(at + first)), n)
+        self.current(t - self.first)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None

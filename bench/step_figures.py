@@ -1,0 +1,120 @@
+"""Per-step figures that do not mislead, for ``device_check.py`` and ``decode_speed.py``.
+
+* :func:`ms_per_step`: decode the *same* context to two lengths and divide the difference by the extra steps: the
+  prefill, the context building, the first (eager warm-up) step cancel out, and the time spent capturing CUDA
+  graphs in between (one capture per attention bucket) is measured and subtracted.
+* :func:`capture_clock`: total wall time spent in ``graphs.capture`` inside a block.
+* :func:`copy_gbps`: the card's achievable bandwidth, from a large device-to-device copy (read + write bytes).
+* :func:`teacher_forced`: logits of the fixed-shape step (what a CUDA graph replays) against transformers' own
+  forward (the ``dynamic`` runner) on the same image tokens: max |delta logit| and greedy agreement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from janus_r1.generation import decode, graphs
+from janus_r1.generation.context import Context
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def capture_clock():
+    """Yields a one-element list holding the seconds spent capturing graphs so far inside the block."""
+    spent, real = [0.0], getattr(graphs, "capture", None)
+    if real is None:  # nothing to time on a graphs module without it
+        yield spent
+        return
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    graphs.capture = timed
+    try:
+        yield spent
+    finally:
+        graphs.capture = real
+
+
+def ms_per_step(run_n, device: torch.device, n_short: int, n_long: int, repeats: int = 3) -> float:
+    """``run_n(n)`` decodes ``n`` tokens from the same context; ms per step from the difference of the best
+    time of each length (best of ``repeats``), capture time subtracted."""
+    run_n(n_short)  # warm-up: lazy handles, allocator
+    best = {n_short: float("inf"), n_long: float("inf")}
+    for _ in range(repeats):
+        for n in (n_short, n_long):  # alternated, so both lengths see the same load
+            with capture_clock() as cap:
+                sync(device)
+                t = time.perf_counter()
+                run_n(n)
+                sync(device)
+                best[n] = min(best[n], time.perf_counter() - t - cap[0])
+    return (best[n_long] - best[n_short]) * 1e3 / (n_long - n_short)
+
+
+def copy_gbps(device: torch.device, gib: float = 2.0) -> float | None:
+    """Achievable device bandwidth (GB/s) of a large copy, counting bytes read plus bytes written."""
+    if device.type != "cuda":
+        return None
+    src = torch.empty(int(gib * 2**30) // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    sync(device)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    del src, dst
+    return 2 * gib * 2**30 / best / 1e9
+
+
+def long_context(ctx: Context, positions: int) -> Context:
+    """The context repeated along the sequence up to about ``positions`` (a round-3 regeneration is ~2,300)."""
+    k = max(1, positions // ctx.embeds.shape[1])
+    return Context(ctx.embeds.repeat(1, k, 1), ctx.mask.repeat(1, k))
+
+
+@torch.no_grad()
+def _forced_logits(model, ctx: Context, codes: torch.Tensor, runner: str) -> torch.Tensor:
+    run, _ = decode._runner(model, ctx, codes.shape[1], runner)
+    head = model.model.generation_head
+    out = [head(run.prefill()).float()]
+    fixed = getattr(run, "fixed", False)
+    at = torch.zeros(1, dtype=torch.long, device=ctx.embeds.device)
+    for t in range(codes.shape[1] - 1):
+        pair = codes[:, t].unsqueeze(1).expand(-1, 2).reshape(-1, 1)
+        embeds = model.prepare_embeddings_for_image_generation(pair)
+        if fixed:
+            run.span = run.bucket(t)
+            run.set_bits(at, None)
+            h = run.step(embeds, at)
+            at += 1
+        else:
+            run.set_bits(t, None)
+            h = run.step(embeds, t)
+        out.append(head(h).float())
+    return torch.stack(out, 1)  # (rows, n, V)
+
+
+def teacher_forced(model, ctx: Context, codes: torch.Tensor, cfg_weight: float = 5.0) -> dict:
+    """The fixed-shape step against transformers' forward on the same tokens: raw-logit max |delta|, and how
+    often the greedy (CFG-mixed) token agrees."""
+    ours = _forced_logits(model, ctx, codes, "fixed")
+    theirs = _forced_logits(model, ctx, codes, "dynamic")
+    mix = [u + cfg_weight * (c - u) for c, u in ((x[0::2], x[1::2]) for x in (ours, theirs))]
+    agree = (mix[0].argmax(-1) == mix[1].argmax(-1)).float().mean().item()
+    return {"max_abs_dlogit": (ours - theirs).abs().max().item(), "greedy_agreement": agree,
+            "tokens": int(codes.numel())}

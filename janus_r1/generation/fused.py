@@ -1,0 +1,129 @@
+"""One GEMM for q/k/v and one for gate/up: a decoder layer reads its weights in 4 matrix products, not 7.
+
+Concatenating along the output rows gives the same numbers (each output element is the same dot product; tested
+on the CPU in fp32 and bf16), so the static runners stay token-identical to transformers' own forward.
+
+* Float weights: the fused ``(N_q+N_k+N_v, K)`` tensor *is* the storage. It is built once by concatenation, then
+  each projection's ``Parameter`` is re-pointed (``.data``) at its own rows. No second copy exists, the modules
+  keep working for transformers' forward, an in-place update (an optimizer step, a LoRA patch) lands in both,
+  and nothing but the parameters holds the storage: a device move or dtype cast, which replaces each ``.data``,
+  simply leaves the rows non-adjacent, which :func:`fused_linear` notices (storage check) and fuses again.
+* int4 (:class:`~janus_r1.model.int4.Int4Linear`): the canonical 4-bit values are concatenated and packed once
+  for the layer's kernel, so the fused GEMM is still one ``_weight_int4pack_mm``. Where each projection's packed
+  bytes are found verbatim inside the fused buffer (the kernels' tiled layouts keep whole row blocks together),
+  the projection's buffer becomes a view of it, so no second copy of the 4-bit weights exists either; else the
+  fused copy is kept beside them. It is cached per first projection's buffer object, for as long as that object
+  lives (a re-pack, e.g. on a device move, replaces it and drops the entry).
+* Anything else (bitsandbytes layers): the projections are called one by one and concatenated.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+_INT4: dict[int, tuple[list[weakref.ref], nn.Module]] = {}  # id(first projection's packed buffer) -> fused
+
+
+def adjacent_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The ``(sum N, K)`` tensor over ``tensors`` if they are consecutive row blocks of one storage, else None."""
+    first = tensors[0]
+    if first.device.type == "meta":
+        return None
+    ptr, offset = first.untyped_storage().data_ptr(), first.storage_offset()
+    for t in tensors:
+        same = t.dim() == first.dim() and t.shape[1:] == first.shape[1:] and t.dtype == first.dtype
+        if not (same and t.is_contiguous() and t.device == first.device
+                and t.untyped_storage().data_ptr() == ptr and t.storage_offset() == offset):
+            return None
+        offset += t.numel()
+    rows = sum(t.shape[0] for t in tensors)
+    shape = (rows, *first.shape[1:])
+    return first.detach().as_strided(shape, torch.empty(shape, device="meta").stride())
+
+
+@torch.no_grad()
+def _fuse_params(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate, then point every parameter at its rows of the result (in place: same Parameter objects)."""
+    fused = torch.cat([p.detach() for p in params])
+    for p, rows in zip(params, fused.split([p.shape[0] for p in params])):
+        p.data = rows
+    return fused
+
+
+def _float_fused(mods: Sequence[nn.Linear]) -> Callable[[torch.Tensor], torch.Tensor]:
+    weight = adjacent_rows([m.weight for m in mods])
+    if weight is None:
+        weight = _fuse_params([m.weight for m in mods])
+    bias = None
+    if mods[0].bias is not None:
+        bias = adjacent_rows([m.bias for m in mods])
+        if bias is None:
+            bias = _fuse_params([m.bias for m in mods])
+    return functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def _is_int4(m: nn.Module) -> bool:
+    return type(m).__name__ == "Int4Linear" and hasattr(m, "weight_packed")
+
+
+@torch.no_grad()
+def _build_int4(mods: Sequence[nn.Module]) -> nn.Module:
+    from ..model.int4 import Int4Linear, pack
+
+    first = mods[0]
+    canonical = torch.cat([m.canonical() for m in mods])
+    sz = torch.cat([m.scales_and_zeros for m in mods], dim=1).contiguous()
+    packed = pack(canonical, first.kernel)
+    bias = None if first.bias is None else torch.cat([m.bias for m in mods])
+    fused = Int4Linear(first.in_features, canonical.shape[0], first.group_size, first.kernel, packed, sz, bias)
+    flat, views, at = packed.view(-1), [], 0
+    for m in mods:  # share the bytes where each projection's packed form sits verbatim inside the fused one
+        own = m.weight_packed
+        view = flat[at:at + own.numel()].view(own.shape) if at + own.numel() <= flat.numel() else None
+        if view is None or own.dtype != packed.dtype or not torch.equal(view, own):
+            log.debug("int4 fusion keeps a separate copy (%s layout does not split by rows)", first.kernel)
+            return fused
+        views.append(view)
+        at += own.numel()
+    for m, view in zip(mods, views):
+        m.weight_packed = view
+    return fused
+
+
+def _int4_fused(mods: Sequence[nn.Module]) -> nn.Module | None:
+    hit = _INT4.get(id(mods[0].weight_packed))
+    if hit is not None and all(r() is m.weight_packed for r, m in zip(hit[0], mods)):
+        return hit[1]
+    same = {(m.in_features, m.group_size, m.kernel, m.scales_and_zeros.dtype, m.bias is None) for m in mods}
+    if len(same) != 1:
+        return None
+    fused = _build_int4(mods)
+    key = mods[0].weight_packed  # (a view of the fused buffer now, if shared): the entry lives as long as it does
+    _INT4[id(key)] = ([weakref.ref(m.weight_packed) for m in mods], fused)
+    weakref.finalize(key, _INT4.pop, id(key), None)
+    return fused
+
+
+def fused_linear(mods: Sequence[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One callable computing ``cat([m(x) for m in mods], -1)`` with as few GEMMs as the layers allow.
+
+    Modules with forward hooks are called as they are (a fused GEMM would skip the hook)."""
+    if any(m._forward_hooks or m._forward_pre_hooks for m in mods):
+        return mods[0] if len(mods) == 1 else lambda x: torch.cat([m(x) for m in mods], dim=-1)
+    if all(type(m) is nn.Linear and m.weight.is_floating_point() for m in mods):
+        return _float_fused(mods)
+    if len(mods) == 1:
+        return mods[0]
+    if all(_is_int4(m) for m in mods):
+        fused = _int4_fused(mods)
+        if fused is not None:
+            return fused
+    return lambda x: torch.cat([m(x) for m in mods], dim=-1)

@@ -1,0 +1,119 @@
+"""The LLaMA decoder layers of the static runners, written for few kernels and the same numbers as transformers.
+
+Per layer, on the pure-torch path: RMSNorm through ``F.rms_norm`` (one fused kernel on CUDA; the composite on
+the CPU), one q/k/v GEMM and one gate/up GEMM (:mod:`.fused`), RoPE in 4 elementwise kernels over q, k *and* v
+at once (v gets cos 1, sin 0), one copy of the new keys and values into the cache, SDPA, o_proj, SiLU * up,
+down_proj and the two residual adds -- 16 kernels in fp32 (18 in bf16, where the norm weight is applied after
+the cast as transformers does), against ~39 for the layer's own modules. The attention mask is built by the
+caller once per step (an additive 0 / -inf row, never converted per layer).
+
+Every rewrite is exact on the CPU, so the tokens do not change (tested against every runner):
+
+* RMSNorm: ``F.rms_norm`` computes ``x * rsqrt(mean(x^2) + eps)`` in fp32 exactly as ``LlamaRMSNorm``; in
+  fp32 the weight goes inside, otherwise it multiplies the cast result, as transformers does;
+* RoPE: ``rotate_half(x) * sin == flip_halves(x) * sin'`` with ``sin'`` the sine with its first half negated
+  (``(-a) * b == a * (-b)`` in IEEE arithmetic); ``flip_halves`` is one ``flip`` of a ``(2, head_dim/2)`` view
+  where ``rotate_half`` is a slice, a negation and a ``cat``;
+* concatenated GEMMs: each output element is the same dot product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .fused import fused_linear
+from .kv_cache import KVCache
+
+
+@dataclass
+class Layer:
+    """What one decoder layer's step needs, gathered once per phase."""
+
+    ln1: torch.Tensor
+    eps1: float
+    qkv: Callable[[torch.Tensor], torch.Tensor]
+    o: Callable[[torch.Tensor], torch.Tensor]
+    ln2: torch.Tensor
+    eps2: float
+    gate_up: Callable[[torch.Tensor], torch.Tensor]
+    down: Callable[[torch.Tensor], torch.Tensor]
+    act: Callable[[torch.Tensor], torch.Tensor]
+    scaling: float
+
+    @classmethod
+    def of(cls, layer) -> Layer:
+        a, m = layer.self_attn, layer.mlp
+        n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
+        return cls(n1.weight, n1.variance_epsilon, fused_linear([a.q_proj, a.k_proj, a.v_proj]),
+                   fused_linear([a.o_proj]), n2.weight, n2.variance_epsilon,
+                   fused_linear([m.gate_proj, m.up_proj]), fused_linear([m.down_proj]), m.act_fn, a.scaling)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """q/k/v heads as ``groups`` blocks of ``kv_heads`` heads: ``groups - 2`` of queries, one of keys, one of
+    values (LLaMA-MHA: 3 groups; grouped-query attention: more query groups)."""
+
+    groups: int
+    kv_heads: int
+    head_dim: int
+
+    @classmethod
+    def of(cls, config) -> Geometry:
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        return cls(heads // kv_heads + 2, kv_heads, head_dim)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``LlamaRMSNorm`` bit for bit, through torch's own (on CUDA fused) op."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return weight * F.rms_norm(x, (x.shape[-1],), None, eps)
+
+
+def rope_table(lm, total: int, geo: Geometry, ref: torch.Tensor) -> torch.Tensor:
+    """``(total, 2, groups, 1, head_dim)``: cos and the half-negated sine for the query and key groups, 1 and 0
+    for the value group, from the model's own rotary embedding (same values as transformers uses)."""
+    positions = torch.arange(total, device=ref.device).unsqueeze(0)
+    cos, sin = (t[0] for t in lm.rotary_emb(ref, positions))  # (total, head_dim) each
+    half = geo.head_dim // 2
+    sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
+    table = torch.zeros((total, 2, geo.groups, 1, geo.head_dim), dtype=cos.dtype, device=ref.device)
+    table[:, 0, :-1, 0] = cos[:, None]
+    table[:, 0, -1] = 1
+    table[:, 1, :-1, 0] = sin[:, None]
+    return table
+
+
+def run_layers(lm, layers: list[Layer], geo: Geometry, h: torch.Tensor, rope: torch.Tensor,
+               mask: torch.Tensor | None, cache: KVCache, at: int | torch.Tensor, offset: int, end: int
+               ) -> torch.Tensor:
+    """The decoder over ``h`` (R, q, D) -> the last position's final-normed hidden state (R, D).
+
+    ``rope``: the table's rows for these positions (q, 2, groups, 1, head_dim); ``mask``: additive (R, 1, 1,
+    end) or bool (R, 1, q, end), None for plain causal; new keys/values go to ``offset + at`` (see
+    :meth:`KVCache.write`) and attention reads positions ``0 .. end-1``."""
+    rows, q_len, _ = h.shape
+    g, kvh, hd = geo.groups, geo.kv_heads, geo.head_dim
+    cos, sin = rope[:, 0], rope[:, 1]
+    causal = mask is None and q_len > 1
+    for i, layer in enumerate(layers):
+        y = layer.qkv(rms_norm(h, layer.ln1, layer.eps1)).view(rows, q_len, g, kvh, hd)
+        y = y * cos + y.view(rows, q_len, g, kvh, 2, hd // 2).flip(-2).view(rows, q_len, g, kvh, hd) * sin
+        cache.write(i, at, y[:, :, g - 2:].permute(2, 0, 3, 1, 4), offset)
+        k, v = cache.read(i, end)
+        q = y[:, :, : g - 2].reshape(rows, q_len, -1, hd).transpose(1, 2)
+        if g > 3:  # grouped-query attention: each key/value head serves g - 2 query heads
+            k = k.repeat_interleave(g - 2, dim=1)
+            v = v.repeat_interleave(g - 2, dim=1)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=layer.scaling)
+        h = h + layer.o(o.transpose(1, 2).reshape(rows, q_len, -1))
+        gate, up = layer.gate_up(rms_norm(h, layer.ln2, layer.eps2)).chunk(2, dim=-1)
+        h = h + layer.down(layer.act(gate) * up)
+    return rms_norm(h[:, -1:], lm.norm.weight, lm.norm.variance_epsilon)[:, 0]

@@ -1,0 +1,229 @@
+"""Decode stage 2: fewer, larger kernels with the same tokens -- fused q/k/v and gate/up weights (float and int4),
+the kernel count of one step, attention buckets of the fixed-shape step, and the sort-free top-k threshold."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from janus_r1.generation import graphs, runners
+from janus_r1.generation.context import build, cfg_rows
+from janus_r1.generation.decode import decode_image, decode_text
+from janus_r1.generation.fused import adjacent_rows, fused_linear
+from janus_r1.generation.oplog import logged, step_kernels
+from janus_r1.generation.sampling import Sampling, draw, filter_top_k, sample
+from janus_r1.model.tiny import build_tiny_model
+
+PROMPTS = ["a red cat", "two green apples and a yellow banana on a wooden table"]
+
+
+def _ctx(model, vocab, janus, prompts=PROMPTS):
+    rows = cfg_rows([[janus.prompt_piece(janus.prompt_ids(p))] for p in prompts], vocab.ids.pad)
+    return build(rows, model.get_input_embeddings(), vocab.ids.pad)
+
+
+@pytest.fixture
+def own(micro):
+    """A private copy of the micro model (these tests re-point and re-pack its weights)."""
+    model, tok = build_tiny_model("micro", seed=0)
+    return model, micro.vocab, micro.janus
+
+
+TOP8 = Sampling(top_k=8)
+
+
+def _codes(model, ctx, runner, n=16, sampling=TOP8):
+    return decode_image(model, ctx, n, 5.0, sampling, torch.Generator().manual_seed(0), runner=runner)
+
+
+# --- kernel count ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, per_layer", [(torch.float32, 16), (torch.bfloat16, 18)])
+def test_a_step_is_at_most_16_kernels_per_layer_and_30_per_step(own, dtype, per_layer):
+    model, vocab, janus = own
+    model = model.to(dtype)
+    counts = step_kernels(model, _ctx(model, vocab, janus), Sampling(top_k=8), lambda: torch.Generator().manual_seed(0))
+    # 39 per layer + 33 per step before (fp32, micro); bf16 adds the two norm-weight products after the cast
+    assert counts["per_layer"] == per_layer and counts["per_step"] <= 30, counts
+    assert counts["total"] == counts["per_step"] + counts["layers"] * counts["per_layer"]
+
+
+def test_a_layer_is_four_gemms_and_one_cache_write(own):
+    model, vocab, janus = own
+    lm = model.model.language_model
+    run = runners.StaticRunner(model, _ctx(model, vocab, janus), 4, fixed=True)
+    run.prefill()
+    at = torch.zeros(1, dtype=torch.long)
+    with logged() as log:
+        run.set_bits(at, None)
+        run.step(torch.randn(4, 1, lm.config.hidden_size), at)
+    ops = Counter(log.kernels())
+    layers = len(lm.layers)
+    assert ops["aten.mm.default"] == 4 * layers and ops["aten.index_copy_.default"] == layers
+    assert ops["aten.index_fill_.int_Scalar"] == 1 and ops["fused.rms_norm"] == 2 * layers + 1
+    assert ops["aten._scaled_dot_product_flash_attention_for_cpu.default"] == layers  # the mask: no per-layer work
+
+
+# --- fused weights ----------------------------------------------------------------------------------------------
+
+def test_fused_weights_share_storage_and_keep_transformers_outputs(own, tmp_path):
+    model, vocab, janus = own
+    lm = model.model.language_model
+    ctx = _ctx(model, vocab, janus)
+    before = lm(inputs_embeds=ctx.embeds, attention_mask=ctx.mask).last_hidden_state
+    sd_before = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = _codes(model, ctx, "dynamic")
+    assert torch.equal(_codes(model, ctx, "eager"), expected) and torch.equal(_codes(model, ctx, "fixed"), expected)
+    for layer in lm.layers:  # every projection now views its rows of one storage: no second copy
+        a, m = layer.self_attn, layer.mlp
+        assert adjacent_rows([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) is not None
+        assert adjacent_rows([m.gate_proj.weight, m.up_proj.weight]) is not None
+    assert torch.equal(lm(inputs_embeds=ctx.embeds, attention_mask=ctx.mask).last_hidden_state, before)
+    sd = model.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in sd_before.items())
+    save_file({k: v for k, v in sd.items() if "language_model" in k}, str(tmp_path / "lm.safetensors"))
+    assert all(torch.equal(v, sd[k]) for k, v in load_file(str(tmp_path / "lm.safetensors")).items())
+    with torch.no_grad():  # an in-place update (optimizer step, LoRA patch) reaches the fused GEMM
+        lm.layers[0].self_attn.k_proj.weight.mul_(-1)
+    changed = _codes(model, ctx, "eager")
+    assert torch.equal(changed, _codes(model, ctx, "dynamic")) and not torch.equal(changed, expected)
+    model.double().float()  # a cast replaces every parameter's data: the next runner fuses again
+    assert torch.equal(_codes(model, ctx, "fixed"), changed)
+
+
+def _needs_int4_cpu():
+    from janus_r1.model.int4 import fast_kernel
+
+    if fast_kernel(torch.device("cpu")) is None:
+        pytest.skip("this torch has no CPU int4 kernel")
+
+
+def test_int4_fused_gemm_is_the_concatenation_with_the_same_tokens(own):
+    from janus_r1.model.int4 import Int4Linear
+    from janus_r1.model.quantize import quantize_language_model
+
+    _needs_int4_cpu()
+    model, vocab, janus = own
+    model = quantize_language_model(model, "int4", "cpu")
+    attn = model.model.language_model.layers[0].self_attn
+    parts = [attn.q_proj, attn.k_proj, attn.v_proj]
+    x = torch.randn(4, 1, attn.q_proj.in_features)
+    separate = torch.cat([p(x) for p in parts], -1)
+    fused = fused_linear(parts)
+    assert isinstance(fused, Int4Linear) and fused.kernel == "cpu" == parts[0].kernel
+    assert fused.out_features == sum(p.out_features for p in parts)
+    assert torch.equal(fused(x), separate) and torch.equal(torch.cat([p(x) for p in parts], -1), separate)
+    ctx = _ctx(model, vocab, janus)
+    expected = _codes(model, ctx, "dynamic")
+    assert torch.equal(_codes(model, ctx, "eager"), expected) and torch.equal(_codes(model, ctx, "fixed"), expected)
+
+
+def test_int4_projections_become_views_of_the_fused_packed_weights():
+    from janus_r1.model.int4 import Int4Linear
+
+    _needs_int4_cpu()
+    torch.manual_seed(0)
+    parts = [Int4Linear.from_linear(torch.nn.Linear(128, 64, bias=False), "cpu", 32) for _ in range(3)]
+    x = torch.randn(2, 128)
+    separate = torch.cat([p(x) for p in parts], -1)
+    fused = fused_linear(parts)
+    storage = fused.weight_packed.untyped_storage().data_ptr()
+    assert all(p.weight_packed.untyped_storage().data_ptr() == storage for p in parts)  # no second copy
+    assert torch.equal(fused(x), separate) and torch.equal(torch.cat([p(x) for p in parts], -1), separate)
+    assert fused_linear(parts) is fused  # cached ...
+    parts[1].repack(torch.device("cpu"), torch.float32, kernel="reference")
+    again = fused_linear(parts)  # ... until a projection is re-packed
+    assert again is not fused and again is not None and torch.allclose(again(x), separate, atol=1e-5)
+
+
+# --- attention buckets ------------------------------------------------------------------------------------------
+
+def test_the_fixed_step_attends_over_buckets_with_the_same_tokens(own, monkeypatch):
+    model, vocab, janus = own
+    ctx = _ctx(model, vocab, janus)
+    expected = _codes(model, ctx, "eager")
+    made = []
+    monkeypatch.setattr(runners, "BUCKET", 8)
+    real = runners.Buckets.__call__
+
+    def spy(self, t):
+        real(self, t)
+        made.append((t, self.run.span, self.run.bucket(t)))
+
+    monkeypatch.setattr(runners.Buckets, "__call__", spy)
+    monkeypatch.setattr(graphs, "can_capture", lambda device: True)  # each bucket's stepper captures (fake graph)
+    monkeypatch.setattr(graphs, "capture", lambda fn, generator: type("G", (), {"replay": staticmethod(fn)})())
+    for runner in ("fixed", "graph"):
+        made.clear()
+        assert torch.equal(_codes(model, ctx, runner), expected), runner
+        length = ctx.embeds.shape[1]
+        assert [s for _, s, _ in made] == [min(-(-(length + t + 1) // 8) * 8, -(-(length + 16) // 16) * 16)
+                                           for t, _, _ in made]
+        assert len({s for _, s, _ in made}) >= 2  # the phase crossed buckets
+    ids = vocab.ids
+    texts = [decode_text(model, ctx, 12, Sampling(top_k=50), torch.Generator().manual_seed(1), ids.eos, ids.pad,
+                         runner=r) for r in ("eager", "fixed")]
+    assert torch.equal(texts[0].ids, texts[1].ids) and torch.equal(texts[0].mask, texts[1].mask)
+
+
+# --- sampler ----------------------------------------------------------------------------------------------------
+
+def _sorted_top_k(logits, k):  # the previous threshold: the last of a sorted top-k
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+@pytest.mark.parametrize("k", [1, 4, 50, 4096])
+def test_unsorted_top_k_threshold_gives_the_same_tokens(k):
+    gen = torch.Generator().manual_seed(k)
+    logits = torch.randn(6, 8192, generator=gen)
+    logits[0, :100] = logits[0, 0]  # ties at the threshold are kept by both
+    logits[1] = torch.round(logits[1] * 4) / 4
+    assert torch.equal(filter_top_k(logits, k), _sorted_top_k(logits, k))
+    for s in (Sampling(top_k=k), Sampling(top_k=k, temperature=0.7, top_p=0.9), Sampling(top_k=k, greedy=True)):
+        a, b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        ours = sample(logits, s, a)
+        ref = _sorted_top_k(logits, s.top_k)
+        if s.greedy:
+            theirs = torch.argmax(ref, dim=-1)
+        else:
+            probs = torch.softmax(ref / s.temperature, dim=-1)
+            if s.top_p < 1.0:
+                sp, order = torch.sort(probs, dim=-1, descending=True)
+                sp = sp.masked_fill(torch.cumsum(sp, -1) - sp > s.top_p, 0.0)
+                theirs = torch.gather(order, -1, draw(sp / sp.sum(-1, keepdim=True), b)).squeeze(-1)
+            else:
+                theirs = torch.multinomial(probs, 1, generator=b).squeeze(-1)
+        assert torch.equal(ours, theirs) and torch.equal(a.get_state(), b.get_state()), s
+
+
+def test_each_bucket_is_told_the_steps_it_will_run(own, monkeypatch):
+    """A bucket's stepper learns how many steps it runs, so the capture rule (enough steps left to win) counts
+    the bucket's steps, not the phase's: the counts are consecutive ranges that add up to the phase."""
+    from janus_r1.generation import decode
+
+    model, vocab, janus = own
+    ctx = _ctx(model, vocab, janus)
+    monkeypatch.setattr(runners, "BUCKET", 8)
+    told = []
+
+    class Recording(graphs.Stepper):
+        def __init__(self, *args, steps: int = 1 << 30, **kwargs) -> None:
+            told.append(steps)
+            super().__init__(*args, steps=steps, **kwargs)
+
+    monkeypatch.setattr(decode, "Stepper", Recording)
+    codes = _codes(model, ctx, "fixed")
+    length, n_steps = ctx.embeds.shape[1], codes.shape[1] - 1
+    ends = [min(-(-(length + 1) // 8) * 8 - length, n_steps)]
+    while ends[-1] < n_steps:
+        ends.append(min(ends[-1] + 8, n_steps))
+    assert told == [b - a for a, b in zip([0, *ends[:-1]], ends)] and sum(told) == n_steps and len(told) >= 2
+    told.clear()
+    _codes(model, ctx, "eager")  # no buckets: one stepper for the whole phase
+    assert told == [n_steps]
