@@ -113,7 +113,7 @@ def _rollouts(run, cfg, items, reward) -> list:
             for t in new:
                 t.group += k * cfg.prompts_per_step
             trajs += new
-    with torch.no_grad():  # the judge (for `self`, the frozen reference) never builds a graph
+    with torch.no_grad(), run.ref.full_params():  # the judge (`self`: the frozen reference) builds no graph
         G.score_trajectories(trajs, reward, cfg, j.image_size)
     return trajs
 
@@ -131,7 +131,7 @@ def _grpo_update(run, cfg, trajs: list, ref_j: Janus) -> dict:
         for c in chunks:
             sub = [segs[i] for i in c]
             old = run.policy(G.segment_logprobs, j, trajs, sub, cfg)
-            for i, a, b in zip(c, old, G.segment_logprobs(ref_j.model, ref_j, trajs, sub, cfg)):
+            for i, a, b in zip(c, old, run.ref.root(G.segment_logprobs, ref_j, trajs, sub, cfg)):
                 lp_old[i], lp_ref[i] = a.detach().float(), b.float()
     coef = G.loss_coefficients(segs, lp_old)
     set_train(run.model, True)
@@ -155,7 +155,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
 
     run = Run(cfg, GRPOSchedule(cfg.lr, cfg.warmup_steps, cfg.convert_lr, cfg.convert_steps, cfg.min_lr,
                                 cfg.max_steps, cfg.decay), reference=True)
-    ref_j = Janus(run.ref, run.vocab)
+    ref_j = Janus(run.ref.model, run.vocab)
     questions = D.load_questions(cfg.prompts) if cfg.task == "t2i" and cfg.prompts else None  # paper B.2
     reward = make_reward(cfg.reward, ref_janus=ref_j, retries=cfg.reward_retries, timeout=cfg.reward_timeout,
                          device=str(run.acc.device), questions=questions)
