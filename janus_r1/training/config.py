@@ -99,6 +99,7 @@ class GRPOConfig(Common):
     beta: float = 0.05
     clip_eps: float = 0.2
     inner_iterations: int = 2  # mu >= 1; with mu >= 2 the ratio moves away from 1 and clipping applies
+    overlap_rewards: bool = True  # a served judge scores in a thread while old / reference log-probs run
     lr: float = 6e-6
     warmup_steps: int = 100
     convert_lr: float = 2e-6

@@ -114,6 +114,14 @@ class Run:
 
             mark(Path(trace), self.acc.process_index, phase)
 
+    def rollout_precision(self):
+        """Rollouts in bf16 when the run computes in bf16: FSDP2 and DeepSpeed hand the decode loop bf16 weights
+        already; one replica per process keeps fp32 masters, so its rollouts run under bf16 autocast instead of
+        in fp32 (2x the weight traffic per decode step). ``mixed_precision: no`` keeps fp32 rollouts."""
+        if self.cfg.mixed_precision == "bf16" and not (self.sharded or self.zero):
+            return torch.autocast(self.acc.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def full_params(self):
         """Rollouts and evaluation run the engine on the plain modules: a sharded policy gathers its weights."""
         return self.zero.full_params() if self.zero else sharding.full_params(self.root)
