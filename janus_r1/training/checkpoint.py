@@ -20,19 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import JanusR1Error
 from . import dcp_checkpoint as DC
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from .atomic import _fsync_dir, fsync_tree, publish
 
 
 def write_json(path: Path, obj) -> None:
@@ -137,24 +125,6 @@ def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler,
         publish(final)
     acc.wait_for_everyone()
     return ckdir / name
-
-
-def fsync_tree(path: Path) -> None:
-    """Every file under ``path`` on disk before the directory is renamed into place."""
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        elif f.is_dir():
-            _fsync_dir(f)
-
-
-def publish(final: Path) -> None:
-    """Point ``checkpoints/latest`` at the complete checkpoint ``final`` (atomic rename)."""
-    ckdir = final.parent
-    (ckdir / ".latest.tmp").write_text(final.name)
-    os.replace(ckdir / ".latest.tmp", ckdir / "latest")
-    _fsync_dir(ckdir)
 
 
 def prune(root: Path, keep: int) -> None:

@@ -32,11 +32,13 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import JanusR1Error
+from .atomic import _fsync_dir, fsync_tree, publish
 
 logger = logging.getLogger("janus_r1.training")
 W, OPT = "weights.", "optim."
@@ -66,7 +68,9 @@ def read_full(path: Path, keys: list[str], specs: dict | None = None) -> dict[st
     specs = specs or tensor_specs(path)
     sd = {k: torch.empty(specs[k][0], dtype=specs[k][1]) for k in keys}
     if sd:
-        _dcp().load(sd, checkpoint_id=str(Path(path) / DIR), no_dist=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            _dcp().load(sd, checkpoint_id=str(Path(path) / DIR), no_dist=True)
     return sd
 
 
@@ -91,6 +95,15 @@ def _nbytes(shape, dtype) -> int:
     for s in shape:
         n *= s
     return n * torch.empty((), dtype=dtype).element_size()
+
+
+def checkpoint_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    """Every weight of a checkpoint of either format, in full (small models: tests, tools)."""
+    if is_sharded_checkpoint(ckpt):
+        return dict(iter_full(ckpt, W))
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(ckpt) / "model.safetensors"))
 
 
 class _Lazy:
@@ -183,8 +196,6 @@ class Saver:
                  bytes=shard.stat().st_size if shard.is_file() else 0)
         if not self.acc.is_main_process:
             return
-        from .checkpoint import _fsync_dir, fsync_tree, publish
-
         fsync_tree(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.replace(final)
