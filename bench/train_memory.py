@@ -1,7 +1,7 @@
 """Host memory and checkpoint cost of a sharded training run, before and after issue 18, in one run.
 
 Two real processes over gloo train GRPO (two steps, a checkpoint after each) on a random model with Janus-Pro's
-layer structure (LLaMA decoder, SigLIP, VQ; ~0.25 B parameters by default so that memory is visible on a CPU
+layer structure (LLaMA decoder, SigLIP, VQ; ~0.17 B parameters by default so that memory is visible on a CPU
 machine without exhausting it), under FSDP2 and under DeepSpeed ZeRO-3, twice each:
 
 * before: every rank loads the full fp32 model, the reference is an unsharded copy, checkpoints gather the full
@@ -77,15 +77,21 @@ def run(work: Path, model: Path, engine: str, after: bool, steps: int) -> dict:
     for r in (0, 1):
         recs = [json.loads(x) for x in (trace / f"rank{r}.jsonl").read_text().splitlines()]
         peaks: dict = {}
+        growth: dict = {}  # the phase's own cost: its peak above the resident set at its start
         blocked = []
-        for i, rec in enumerate(recs):
+        prev = None
+        for rec in recs:
             if rec["phase"] == "checkpoint-written":
                 continue
-            peaks[rec["phase"]] = max(peaks.get(rec["phase"], 0), rec["peak_rss"])
-            if rec["phase"] == "checkpoint":
-                blocked.append(rec["time"] - recs[i - 1]["time"])
+            ph = rec["phase"]
+            peaks[ph] = max(peaks.get(ph, 0), rec["peak_rss"])
+            if prev is not None:
+                growth[ph] = max(growth.get(ph, 0), rec["peak_rss"] - prev["rss"])
+            if ph == "checkpoint":
+                blocked.append(rec["time"] - prev["time"])
+            prev = rec
         written = [x for x in recs if x["phase"] == "checkpoint-written"]
-        res["ranks"][r] = {"peaks": peaks, "blocked": blocked, "write_s": [x["seconds"] for x in written],
+        res["ranks"][r] = {"peaks": peaks, "growth": growth, "blocked": blocked, "write_s": [x["seconds"] for x in written],
                            "bytes": [x["bytes"] for x in written]}
     if not after:  # the gathered format: rank 0 writes model + optimizer, every rank its RNG file
         ck = next((out / "checkpoints").glob("step-*"))
@@ -101,7 +107,7 @@ def gib(x: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--steps", type=int, default=2)
@@ -114,8 +120,9 @@ def main() -> None:
     print(f"model: {n / 1e9:.3f} B parameters (fp32 state {gib(4 * n)} GiB, AdamW {gib(8 * n)} GiB); 2 processes, "
           f"gloo, GRPO {args.steps} steps, a checkpoint after each")
     phases = ["load", "reference", "train", "checkpoint", "export"]
-    print(f"{'run':14s} {'rank':>4s} " + " ".join(f"{p[:10]:>10s}" for p in phases)
-          + f" {'ck block s':>10s} {'ck write s':>10s} {'ck GiB':>7s}  (peak RSS GiB per phase)")
+    print("peak RSS GiB per phase (growth over the resident set at the phase's start in brackets)")
+    print(f"{'run':14s} {'rank':>4s} " + " ".join(f"{p[:10]:>13s}" for p in phases)
+          + f" {'ck block s':>10s} {'ck write s':>10s} {'ck GiB':>7s}")
     results = {}
     for engine in args.engines:
         for after in (False, True):
@@ -124,7 +131,8 @@ def main() -> None:
                 blocked = max(d["blocked"]) if d["blocked"] else 0.0
                 write = max(d["write_s"]) if d["write_s"] else blocked
                 print(f"{engine + ('-after' if after else '-before'):14s} {r:4d} "
-                      + " ".join(f"{gib(d['peaks'].get(p, 0)):>10s}" for p in phases)
+                      + " ".join(f"{gib(d['peaks'].get(p, 0))} ({gib(d['growth'].get(p, 0)).strip()})".rjust(13)
+                                 for p in phases)
                       + f" {blocked:10.2f} {write:10.2f} {gib(max(d['bytes'] or [0])):>7s}")
     print("\nafter / before (max over ranks):")
     for engine in args.engines:
@@ -132,7 +140,10 @@ def main() -> None:
         for p in phases[:4]:
             pb = max(b[r]["peaks"].get(p, 0) for r in b)
             pa = max(a[r]["peaks"].get(p, 0) for r in a)
-            print(f"  {engine:6s} peak RSS {p:10s}: {gib(pa)} / {gib(pb)} GiB = {pa / max(pb, 1):.2f}")
+            gb = max(b[r]["growth"].get(p, 0) for r in b)
+            ga = max(a[r]["growth"].get(p, 0) for r in a)
+            print(f"  {engine:6s} {p:10s} peak RSS {gib(pa)} / {gib(pb)} GiB = {pa / max(pb, 1):.2f}; its growth "
+                  f"{gib(ga)} / {gib(gb)} GiB = {ga / max(gb, 1):.2f}")
         bb = max(max(b[r]["bytes"] or [0]) for r in b)
         ba = max(max(a[r]["bytes"] or [0]) for r in a)
         print(f"  {engine:6s} most bytes one rank writes per checkpoint: {gib(ba)} / {gib(bb)} GiB = {ba / bb:.2f}")

@@ -168,6 +168,8 @@ class Saver:
         if self.use_async:
             fut = _dcp().async_save(tensors, process_group=self.group, **kw)
             fut = getattr(fut, "upload_completion", fut)  # AsyncSaveResponse (staging + upload) on newer torch
+            self.written_at = None
+            fut.add_done_callback(lambda _: setattr(self, "written_at", time.perf_counter()))
             self.pending = (fut, tmp, ckdir / name, on_done, t0)
         else:
             _dcp().save(tensors, **kw)
@@ -192,7 +194,8 @@ class Saver:
 
             rank = self.acc.process_index
             shard = tmp / DIR / f"__{rank}_0.distcp"
-            mark(Path(trace), rank, "checkpoint-written", reset=False, seconds=time.perf_counter() - t0,
+            done = getattr(self, "written_at", None) if self.use_async else None
+            mark(Path(trace), rank, "checkpoint-written", reset=False, seconds=(done or time.perf_counter()) - t0,
                  bytes=shard.stat().st_size if shard.is_file() else 0)
         if not self.acc.is_main_process:
             return

@@ -20,6 +20,13 @@ def peak_rss_bytes() -> int:
     return 0
 
 
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def reset_peak() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -29,7 +36,7 @@ def reset_peak() -> None:
 
 def mark(directory: Path, rank: int, phase: str, reset: bool = True, **extra) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    rec = {"rank": rank, "phase": phase, "peak_rss": peak_rss_bytes(), "time": time.time(), **extra}
+    rec = {"rank": rank, "phase": phase, "peak_rss": peak_rss_bytes(), "rss": rss_bytes(), "time": time.time(), **extra}
     with open(directory / f"rank{rank}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
     if reset:

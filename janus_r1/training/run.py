@@ -250,7 +250,6 @@ class Run:
                 digests = self.acc.gather(torch.tensor([weights_digest(self.model.state_dict())],
                                                        device=self.acc.device))
                 replicas = {"in_sync": len(set(digests.tolist())) == 1}
-            self.mark("export")
         elif self.sharded or self.zero:  # collective; the main process gets the full weights
             state = self.zero.model_state(self.acc.is_main_process) if self.zero else sharding.model_state(self.root)
             digests = torch.tensor([weights_digest(state) if self.acc.is_main_process else 0])
@@ -268,6 +267,7 @@ class Run:
                 model = (sharding.plain_model(self.model, state, copy=self.zero is not None)
                          if self.sharded or self.zero else self.model)
                 ck.export_model(model, self.vocab, target)
+        self.mark("export")
         self.acc.wait_for_everyone()
         return target
 
