@@ -175,6 +175,8 @@ def _base_model_files(ckpt: Path) -> Path:
 
 
 def cmd_train_export(args) -> int:
+    if not args.max_shard_gb > 0:
+        raise JanusR1Error(f"--max-shard-gb must be > 0 (got {args.max_shard_gb})")
     target, _ = export_checkpoint(args.checkpoint, args.out, max_shard_bytes=int(args.max_shard_gb * (1 << 30)))
     print(f"exported {target}")
     return 0
