@@ -34,6 +34,7 @@ class Run:
         self.stage = type(cfg).__name__[:-6].lower()
         self.acc = acc = make_accelerator(cfg)
         self.out = Path(cfg.out)
+        self.mark("start")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
