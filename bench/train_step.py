@@ -67,8 +67,10 @@ def setup(args):
         return float(norm)
 
     acc = SimpleNamespace(autocast=autocast, backward=lambda loss: loss.backward())
+    ref_handle = SimpleNamespace(model=ref, root=T.Policy(ref), full_params=contextlib.nullcontext)
     run = SimpleNamespace(acc=acc, j=j, model=model, policy=policy, sync=lambda last: contextlib.nullcontext(),
-                          backward=lambda loss, last: loss.backward(), optimizer_step=optimizer_step)
+                          backward=lambda loss, last: loss.backward(), optimizer_step=optimizer_step,
+                          ref=ref_handle, gather=lambda t: t)
     return run, ref, device
 
 
@@ -127,11 +129,12 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--micro-batch", type=int, default=1, help="trajectories per GRPO forward/backward")
     p.add_argument("--steps", type=int, default=2, help="timed steps of each kind (the first one warms up)")
+    p.add_argument("--mu", type=int, default=2, help="GRPO inner iterations (1: the old log-probs are skipped)")
     args = p.parse_args(argv)
     run, ref, device = setup(args)
     cfg = GRPOConfig(group_size=args.group_size, max_rounds=args.rounds, micro_batch=args.micro_batch,
-                     max_reflection=64, inner_iterations=2)
-    base = {"geometry": args.geometry, "device": str(device), "precision": args.precision}
+                     max_reflection=64, inner_iterations=args.mu)
+    base = {"geometry": args.geometry, "device": str(device), "precision": args.precision, "mu": args.mu}
     for phase, fn in (("sft", lambda: sft_step(run, device, args.batch)),
                       ("grpo", lambda: grpo_step(run, ref, device, cfg))):
         for k in range(args.steps):

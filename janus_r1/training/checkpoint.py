@@ -19,19 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import JanusR1Error
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from . import dcp_checkpoint as DC
+from .atomic import _fsync_dir, fsync_tree, publish
 
 
 def write_json(path: Path, obj) -> None:
@@ -92,6 +81,21 @@ def rng_tensors() -> tuple[dict[str, torch.Tensor], list]:
     return t, list(random.getstate()[1])
 
 
+def write_rng(directory: Path, rank: int) -> None:
+    rng, py = rng_tensors()
+    save_file(rng, str(directory / f"rng-rank{rank}.safetensors"), metadata={"python": json.dumps(py)})
+
+
+def write_model_files(model, vocab, directory: Path) -> None:
+    """config.json (+ generation_config.json) and the tokenizer: what the export needs besides the weights."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(directory))
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.save_pretrained(str(directory))
+    vocab.tokenizer.save_pretrained(str(directory))
+
+
 def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler, extra: dict, acc) -> Path:
     """All ranks call this; rank 0 writes the full model and optimizer ``states`` (``Run.full_state``: full weights,
     name-keyed optimizer state) and the scheduler, every rank its RNG state."""
@@ -104,8 +108,7 @@ def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     acc.wait_for_everyone()
-    rng, py = rng_tensors()
-    save_file(rng, str(tmp / f"rng-rank{acc.process_index}.safetensors"), metadata={"python": json.dumps(py)})
+    write_rng(tmp, acc.process_index)
     if acc.is_main_process:
         save_file({k: v.contiguous() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
         ot, ometa = optimizer_tensors(opt_sd)
@@ -114,16 +117,12 @@ def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler,
         write_json(tmp / "state.json", {"step": step, "optimizer": ometa, "scheduler": sched, **extra})
     acc.wait_for_everyone()
     if acc.is_main_process:
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        fsync_tree(tmp)
         final = ckdir / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _fsync_dir(ckdir)
-        (ckdir / ".latest.tmp").write_text(name)
-        os.replace(ckdir / ".latest.tmp", ckdir / "latest")
-        _fsync_dir(ckdir)
+        publish(final)
     acc.wait_for_everyone()
     return ckdir / name
 
@@ -159,19 +158,24 @@ def check_compatible(path: Path, model, stage: str, cfg: dict) -> None:
     for key in ("model", "task"):
         if key in old and old[key] != cfg.get(key):
             diffs.append(f"{key} {old[key]!r} in the checkpoint vs {cfg.get(key)!r} now")
-    mine = model.state_dict()
-    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
-        theirs = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    shapes = [f"{k}: {list(theirs[k])} in the checkpoint vs {list(v.shape)} now" for k, v in mine.items()
-              if k in theirs and theirs[k] != tuple(v.shape)]
-    missing, unexpected = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
-    diffs += shapes[:3] + ([f"{len(shapes)} tensors differ in shape"] if len(shapes) > 3 else [])
-    if missing or unexpected:
-        diffs.append(f"{len(missing)} weights missing from the checkpoint (e.g. {missing[:2]}), "
-                     f"{len(unexpected)} unknown to the model (e.g. {unexpected[:2]})")
+    mine = {k: tuple(v.shape) for k, v in own_shapes(model).items()}
+    if DC.is_sharded_checkpoint(path):
+        diffs += DC.check_sharded_compatible(path, mine)
+    elif (path / "model.safetensors").is_file():
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            diffs += DC._diffs(mine, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+    else:
+        raise JanusR1Error(f"{path} holds neither a sharded checkpoint (dcp/.metadata) nor model.safetensors: it "
+                           "is incomplete or not a janus-r1 checkpoint; --resume none starts over")
     if diffs:
         raise JanusR1Error(f"--out holds another run: checkpoint {path} does not match ({'; '.join(diffs)}); "
                            "use another --out, or --resume none to start over there")
+
+
+def own_shapes(model) -> dict:
+    """``{name: tensor}`` of the unsharded model's state dict, shapes global (a sharded policy's DTensors report
+    their full shape)."""
+    return model.state_dict()
 
 
 def load_model_weights(path: Path, model) -> dict:
@@ -193,21 +197,27 @@ def load_model_weights(path: Path, model) -> dict:
     return state
 
 
-def load_training_state(path: Path, policy, optimizer, scheduler, rank: int, zero=None) -> None:
+def load_training_state(path: Path, policy, optimizer, scheduler, rank: int, zero=None, sharded: bool = False) -> None:
     """Optimizer (each rank its shard), scheduler and this rank's RNG state, after the model is sharded; under
-    DeepSpeed (``zero``, zero.py) also the exact fp32 master weights."""
+    DeepSpeed (``zero``, zero.py) also the exact fp32 master weights. Either checkpoint format."""
     from safetensors import safe_open
 
     from .sharding import load_optimizer_state
 
     state = json.loads((path / "state.json").read_text())
-    with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:  # read tensor by tensor
-        named = optimizer_state({k: Deferred(f, k) for k in f.keys()}, state["optimizer"])
+    if DC.is_sharded_checkpoint(path):
         if zero is not None:
-            with safe_open(str(path / "model.safetensors"), framework="pt") as m:
-                zero.load(_Lazy(m), named)
+            zero.load(*DC.zero_sources(path, state["optimizer"]))
         else:
-            load_optimizer_state(policy, optimizer, named)
+            load_optimizer_state(policy, optimizer, DC.optimizer_named(path, policy, state["optimizer"], sharded))
+    else:
+        with safe_open(str(path / "optimizer.safetensors"), framework="pt") as f:  # read tensor by tensor
+            named = optimizer_state({k: Deferred(f, k) for k in f.keys()}, state["optimizer"])
+            if zero is not None:
+                with safe_open(str(path / "model.safetensors"), framework="pt") as m:
+                    zero.load(_Lazy(m), named)
+            else:
+                load_optimizer_state(policy, optimizer, named)
     groups = scheduler.optimizer.param_groups
     scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(groups)})
     # One schedule drives every group, but engines cut the groups differently (ZeRO-3 sub-groups), and DeepSpeed's

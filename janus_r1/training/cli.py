@@ -91,6 +91,10 @@ def add_training_commands(sub) -> None:
     g.add_argument("--micro-batch", type=int, default=None, help="trajectories per forward/backward (0: all)")
     g.set_defaults(func=cmd_train_grpo)
 
+    from .export import add_export_command
+
+    add_export_command(sub)
+
 
 def main(argv: list[str] | None = None) -> int:
     from ..errors import JanusR1Error

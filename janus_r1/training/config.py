@@ -36,6 +36,11 @@ class Common:
     log_every: int = 1
     max_prompt_tokens: int = 200
     resume: str = "auto"  # auto (the latest checkpoint under out, if any) | none | a checkpoint directory
+    # sharded: torch.distributed.checkpoint, every rank its shard (dcp_checkpoint.py); full: gathered safetensors
+    # on rank 0 (earlier versions; kept for comparison -- both formats resume)
+    checkpoint_format: str = "sharded"
+    async_save: bool = True  # sharded checkpoints written in the background while training continues
+    load_sharded: bool = True  # FSDP2: meta skeleton, each rank reads its rows (materialise.py); False: full copy
     # logging and evaluation (tracking.py, evaluation.py)
     log_with: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | wandb | tensorboard,wandb
     eval_prompts: str | None = None  # held-out prompt file (.txt, or .jsonl such as GenEval's metadata)
@@ -94,6 +99,7 @@ class GRPOConfig(Common):
     beta: float = 0.05
     clip_eps: float = 0.2
     inner_iterations: int = 2  # mu >= 1; with mu >= 2 the ratio moves away from 1 and clipping applies
+    overlap_rewards: bool = True  # a served judge scores in a thread while old / reference log-probs run
     lr: float = 6e-6
     warmup_steps: int = 100
     convert_lr: float = 2e-6
@@ -170,6 +176,8 @@ def validate(cfg) -> None:
     if cfg.sharding in ("zero2", "zero3") and cfg.dtype != "fp32":
         bad(f"sharding {cfg.sharding} keeps fp32 master weights: set dtype fp32 (mixed_precision bf16 computes in "
             "bf16)")
+    if cfg.checkpoint_format not in ("sharded", "full"):
+        bad(f"checkpoint_format must be sharded or full (got {cfg.checkpoint_format!r})")
     if cfg.eval_every < 0 or (cfg.eval_every and not cfg.eval_prompts):
         bad("eval_every must be >= 0 and needs eval_prompts (a held-out prompt file)")
     if isinstance(cfg, SFTConfig):

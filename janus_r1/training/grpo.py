@@ -250,10 +250,31 @@ def _mask(s: Segment, lp: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(lp) if s.mask is None else torch.tensor(s.mask, dtype=lp.dtype, device=lp.device)
 
 
-def loss_coefficients(segs: list[Segment], lps: list[torch.Tensor]) -> list[float]:
+def old_logprobs_needed(cfg) -> bool:
+    """With mu = 1 the policy is still the rollout policy when the loss is computed: ratio 1, and the current
+    log-probs (detached) are the old ones -- no separate forward."""
+    return cfg.inner_iterations > 1
+
+
+def stream_rows(segs: list[Segment]) -> torch.Tensor:
+    """(1, 3): this process's rows of the code's streams 1..3 (segments mode)."""
+    rows = {(s.stream, s.traj) for s in segs if s.stream}
+    return torch.tensor([[sum(1 for st, _ in rows if st == k) for k in (1, 2, 3)]], dtype=torch.float64)
+
+
+def global_rows(segs: list[Segment], gather) -> dict:
+    """Rows per stream over every process and the number of processes (``gather``: collective, rows stacked):
+    segments-mode normalisation must use global counts, or ranks with fewer regenerations weight theirs more."""
+    g = gather(stream_rows(segs))
+    return {"rows": {k: float(g[:, k - 1].sum()) for k in (1, 2, 3)}, "world": g.shape[0]}
+
+
+def loss_coefficients(segs: list[Segment], lps: list[torch.Tensor], glob: dict | None = None) -> list[float]:
     """Each segment's factor on its summed per-token loss. Paper: 1 / (its trajectory's token count) / (number of
-    trajectories). Segments mode (code): 1 / (the row's token count) / (rows of its stream) / (streams).
-    Computed once over the whole update, so micro-batches sum to exactly the one-shot loss."""
+    trajectories). Segments mode (code): 1 / (the row's token count) / (rows of its stream) / (streams), with
+    ``glob`` (:func:`global_rows`) the rows and streams of every process, times the number of processes (their
+    gradients are averaged), so every stream row weighs the same on every rank. Computed once over the whole
+    update, so micro-batches sum to exactly the one-shot loss."""
     keys = [(s.traj, None) if not s.stream else (s.stream, s.traj) for s in segs]
     count: dict = {}
     for k, s, x in zip(keys, segs, lps):
@@ -262,6 +283,10 @@ def loss_coefficients(segs: list[Segment], lps: list[torch.Tensor]) -> list[floa
     for k in count:
         outer = k[0] if k[1] is not None else None
         rows[outer] = rows.get(outer, 0) + 1
+    if glob is not None and any(k[1] is not None for k in keys):
+        streams = [k for k, n in glob["rows"].items() if n > 0]
+        return [glob["world"] / max(count[k], 1.0) / glob["rows"][k[0]] / len(streams) if k[1] is not None
+                else 1.0 / max(count[k], 1.0) / rows[None] / len(rows) for k in keys]
     return [1.0 / max(count[k], 1.0) / rows[k[0] if k[1] is not None else None] / len(rows) for k in keys]
 
 

@@ -3,7 +3,6 @@ frozen reference model, and the wrapper that routes every differentiable call th
 
 from __future__ import annotations
 
-import copy
 import os
 
 import torch
@@ -80,10 +79,30 @@ def load_policy(name: str, dtype: str, device):
 
 
 def make_reference(cfg, model, device):
-    """The frozen KL reference (and ``self`` judge): a copy of the initial policy or ``ref_model``, in bf16 when
-    the run computes in bf16, never with the policy's checkpointing hook, without grads, in eval mode."""
+    """An unsharded frozen reference holding ``model``'s current weights (tests, bench/train_step.py, and the
+    trainer with ``load_sharded: false``): bf16 when the run computes in bf16, never with the policy's
+    checkpointing hook, without grads, in eval mode. Built as an empty skeleton filled tensor by tensor with the
+    cast values -- never a deepcopy of the fp32 policy (a transient of the full fp32 model); the trainer itself
+    builds it from the base files (``materialise.build_reference``)."""
+    from ..model.loading import params_on_meta
+
     dtype = torch.bfloat16 if "bf16" in (cfg.dtype, cfg.mixed_precision) else torch.float32
-    ref = load_policy(cfg.ref_model, cfg.dtype, device)[0] if cfg.ref_model else copy.deepcopy(model)
-    return ref.to(dtype).requires_grad_(False).eval()
-
-
+    if cfg.ref_model:
+        ref = load_policy(cfg.ref_model, cfg.dtype, device)[0].to(dtype)
+        return ref.requires_grad_(False).eval()
+    with params_on_meta():
+        ref = type(model)(model.config)
+    own = dict(ref.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            q = torch.nn.Parameter(p.detach().to(device=device, dtype=dtype, copy=True), requires_grad=False)
+            owner, _, leaf = name.rpartition(".")
+            ref.get_submodule(owner)._parameters[leaf] = q
+            own.pop(name)
+        for name, b in model.named_buffers():
+            owner, _, leaf = name.rpartition(".")
+            v = b.detach().to(device=device, copy=True)
+            ref.get_submodule(owner)._buffers[leaf] = v.to(dtype) if v.is_floating_point() else v
+    if own:
+        raise RuntimeError(f"make_reference: {sorted(own)[:3]} not copied")
+    return ref.requires_grad_(False).eval()

@@ -116,7 +116,9 @@ def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 12
     if spec == "self":
         if ref_janus is None:
             raise JanusR1Error("reward 'self' needs the reference model")
-        return JanusJudge(ref_janus)
+        judge = JanusJudge(ref_janus)
+        judge.uses_reference = True  # a sharded reference is gathered while it judges
+        return judge
     kind, _, arg = spec.partition(":")
     if kind == "self" and arg:
         from ..generation.tasks import Janus
@@ -130,8 +132,12 @@ def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 12
         from .served_judge import OpenAIJudge, parse_openai_spec
 
         base, opts = parse_openai_spec(arg)
-        return OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, **opts)
+        judge = OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, **opts)
+        judge.remote = True  # scored in a thread while the log-probs are computed (trainer._overlaps)
+        return judge
     if kind in ("http", "https") and arg:
         url = spec if arg.startswith("//") else arg
-        return HTTPJudge(url, retries=retries, timeout=timeout)
+        judge = HTTPJudge(url, retries=retries, timeout=timeout)
+        judge.remote = True
+        return judge
     raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH or openai:URL?model=NAME")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import random
@@ -15,6 +16,8 @@ import torch
 
 from ..generation.tasks import Janus
 from . import checkpoint as ck
+from . import dcp_checkpoint as DC
+from . import materialise as M
 from . import sharding, zero
 from . import tracking as TR
 from .evaluation import Evaluator
@@ -31,24 +34,47 @@ class Run:
         self.stage = type(cfg).__name__[:-6].lower()
         self.acc = acc = make_accelerator(cfg)
         self.out = Path(cfg.out)
+        self.mark("start")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        self.model, self.vocab = load_policy(cfg.model, cfg.dtype, acc.device)
-        freeze_encoders(self.model)
         found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
-        # the frozen reference: the initial weights, before the checkpoint's and before the checkpointing hook
-        self.ref = make_reference(cfg, self.model, acc.device) if reference else None
+        sharded_ck = found is not None and DC.is_sharded_checkpoint(found)
+        self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
+        # meta skeleton, sharded, each rank reading its rows (materialise.py); the old format loads in full
+        lazy = self.sharded and cfg.load_sharded and (found is None or sharded_ck)
+        dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
+        self.model, self.vocab = (M.skeleton(cfg.model, dtype) if lazy else load_policy(cfg.model, cfg.dtype, acc.device))
+        freeze_encoders(self.model)
+        self.mark("load")
+        # the frozen reference: the initial weights (from the base files, never a copy of the policy)
+        self.ref = None
+        if reference:
+            if cfg.load_sharded or cfg.ref_model:
+                self.ref = M.build_reference(cfg, acc.device, acc.num_processes, cfg.load_sharded)
+            else:  # the earlier design, kept for bench/train_memory.py's comparison: an unsharded cast copy
+                ref = make_reference(cfg, self.model, acc.device)
+                self.ref = M.Reference(ref, Policy(ref), False)
+            self.mark("reference")
         self.step = 0
         if found is not None:
             ck.check_compatible(found, self.model, self.stage, _jsonable(cfg))
-            self.step = int(ck.load_model_weights(found, self.model)["step"])
+            if not sharded_ck:  # the gathered (old) format: every rank reads it, tensor by tensor
+                self.step = int(ck.load_model_weights(found, self.model)["step"])
+            else:
+                self.step = int(json.loads((found / "state.json").read_text())["step"])
+                if not self.sharded:  # replicas and DeepSpeed's module: the full weights on every rank
+                    DC.load_weights(found, Policy(self.model), sharded=False)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.j = Janus(self.model, self.vocab)
         self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
-        self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
         if self.sharded:
             sharding.shard(self.root, cfg.mixed_precision, acc.device)
+            if lazy and any(p.is_meta for p in self.model.parameters()):
+                M.fill(self.root, cfg.model, dtype, acc.device, copy=not sharded_ck)
+            if sharded_ck:  # each rank reads only the chunks of its shards
+                DC.load_weights(found, self.root, sharded=True)
+        self.mark("load")
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                      eps=cfg.eps)
         self.zero = None  # DeepSpeed ZeRO (zero.py): it wraps the optimizer, the schedule drives its AdamW
@@ -57,7 +83,7 @@ class Run:
                                   cfg.grad_clip, acc.is_main_process)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.zero.base_optimizer if self.zero else self.opt, schedule)
         if found is not None:
-            ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index, self.zero)
+            ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index, self.zero, self.sharded)
             self.log_main(f"resumed from {found} at step {self.step}")
         if self.sharded:
             self.policy = self.root
@@ -73,11 +99,29 @@ class Run:
 
             self.bar = tqdm(total=cfg.max_steps, initial=self.step, desc=type(cfg).__name__[:-6].lower(),
                             disable=os.environ.get("JANUS_R1_NO_PROGRESS") == "1")
+        self.saver = DC.Saver(self.out, acc, cfg.async_save) if cfg.checkpoint_format == "sharded" else None
         self.tracker = TR.Tracker(self.out, type(cfg).__name__[:-6].lower(), _jsonable(cfg), self.step,
                                   cfg.log_with, acc.is_main_process)
         self.evaluator = Evaluator(cfg.eval_prompts, cfg.eval_every, self.out, cfg.seed, cfg.max_steps)
         if self.evaluator.items and acc.is_main_process:
             self.evaluator.write_prompt_file()
+
+    def mark(self, phase: str) -> None:
+        """Memory trace for bench/train_memory.py (``JANUS_R1_MEMORY_TRACE=DIR``): this rank's peak RSS since the
+        last mark, attributed to ``phase``, then the peak is reset. A no-op otherwise."""
+        trace = os.environ.get("JANUS_R1_MEMORY_TRACE")
+        if trace:
+            from .memtrace import mark
+
+            mark(Path(trace), self.acc.process_index, phase)
+
+    def rollout_precision(self):
+        """Rollouts in bf16 when the run computes in bf16: FSDP2 and DeepSpeed hand the decode loop bf16 weights
+        already; one replica per process keeps fp32 masters, so its rollouts run under bf16 autocast instead of
+        in fp32 (2x the weight traffic per decode step). ``mixed_precision: no`` keeps fp32 rollouts."""
+        if self.cfg.mixed_precision == "bf16" and not (self.sharded or self.zero):
+            return torch.autocast(self.acc.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def full_params(self):
         """Rollouts and evaluation run the engine on the plain modules: a sharded policy gathers its weights."""
@@ -124,13 +168,52 @@ class Run:
                 self.bar.set_postfix({k: round(v, 4) for k, v in record.items()
                                       if isinstance(v, float) and k in ("loss", "reward", "kl", "aha_rate")})
         last = self.step == self.cfg.max_steps
+        self.mark("train")
         if self.step % self.cfg.save_every == 0 or last:
-            ck.save_checkpoint(self.out, self.step, self.full_state(), self.sched,
-                               {"stage": self.stage, "config": _jsonable(self.cfg)}, self.acc)
+            self.save()
+            self.mark("checkpoint")
+            if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
+                if self.saver is not None:
+                    self.saver.wait()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def save(self) -> None:
+        """A checkpoint of the current step: sharded (every rank its share, in the background) or, with
+        ``checkpoint_format: full``, the gathered safetensors of earlier versions (rank 0 writes everything)."""
+        extra = {"stage": self.stage, "config": _jsonable(self.cfg)}
+        if self.saver is None:
+            ck.save_checkpoint(self.out, self.step, self.full_state(), self.sched, extra, self.acc)
             if self.acc.is_main_process:
                 ck.prune(self.out, self.cfg.keep_checkpoints)
-            if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
-                os.kill(os.getpid(), signal.SIGKILL)
+            return
+        tensors, ometa = DC.flatten(*self.engine_state())
+        sched = {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
+        world = self.acc.num_processes
+        step = self.step
+
+        def small(tmp: Path) -> None:
+            ck.write_rng(tmp, self.acc.process_index)
+            if self.acc.is_main_process:
+                ck.write_json(tmp / "state.json", {"step": step, "format": "sharded", "world": world,
+                                                   "optimizer": ometa, "scheduler": sched, **extra})
+                ck.write_model_files(self.model, self.vocab, tmp / "model")
+
+        self.saver.save(step, tensors, small, lambda _: ck.prune(self.out, self.cfg.keep_checkpoints))
+
+    def engine_state(self) -> tuple[dict, dict]:
+        """This rank's share of the weights and optimizer state, as the engine holds it (no gathering)."""
+        if self.zero:
+            return self.zero.owned_state(self.acc.process_index, self.acc.num_processes)
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions()
+            return get_model_state_dict(self.root, options=opts), get_optimizer_state_dict(self.root, self.opt, options=opts)
+        return self.root.state_dict(), sharding.optimizer_state(self.root, self.opt)  # keyed like the others
 
     def full_state(self) -> tuple[dict, dict]:
         """The full weights and name-keyed optimizer state on the main process (collective when sharded)."""
@@ -148,11 +231,27 @@ class Run:
                                       self.acc.num_processes, self.acc.gather)
 
     def finish(self) -> Path:
-        """Export ``OUT/final`` (the full weights) and ``OUT/replicas.json``: each replica's weight digest, or
-        the digest of the gathered weights of a sharded run."""
+        """Export ``OUT/final`` and write ``OUT/replicas.json`` (each replica's weight digest, or the digest of
+        the exported weights of a sharded run). With sharded checkpoints the export streams the last checkpoint
+        (always written at the last step) tensor by tensor on the main process: nothing is gathered."""
+        if self.saver is not None:
+            self.saver.wait()
         self.acc.wait_for_everyone()
         target = self.out / "final"
-        if self.sharded or self.zero:  # collective; the main process gets the full weights
+        if self.saver is not None:
+            from .export import export_checkpoint
+
+            digest = 0
+            if self.acc.is_main_process:
+                _, digest = export_checkpoint(self.out, target)
+            if self.sharded or self.zero:
+                digests = torch.tensor([digest])
+                replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes}
+            else:
+                digests = self.acc.gather(torch.tensor([weights_digest(self.model.state_dict())],
+                                                       device=self.acc.device))
+                replicas = {"in_sync": len(set(digests.tolist())) == 1}
+        elif self.sharded or self.zero:  # collective; the main process gets the full weights
             state = self.zero.model_state(self.acc.is_main_process) if self.zero else sharding.model_state(self.root)
             digests = torch.tensor([weights_digest(state) if self.acc.is_main_process else 0])
             replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes}
@@ -165,9 +264,11 @@ class Run:
             if self.bar is not None:
                 self.bar.close()
             self.tracker.finish()
-            model = (sharding.plain_model(self.model, state, copy=self.zero is not None)
-                     if self.sharded or self.zero else self.model)
-            ck.export_model(model, self.vocab, target)
+            if self.saver is None:
+                model = (sharding.plain_model(self.model, state, copy=self.zero is not None)
+                         if self.sharded or self.zero else self.model)
+                ck.export_model(model, self.vocab, target)
+        self.mark("export")
         self.acc.wait_for_everyone()
         return target
 

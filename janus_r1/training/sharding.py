@@ -131,8 +131,8 @@ def _load(v):
 
 def _like(v, p: torch.Tensor):
     """A full state tensor laid out like parameter ``p`` (this rank's shard of it when ``p`` is a DTensor)."""
-    if not torch.is_tensor(v) or not hasattr(p, "device_mesh"):
-        return v
+    if not torch.is_tensor(v) or not hasattr(p, "device_mesh") or hasattr(v, "device_mesh"):
+        return v  # not a tensor, an unsharded parameter, or already this rank's shard (a sharded checkpoint)
     from torch.distributed.tensor import distribute_tensor
 
     return distribute_tensor(v.to(p.device_mesh.device_type), p.device_mesh, p.placements, src_data_rank=None)

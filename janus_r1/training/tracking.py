@@ -89,7 +89,8 @@ class Tracker:
             else:
                 from accelerate.tracking import WandBTracker
 
-                t = WandBTracker("janus-r1", name=f"{Path(out).name}-{run_name}", resume="allow")
+                t = WandBTracker("janus-r1", name=f"{Path(out).name}-{run_name}", id=wandb_run_id(Path(out)),
+                                 resume="allow")
             t.start()
             t.store_init_configuration(_hparams(config))
             self.trackers.append(t)
@@ -108,6 +109,24 @@ class Tracker:
         for t in self.trackers:
             t.finish()
         self.trackers = []
+
+
+def wandb_run_id(out: Path) -> str:
+    """The W&B run id of this ``--out``: created once and stored in ``OUT/wandb-run-id``, so a resumed run logs
+    into the same W&B run (``resume="allow"`` without an id starts a new one on every resume)."""
+    path = out / "wandb-run-id"
+    if path.is_file():
+        rid = path.read_text().strip()
+        if rid:
+            return rid
+    import uuid
+
+    rid = uuid.uuid4().hex[:16]
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".wandb-run-id.tmp")
+    tmp.write_text(rid)
+    tmp.replace(path)
+    return rid
 
 
 def task_losses(losses: list[float], tasks: list[str]) -> dict[str, float]:

@@ -7,8 +7,10 @@ in eval mode); AdamW (0.9, 0.95), eps 1e-6, wd 0.05 without decay on biases and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -94,13 +96,13 @@ def _prompt_batch(items: list, step: int, slot: int, slots: int, per: int, seed:
     return out
 
 
-def _rollouts(run, cfg, items, reward) -> list:
+def _rollouts(run, cfg, items) -> list:
     """This process's rollouts of a step: batch k is slot ``k * world + rank``, seeded by (step, slot), so a run
-    on one process with ``rollout_batches = n`` draws what n processes draw with 1."""
+    on one process with ``rollout_batches = n`` draws what n processes draw with 1. Unscored (see :func:`_score`)."""
     acc, j, world = run.acc, run.j, run.acc.num_processes
     trajs: list = []
     set_train(run.model, False)
-    with torch.no_grad(), run.full_params():
+    with torch.no_grad(), run.full_params(), run.rollout_precision():
         for k in range(cfg.rollout_batches):
             slot = k * world + acc.process_index
             batch = _prompt_batch(items, run.step, slot, world * cfg.rollout_batches, cfg.prompts_per_step, cfg.seed)
@@ -113,27 +115,47 @@ def _rollouts(run, cfg, items, reward) -> list:
             for t in new:
                 t.group += k * cfg.prompts_per_step
             trajs += new
-    with torch.no_grad():  # the judge (for `self`, the frozen reference) never builds a graph
-        G.score_trajectories(trajs, reward, cfg, j.image_size)
     return trajs
 
 
-def _grpo_update(run, cfg, trajs: list, ref_j: Janus) -> dict:
+def _score(run, cfg, trajs: list, reward) -> None:
+    """Fill the trajectories' rewards; ``self`` gathers a sharded reference (collective: main thread only)."""
+    gather = run.ref.full_params() if getattr(reward, "uses_reference", False) else contextlib.nullcontext()
+    with torch.no_grad(), gather:  # the judge builds no graph
+        G.score_trajectories(trajs, reward, cfg, run.j.image_size)
+
+
+def _overlaps(reward, cfg) -> bool:
+    """A served judge (HTTP) scores in a thread while the old and reference log-probs are computed: they do not
+    depend on the rewards. An in-process judge (``self``, ``vlm:``) shares the device (and, sharded, the
+    collectives), so it scores first."""
+    return cfg.overlap_rewards and getattr(reward, "remote", False)
+
+
+def _grpo_update(run, cfg, trajs: list, ref_j: Janus, scored=None) -> dict:
     """``inner_iterations`` updates on one rollout batch, each over micro-batches of trajectories whose gradients
-    add up to the one-shot update's; old-policy log-probs come from the (sharded) policy's own forward."""
+    add up to the one-shot update's; old-policy log-probs come from the (sharded) policy's own forward -- except
+    with mu = 1, where the policy has not moved since the rollout: the ratio is 1 and the current log-probs,
+    detached, are the old ones (one forward saved; the gradient is the same, tests/training/test_training_overlap).
+    ``scored``: the future of the rewards being computed meanwhile (None: already scored)."""
     acc, j = run.acc, run.j
-    adv = G.advantages(trajs, cfg.group_size)
     segs = G.segments(trajs, cfg)
     chunks = G.micro_batches(segs, len(trajs), cfg.micro_batch)
+    need_old = G.old_logprobs_needed(cfg)
     lp_old: list = [None] * len(segs)
     lp_ref: list = [None] * len(segs)
     with torch.no_grad(), acc.autocast():
         for c in chunks:
             sub = [segs[i] for i in c]
-            old = run.policy(G.segment_logprobs, j, trajs, sub, cfg)
-            for i, a, b in zip(c, old, G.segment_logprobs(ref_j.model, ref_j, trajs, sub, cfg)):
-                lp_old[i], lp_ref[i] = a.detach().float(), b.float()
-    coef = G.loss_coefficients(segs, lp_old)
+            if need_old:
+                for i, a in zip(c, run.policy(G.segment_logprobs, j, trajs, sub, cfg)):
+                    lp_old[i] = a.detach().float()
+            for i, b in zip(c, run.ref.root(G.segment_logprobs, ref_j, trajs, sub, cfg)):
+                lp_ref[i] = b.float()
+    if scored is not None:
+        scored.result()
+    adv = G.advantages(trajs, cfg.group_size)
+    coef = G.loss_coefficients(segs, lp_ref, G.global_rows(segs, run.gather) if cfg.advantage == "segments" else None)
     set_train(run.model, True)
     for _ in range(cfg.inner_iterations):
         loss_sum, sums = 0.0, {}
@@ -141,8 +163,8 @@ def _grpo_update(run, cfg, trajs: list, ref_j: Janus) -> dict:
             sub = [segs[i] for i in c]
             with run.sync(n == len(chunks) - 1), acc.autocast():
                 lp = run.policy(G.segment_logprobs, j, trajs, sub, cfg)
-                loss, part = G.grpo_terms(lp, [lp_old[i] for i in c], [lp_ref[i] for i in c], sub, adv, cfg,
-                                          [coef[i] for i in c])
+                old = [lp_old[i] for i in c] if need_old else [x.detach() for x in lp]
+                loss, part = G.grpo_terms(lp, old, [lp_ref[i] for i in c], sub, adv, cfg, [coef[i] for i in c])
                 run.backward(loss, n == len(chunks) - 1)
             loss_sum += float(loss.detach())
             sums = {k: sums.get(k, 0.0) + v for k, v in part.items()}
@@ -155,7 +177,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
 
     run = Run(cfg, GRPOSchedule(cfg.lr, cfg.warmup_steps, cfg.convert_lr, cfg.convert_steps, cfg.min_lr,
                                 cfg.max_steps, cfg.decay), reference=True)
-    ref_j = Janus(run.ref, run.vocab)
+    ref_j = Janus(run.ref.model, run.vocab)
     questions = D.load_questions(cfg.prompts) if cfg.task == "t2i" and cfg.prompts else None  # paper B.2
     reward = make_reward(cfg.reward, ref_janus=ref_j, retries=cfg.reward_retries, timeout=cfg.reward_timeout,
                          device=str(run.acc.device), questions=questions)
@@ -168,9 +190,16 @@ def train_grpo(cfg: GRPOConfig) -> Path:
     else:
         items, report = D.load_prompts(cfg.prompts, run.vocab, "fail", cfg.max_prompt_tokens)
     run.log_main(f"prompts: {report.summary()}")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="janus-r1-reward") if _overlaps(reward, cfg) else None
     while run.step < cfg.max_steps:
-        trajs = _rollouts(run, cfg, items, reward)
-        stats = {**_grpo_update(run, cfg, trajs, ref_j), **G.rollout_stats(trajs, cfg), **TR.reward_spread(trajs, run.gather)}
+        trajs = _rollouts(run, cfg, items)
+        scored = pool.submit(_score, run, cfg, trajs, reward) if pool else None
+        if pool is None:
+            _score(run, cfg, trajs, reward)
+        stats = {**_grpo_update(run, cfg, trajs, ref_j, scored), **G.rollout_stats(trajs, cfg),
+                 **TR.reward_spread(trajs, run.gather)}
         run.end_step(run.mean_across(stats))
+    if pool is not None:
+        pool.shutdown()
     return run.finish()
 

@@ -207,6 +207,35 @@ class Zero:
         hyper = {k: v for k, v in self.base_optimizer.param_groups[0].items() if k != "params"}
         return {"state": state, "param_groups": [{**hyper, **g} for g in self.groups]}
 
+    def owned_state(self, rank: int, world: int) -> tuple[dict, dict]:
+        """This rank's share of the fp32 weights and AdamW states for a sharded checkpoint (dcp_checkpoint.py):
+        each weight is gathered once (collective, one at a time) and kept only by its owner, so no rank ever
+        holds the whole state. Frozen weights are written by the main process, which kept their exact values."""
+        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
+
+        from .dcp_checkpoint import owners
+
+        own = owners({n: self.params[n].ds_numel if hasattr(self.params[n], "ds_numel") else self.params[n].numel()
+                      for n in self.trainable}, world)
+        steps = [st["step"] for st in self.base_optimizer.state.values() if "step" in st]
+        if steps:
+            self._link_states()
+        model, state = {}, {}
+        for n in self.trainable:
+            full = safe_get_full_fp32_param(self.params[n])
+            if own[n] == rank:
+                model[n] = full.detach().cpu().clone()
+            if not steps:
+                continue
+            st = {k: safe_get_full_optimizer_state(self.params[n], k) for k in ("exp_avg", "exp_avg_sq")}
+            if own[n] == rank:
+                step = steps[0].detach().cpu().clone() if torch.is_tensor(steps[0]) else steps[0]
+                state[n] = {**{k: v.detach().cpu().clone() for k, v in st.items()}, "step": step}
+        if rank == 0:
+            model.update(self.frozen)
+        hyper = {k: v for k, v in self.base_optimizer.param_groups[0].items() if k != "params"}
+        return model, {"state": state, "param_groups": [{**hyper, **g} for g in self.groups]}
+
     def _flat_masters(self) -> list[torch.Tensor]:
         """This rank's flat fp32 partitions, the tensors ZeRO's AdamW keys its states by."""
         name = "single_partition_of_fp32_groups" if self.stage == 2 else "fp32_partitioned_groups_flat"

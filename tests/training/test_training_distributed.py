@@ -16,6 +16,7 @@ pytest.importorskip("accelerate")
 
 from safetensors.torch import load_file  # noqa: E402
 
+from janus_r1.training.dcp_checkpoint import checkpoint_weights  # noqa: E402
 from janus_r1.training.toy import write_toy_prompts, write_toy_t2i  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,9 +60,9 @@ def test_two_process_gloo_run_keeps_replicas_identical(tmp_path, cmd, recipe):
     assert len(rep["digests"]) == 2 and rep["in_sync"], rep
     log = _log(out)
     assert [r["step"] for r in log] == [1, 2] and all(r["grad_norm"] > 0 for r in log[1:])
-    final = load_file(str(out / "checkpoints" / "step-00000002" / "model.safetensors"))
+    final = checkpoint_weights(out / "checkpoints" / "step-00000002")
     assert any(not torch.equal(v, final[k]) for k, v in
-               load_file(str(out / "checkpoints" / "step-00000001" / "model.safetensors")).items())
+               checkpoint_weights(out / "checkpoints" / "step-00000001").items())
 
 
 @pytest.mark.parametrize("cmd,recipe", [("train-sft", SFT_RECIPE), ("train-grpo", GRPO_RECIPE)])
@@ -85,7 +86,7 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, cmd, recipe):
 
         model, vocab = load_model(str(full / "final"), device="cpu")
         state = model.state_dict()
-        ck = load_file(str(full / "checkpoints" / "step-00000003" / "model.safetensors"))
+        ck = checkpoint_weights(full / "checkpoints" / "step-00000003")
         assert all(torch.equal(state[k], ck[k]) for k in ck)
         [res] = JanusR1(model, vocab).generate("a red cat", max_rounds=2, seed=0, max_reflection=4)
         assert res.image.size == (64, 64) and res.attempts[0].judgement is not None

@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("accelerate")
 
-from safetensors.torch import load_file  # noqa: E402
 from test_training_distributed import _log, _run  # noqa: E402
 
 from janus_r1.model.tiny import build_tiny_model  # noqa: E402
+from janus_r1.training.dcp_checkpoint import checkpoint_weights  # noqa: E402
 
 # one update at LR 2e-7 (no warm-up: the first update is at the peak), Task-I only so every trained tensor is used
 ONE_STEP = {"max_steps": 1, "lr": 2e-7, "min_lr": 2e-7, "warmup_steps": 0, "batch_size": 2, "num_workers": 0,
@@ -28,7 +28,7 @@ def _changed_fraction(tmp_path, name, **precision) -> float:
     out = tmp_path / name
     p = _run("train-sft", tmp_path, {**ONE_STEP, **precision}, out)
     assert p.returncode == 0, p.stderr[-3000:]
-    after = load_file(str(out / "checkpoints" / "step-00000001" / "model.safetensors"))
+    after = checkpoint_weights(out / "checkpoints" / "step-00000001")
     before = build_tiny_model("micro", seed=0)[0].state_dict()
     assert _log(out)[0]["lr"] == pytest.approx(2e-7)
     keys = [k for k in after if k.startswith(TRAINED)]

@@ -152,3 +152,33 @@ def test_grpo_run_logs_its_statistics(tmp_path):
     assert keys <= set(rec) and rec["reward_std"] >= 0
     tb = _tb_scalars(tmp_path / "train-grpo" / "tensorboard" / "grpo")
     assert keys - {"aha_rate"} <= set(tb)  # aha_rate is NaN without a second image: not a point
+
+
+def test_wandb_run_id_is_stored_and_reused_on_resume(tmp_path, monkeypatch):
+    """A resumed run passes the stored id to W&B (with resume="allow"): one W&B run, not one per resume."""
+    import accelerate.tracking
+
+    started = []
+
+    class FakeWandB:
+        def __init__(self, project, **kw):
+            started.append(kw)
+
+        def start(self):
+            pass
+
+        def store_init_configuration(self, cfg):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(accelerate.tracking, "WandBTracker", FakeWandB)
+    monkeypatch.setattr(TR, "resolve_trackers", lambda log_with: ["wandb"])
+    out = tmp_path / "run"
+    TR.Tracker(out, "grpo", {}, 0, "wandb").finish()
+    TR.Tracker(out, "grpo", {}, 5, "wandb").finish()  # the resumed run
+    assert len(started) == 2 and started[0]["id"] == started[1]["id"] == (out / "wandb-run-id").read_text()
+    assert started[1]["resume"] == "allow" and len(started[0]["id"]) == 16
+    other = tmp_path / "other"
+    assert TR.wandb_run_id(other) != started[0]["id"]  # another --out, another W&B run

@@ -1,6 +1,7 @@
 """DeepSpeed ZeRO-2 / ZeRO-3 in real processes (gloo, DeepSpeed's CPU accelerator): a 2-process run exports the
 weights a 1-process run of the same steps exports, a run killed after a checkpoint resumes bit-identically, and
-its checkpoints are the name-keyed safetensors every engine reads (no DeepSpeed pickle is written or loaded).
+its checkpoints are the engine-neutral sharded checkpoints every engine reads (no DeepSpeed pickle is written or
+loaded; each rank writes the weights it owns).
 
 Set up as in test_training_fsdp.py: the 1-process run (the same engine on a one-member process group) accumulates
 what the two ranks draw; with ``mixed_precision: no`` ZeRO computes in fp32, so the two agree to fp32 round-off.
@@ -19,11 +20,11 @@ import torch
 pytest.importorskip("accelerate")
 pytest.importorskip("deepspeed")
 
-from safetensors.torch import load_file  # noqa: E402
 from test_training_distributed import _log, _run  # noqa: E402
 from test_training_fsdp import GRPO, SFT, _final, assert_same_steps  # noqa: E402
 
 from janus_r1.model.tiny import build_tiny_model  # noqa: E402
+from janus_r1.training import dcp_checkpoint as DC  # noqa: E402
 
 CASES = [("train-sft", SFT, "grad_accum"), ("train-grpo", GRPO, "rollout_batches")]
 
@@ -48,8 +49,10 @@ def test_two_process_zero_matches_one_process_and_resumes_exactly(tmp_path, cmd,
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-3, abs=1e-5)
         assert x["grad_norm"] == pytest.approx(y["grad_norm"], rel=1e-3, abs=1e-5)
     ck = sharded / "checkpoints" / "step-00000003"
-    opt = load_file(str(ck / "optimizer.safetensors"))
+    specs = DC.tensor_specs(ck)  # a sharded checkpoint: each rank wrote its share of the weights and AdamW states
+    opt = DC.read_full(ck, [k for k in specs if k.startswith(DC.OPT)], specs)
     assert opt and all(torch.isfinite(v).all() for v in opt.values())
+    assert all((ck / "dcp" / f"__{r}_0.distcp").stat().st_size > 0 for r in (0, 1))
     # killed right after the step-2 checkpoint (step 3 has another learning rate), resumed on 2 processes:
     # bit-identical to the uninterrupted run
     p = _run(cmd, tmp_path, {**recipe, "sharding": stage}, cut, procs=2, JANUS_R1_KILL_AFTER_STEP="2")
