@@ -33,6 +33,7 @@ commands:
   make-tiny    write a tiny random model (for tests and demos: it draws noise)
   train-sft    supervised fine-tuning (tasks I/II/III, or editing)
   train-grpo   GRPO with bi-level rewards on introspective rollouts (or editing)
+  train-export a training checkpoint (any engine, any world size) -> a model folder
 
 'janus-r1 COMMAND --help' lists a command's options."""
 
