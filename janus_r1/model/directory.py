@@ -21,13 +21,7 @@ def read_config(model_dir: Path) -> dict:
             f"No config.json in {model_dir} (found: {found}). Expected a Janus-Pro model directory: DeepSeek "
             "layout (model_type 'multi_modality') or transformers layout (model_type 'janus')."
         )
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise JanusR1Error(f"Cannot read {cfg_path} as JSON: {e}.") from e
-    if not isinstance(cfg, dict):
-        raise JanusR1Error(f"{cfg_path} must hold a JSON object, found {type(cfg).__name__}.")
-    return cfg
+    return _json_object(cfg_path)
 
 
 def detect_layout(model_dir: str | Path) -> str:

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import JanusR1Error
 from . import dcp_checkpoint as DC
-from .atomic import _fsync_dir, fsync_tree, publish
+from .atomic import _fsync_dir, fsync_tree, publish, replaced_folder
 
 
 def write_json(path: Path, obj) -> None:
@@ -238,20 +237,7 @@ def load_training_state(path: Path, policy, optimizer, scheduler, rank: int, zer
 
 def export_model(model, vocab, target: Path) -> Path:
     """A transformers-layout model directory (safetensors + config + tokenizer) the engine loader opens."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with replaced_folder(target) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         vocab.tokenizer.save_pretrained(str(tmp))
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return Path(target)

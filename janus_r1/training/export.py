@@ -24,6 +24,7 @@ import torch
 
 from ..errors import JanusR1Error
 from . import dcp_checkpoint as DC
+from .atomic import replaced_folder
 
 DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -123,15 +124,13 @@ def export_checkpoint(ckpt: str | Path, target: str | Path, max_shard_bytes: int
         files_dir = _base_model_files(ckpt)
     specs, tensors = _source(ckpt)
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     h = hashlib.sha256()
 
     def digest(name: str, data) -> None:
         h.update(name.encode())
         h.update(memoryview(data))
 
-    try:
+    with replaced_folder(target) as tmp:
         for f in files_dir.iterdir():
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
@@ -146,16 +145,6 @@ def export_checkpoint(ckpt: str | Path, target: str | Path, max_shard_bytes: int
             index = {"metadata": {"total_size": sum(_nbytes(*v) for v in specs.values())},
                      "weight_map": {n: fname for fname, group in zip(names, plan) for n in group}}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target, int.from_bytes(h.digest()[:8], "little") >> 2
 
 
