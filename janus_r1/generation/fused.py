@@ -15,10 +15,16 @@ on the CPU in fp32 and bf16), so the static runners stay token-identical to tran
   fused copy is kept beside them. It is cached per first projection's buffer object, for as long as that object
   lives (a re-pack, e.g. on a device move, replaces it and drops the entry).
 * Anything else (bitsandbytes layers): the projections are called one by one and concatenated.
+* Weights whose storage a sharding engine owns -- FSDP2 (the training rollouts run under ``full_params``, on the
+  all-gathered copies FSDP2 frees and refills) or DeepSpeed ZeRO (flat buffers the optimizer writes into) -- are
+  never re-pointed: that would detach them from the engine's buffers, so the next forward would train on stale
+  weights (caught by the 2-process FSDP2 GRPO tests). They are fused only when already adjacent, else called one
+  by one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import weakref
@@ -27,6 +33,8 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+BORROWED = "_janus_r1_borrowed_weights"  # set on a model whose weights' storage someone else owns
 
 log = logging.getLogger(__name__)
 _INT4: dict[int, tuple[list[weakref.ref], nn.Module]] = {}  # id(first projection's packed buffer) -> fused
@@ -58,15 +66,41 @@ def _fuse_params(params: Sequence[torch.Tensor]) -> torch.Tensor:
     return fused
 
 
-def _float_fused(mods: Sequence[nn.Linear]) -> Callable[[torch.Tensor], torch.Tensor]:
+@contextlib.contextmanager
+def borrowed_weights(model: nn.Module):
+    """While inside, the static runners never re-point ``model``'s weights (they fuse only adjacent ones).
+
+    For a trainer's rollouts: its optimizer or its engine's buffers (DDP, FSDP2, DeepSpeed ZeRO's flat bf16
+    buffers, which carry no marker :func:`sharded_by_an_engine` could see) own the storage the next update writes."""
+    before = getattr(model, BORROWED, False)
+    setattr(model, BORROWED, True)
+    try:
+        yield
+    finally:
+        setattr(model, BORROWED, before)
+
+
+def sharded_by_an_engine(module: nn.Module) -> bool:
+    """Whether FSDP2 (``fully_shard`` makes the module an ``FSDPModule``) or DeepSpeed ZeRO (``ds_id`` on its
+    parameters) owns the storage of ``module``'s parameters."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6: fully_shard still names the class FSDP<cls>
+        FSDPModule = None
+    if (FSDPModule is not None and isinstance(module, FSDPModule)) or type(module).__name__.startswith("FSDP"):
+        return True
+    return any(hasattr(p, "ds_id") for p in module.parameters())
+
+
+def _float_fused(mods: Sequence[nn.Linear], inplace: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
     weight = adjacent_rows([m.weight for m in mods])
+    bias = None if mods[0].bias is None else adjacent_rows([m.bias for m in mods])
+    if not inplace and (weight is None or (mods[0].bias is not None and bias is None)):
+        return None
     if weight is None:
         weight = _fuse_params([m.weight for m in mods])
-    bias = None
-    if mods[0].bias is not None:
-        bias = adjacent_rows([m.bias for m in mods])
-        if bias is None:
-            bias = _fuse_params([m.bias for m in mods])
+    if mods[0].bias is not None and bias is None:
+        bias = _fuse_params([m.bias for m in mods])
     return functools.partial(F.linear, weight=weight, bias=bias)
 
 
@@ -112,14 +146,19 @@ def _int4_fused(mods: Sequence[nn.Module]) -> nn.Module | None:
     return fused
 
 
-def fused_linear(mods: Sequence[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+def fused_linear(mods: Sequence[nn.Module], inplace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """One callable computing ``cat([m(x) for m in mods], -1)`` with as few GEMMs as the layers allow.
 
-    Modules with forward hooks are called as they are (a fused GEMM would skip the hook)."""
+    Modules with forward hooks are called as they are (a fused GEMM would skip the hook). ``inplace=False``: the
+    parameters' storage belongs to someone else (:func:`sharded_by_an_engine`); fuse only weights that are already
+    adjacent, never re-point them."""
     if any(m._forward_hooks or m._forward_pre_hooks for m in mods):
         return mods[0] if len(mods) == 1 else lambda x: torch.cat([m(x) for m in mods], dim=-1)
     if all(type(m) is nn.Linear and m.weight.is_floating_point() for m in mods):
-        return _float_fused(mods)
+        fused = _float_fused(mods, inplace or len(mods) == 1)
+        if fused is not None:
+            return fused
+        return lambda x: torch.cat([m(x) for m in mods], dim=-1)
     if len(mods) == 1:
         return mods[0]
     if all(_is_int4(m) for m in mods):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .fused import fused_linear
+from .fused import fused_linear, sharded_by_an_engine
 from .kv_cache import KVCache
 
 
@@ -45,12 +45,14 @@ class Layer:
     scaling: float
 
     @classmethod
-    def of(cls, layer) -> Layer:
+    def of(cls, layer, own: bool = True) -> Layer:
+        """``own=False``: the weights' storage is not ours to re-point (:func:`~.fused.borrowed_weights`)."""
         a, m = layer.self_attn, layer.mlp
         n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
-        return cls(n1.weight, n1.variance_epsilon, fused_linear([a.q_proj, a.k_proj, a.v_proj]),
+        own = own and not sharded_by_an_engine(layer)  # under FSDP2/ZeRO the engine owns the weights' storage
+        return cls(n1.weight, n1.variance_epsilon, fused_linear([a.q_proj, a.k_proj, a.v_proj], own),
                    fused_linear([a.o_proj]), n2.weight, n2.variance_epsilon,
-                   fused_linear([m.gate_proj, m.up_proj]), fused_linear([m.down_proj]), m.act_fn, a.scaling)
+                   fused_linear([m.gate_proj, m.up_proj], own), fused_linear([m.down_proj]), m.act_fn, a.scaling)
 
 
 @dataclass(frozen=True)

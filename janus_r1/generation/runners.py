@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 
 from .context import Context
+from .fused import BORROWED
 from .kv_cache import KVCache
 from .layers import Geometry, Layer, rope_table, run_layers
 
@@ -104,7 +105,8 @@ class StaticRunner:
         self.alloc = -(-self.total // ALIGN) * ALIGN if fixed else self.total
         ref = ctx.embeds
         self.geo = Geometry.of(lm.config)
-        self.layers = [Layer.of(layer) for layer in lm.layers]
+        own = not getattr(model, BORROWED, False)
+        self.layers = [Layer.of(layer, own) for layer in lm.layers]
         self.cache = KVCache(len(self.layers), rows, self.geo.kv_heads, self.alloc, self.geo.head_dim, ref.dtype,
                              ref.device)
         self.rope = rope_table(lm, self.alloc, self.geo, ref)

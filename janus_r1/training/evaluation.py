@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..batch import barrier_and_summarise, read_prompts, run_batch
+from ..generation.fused import borrowed_weights
 
 
 @contextlib.contextmanager
@@ -75,7 +76,7 @@ class Evaluator:
 
         target = self.out / f"step-{step:08d}"
         was_training = model.training
-        with isolated_rng(), torch.no_grad():
+        with isolated_rng(), torch.no_grad(), borrowed_weights(model):  # the optimizer owns the weights
             done = run_batch(JanusR1(model, vocab), self.items, target, rank=rank, world=world, seed=self.seed,
                              **self.generate_kwargs)
         model.train(was_training)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import JanusR1Error
+from ..generation.fused import borrowed_weights
 from ..generation.tasks import Janus, load_images
 from . import data as D
 from . import grpo as G
@@ -102,7 +103,7 @@ def _rollouts(run, cfg, items) -> list:
     acc, j, world = run.acc, run.j, run.acc.num_processes
     trajs: list = []
     set_train(run.model, False)
-    with torch.no_grad(), run.full_params(), run.rollout_precision():
+    with torch.no_grad(), run.full_params(), run.rollout_precision(), borrowed_weights(run.j.model):
         for k in range(cfg.rollout_batches):
             slot = k * world + acc.process_index
             batch = _prompt_batch(items, run.step, slot, world * cfg.rollout_batches, cfg.prompts_per_step, cfg.seed)

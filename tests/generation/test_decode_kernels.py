@@ -3,6 +3,7 @@ the kernel count of one step, attention buckets of the fixed-shape step, and the
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import pytest
@@ -227,3 +228,48 @@ def test_each_bucket_is_told_the_steps_it_will_run(own, monkeypatch):
     told.clear()
     _codes(model, ctx, "eager")  # no buckets: one stepper for the whole phase
     assert told == [n_steps]
+
+
+def test_weights_a_sharding_engine_owns_are_never_re_pointed():
+    """Under FSDP2/ZeRO the engine owns the weights' storage (the training rollouts decode on its all-gathered
+    copies): fused_linear must not re-point them, or the next training forward reads stale weights. Already
+    adjacent weights still fuse; others are called one by one, with the same outputs."""
+    from janus_r1.generation.fused import sharded_by_an_engine
+
+    torch.manual_seed(0)
+    parts = [torch.nn.Linear(8, n, bias=False) for n in (8, 4, 4)]
+    before = [p.weight.untyped_storage().data_ptr() for p in parts]
+    x = torch.randn(3, 8)
+    separate = torch.cat([p(x) for p in parts], -1)
+    fused = fused_linear(parts, inplace=False)
+    assert torch.equal(fused(x), separate)
+    assert [p.weight.untyped_storage().data_ptr() for p in parts] == before  # untouched
+    fused_linear(parts)  # the default (a model of our own) re-points into one storage ...
+    again = fused_linear(parts, inplace=False)  # ... which is then adjacent: one GEMM without re-pointing
+    assert isinstance(again, functools.partial) and torch.equal(again(x), separate)
+
+    layer = torch.nn.Sequential(*parts)
+    assert not sharded_by_an_engine(layer)
+    parts[0].weight.ds_id = 7  # DeepSpeed ZeRO marks its parameters
+    assert sharded_by_an_engine(layer)
+    del parts[0].weight.ds_id
+    layer.__class__ = type("FSDPSequential", (torch.nn.Sequential,), {})  # what fully_shard makes of a module
+    assert sharded_by_an_engine(layer)
+
+
+def test_a_trainers_rollouts_borrow_the_weights(own):
+    """Inside ``borrowed_weights`` (a trainer's rollouts: its optimizer or ZeRO's flat buffers own the storage)
+    the static runner re-points nothing and gives the same tokens; outside, the model's own weights fuse."""
+    from janus_r1.generation.fused import borrowed_weights
+
+    model, vocab, janus = own
+    ctx = _ctx(model, vocab, janus)
+    expected = _codes(model, ctx, "dynamic")
+    fresh = build_tiny_model("micro", seed=0)[0].eval()
+    ptrs = {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()}
+    with borrowed_weights(fresh):
+        assert torch.equal(_codes(fresh, ctx, "eager"), expected)
+    assert {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()} == ptrs
+    assert not getattr(fresh, "_janus_r1_borrowed_weights")
+    assert torch.equal(_codes(fresh, ctx, "eager"), expected)
+    assert {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()} != ptrs  # fused in place
