@@ -270,6 +270,6 @@ def test_a_trainers_rollouts_borrow_the_weights(own):
     with borrowed_weights(fresh):
         assert torch.equal(_codes(fresh, ctx, "eager"), expected)
     assert {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()} == ptrs
-    assert not getattr(fresh, "_janus_r1_borrowed_weights")
+    assert not fresh._janus_r1_borrowed_weights
     assert torch.equal(_codes(fresh, ctx, "eager"), expected)
     assert {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()} != ptrs  # fused in place
