@@ -171,7 +171,9 @@ def _load_deepseek(
 
     config = janus_config_from_deepseek(cfg, vocab.ids.image_placeholder, source=str(model_dir / "config.json"))
     for c in (config, config.text_config, config.vision_config, config.vq_config):
-        c.dtype = dtype  # what from_pretrained records, so both layouts report the same config
+        # what from_pretrained records, so both layouts report the same config; the attribute is ``torch_dtype``
+        # before transformers 4.56 (a plain ``dtype`` there is not serialisable: config.save_pretrained fails)
+        setattr(c, next(iter(dtype_kwargs(dtype))), dtype)
     with params_on_meta():
         model = build_model(config, model_dir)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
