@@ -3,13 +3,14 @@
     python bench/device_check.py                              # CUDA, random weights of the 7B geometry, bf16
     python bench/device_check.py --device cpu --geometry real # tiny real-geometry model, a few minutes, same keys
 
-Figures (one prompt = a CFG pair of rows): kernels per layer and per step of the fixed-shape step (operator log);
+Figures (one prompt = a CFG pair of rows): kernels per layer and per step of the fixed-shape step (operator log),
+with the device's default numerics (fast on CUDA, exact on the CPU; ``JANUS_R1_NUMERICS``) and with the exact path;
 ms per decode step eager vs CUDA-graphed at batch 1 and 16 and in a regeneration-length context (~2,300
 positions), each from two lengths of the same context (prefill, context building and the warm-up step cancel;
 capture time is measured and subtracted); token identity of the graphed step (against the same step eager on
 CUDA; against the eager and transformers-cache runners on the CPU, where the step runs eagerly) at batch 1, 16 and
 in a text phase that stops early on EOS; a teacher-forced comparison of the fixed-shape step's logits with
-transformers' forward over a whole image (max |delta logit|, greedy agreement); the step against the weights'
+transformers' forward over a whole image (max |delta logit|, greedy agreement; both numerics); the step against the weights'
 bandwidth limit at the datasheet rate and at the card's measured copy rate; peak memory per batch size; s/image
 at batch 1/4/16 and for an introspective image whose verdict is always "No"; speed-ups over the paper's loop and
 over transformers' ``generate``; capture time and first-call latency; the 4-bit step and peak (built after the
@@ -28,20 +29,23 @@ import time
 
 import torch
 from device_figures import bandwidth_gbps, build, bytes_per_step, sync
-from step_figures import capture_clock, copy_gbps, long_context, ms_per_step, teacher_forced
+from step_figures import capture_clock, copy_gbps, long_context, ms_per_step
 
 from janus_r1.generation import graphs, tasks
 from janus_r1.generation.context import build as build_ctx
 from janus_r1.generation.context import cfg_rows
 from janus_r1.generation.decode import decode_image, decode_text
+from janus_r1.generation.logit_check import teacher_forced
+from janus_r1.generation.numerics import fast_numerics, numerics
 from janus_r1.generation.sampling import Sampling
 
 PROMPT = "a photo of two green apples and a yellow banana on a wooden table"
 IMG, TXT = Sampling(top_k=4096), Sampling(top_k=50)
-KEYS = ("device", "gpu", "geometry", "dtype", "torch", "build_s", "kernels_per_layer", "kernels_per_step",
-        "kernels_total", "ms_per_step_eager_b1", "ms_per_step_graph_b1", "ms_per_step_eager_b16",
+KEYS = ("device", "gpu", "geometry", "dtype", "torch", "build_s", "numerics", "kernels_per_layer",
+        "kernels_per_step", "kernels_total", "kernels_per_layer_exact", "kernels_per_step_exact", "ms_per_step_eager_b1", "ms_per_step_graph_b1", "ms_per_step_eager_b16",
         "ms_per_step_graph_b16", "ms_per_step_graph_regen", "regen_positions", "identical_b1", "identical_b16",
-        "identical_text_early_eos", "max_abs_dlogit", "greedy_agreement", "bytes_per_step", "bandwidth_limit_ms",
+        "identical_text_early_eos", "max_abs_dlogit", "greedy_agreement", "max_abs_dlogit_exact",
+        "greedy_agreement_exact", "bytes_per_step", "bandwidth_limit_ms",
         "copy_gbps", "bandwidth_limit_ms_measured", "step_over_limit", "step_over_limit_measured", "peak_gib_b1",
         "peak_gib_b16", "s_per_image_b1", "s_per_image_b4", "s_per_image_b16", "s_per_introspective_image_all_no",
         "paper_loop_s_per_image_all_no", "speedup_vs_paper_loop", "transformers_ms_per_step",
@@ -134,18 +138,28 @@ def regen(j, rep: Report, positions: int, lengths: tuple[int, int]) -> None:
 
 
 def kernels(j, rep: Report) -> None:
+    """The device's default numerics (fast on CUDA), then the exact path (the CPU's default) for comparison."""
     from janus_r1.generation.oplog import step_kernels
 
-    k = step_kernels(j.model, image_ctx(j, [PROMPT]), IMG, lambda: torch.Generator(device=j.device).manual_seed(0))
-    rep.put(kernels_per_layer=k["per_layer"], kernels_per_step=k["per_step"], kernels_total=k["total"])
+    rep.put(numerics="fast" if fast_numerics(j.device) else "exact")
+    for mode, suffix in ((None, ""), ("exact", "_exact")):
+        with numerics(mode):
+            k = step_kernels(j.model, image_ctx(j, [PROMPT]), IMG,
+                             lambda: torch.Generator(device=j.device).manual_seed(0))
+        rep.put(**{f"kernels_per_layer{suffix}": k["per_layer"], f"kernels_per_step{suffix}": k["per_step"]})
+        if not suffix:
+            rep.put(kernels_total=k["total"])
 
 
 def logits_check(j, rep: Report, n: int) -> None:
-    """Teacher-forced: the fixed-shape step (what the graph replays) against transformers' forward."""
+    """Teacher-forced: the fixed-shape step (what the graph replays) against transformers' forward, with the
+    device's default numerics and with the exact path."""
     ctx = image_ctx(j, [PROMPT])
     codes = decode(j, [PROMPT], "graph", n, ctx=ctx)
-    tf = teacher_forced(j.model, ctx, codes)
-    rep.put(max_abs_dlogit=tf["max_abs_dlogit"], greedy_agreement=tf["greedy_agreement"])
+    for mode, suffix in ((None, ""), ("exact", "_exact")):
+        with numerics(mode):
+            tf = teacher_forced(j.model, ctx, codes)
+        rep.put(**{f"max_abs_dlogit{suffix}": tf["max_abs_dlogit"], f"greedy_agreement{suffix}": tf["greedy_agreement"]})
 
 
 def text_identity(j, rep: Report, cuda: bool) -> None:

@@ -5,8 +5,8 @@
   graphs in between (one capture per attention bucket) is measured and subtracted.
 * :func:`capture_clock`: total wall time spent in ``graphs.capture`` inside a block.
 * :func:`copy_gbps`: the card's achievable bandwidth, from a large device-to-device copy (read + write bytes).
-* :func:`teacher_forced`: logits of the fixed-shape step (what a CUDA graph replays) against transformers' own
-  forward (the ``dynamic`` runner) on the same image tokens: max |delta logit| and greedy agreement.
+* ``teacher_forced`` (from :mod:`janus_r1.generation.logit_check`): logits of the fixed-shape step (what a CUDA graph
+  replays) against transformers' own forward (the ``dynamic`` runner) on the same image tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from janus_r1.generation import decode, graphs
+from janus_r1.generation import graphs
 from janus_r1.generation.context import Context
 
 
@@ -85,36 +85,3 @@ def long_context(ctx: Context, positions: int) -> Context:
     """The context repeated along the sequence up to about ``positions`` (a round-3 regeneration is ~2,300)."""
     k = max(1, positions // ctx.embeds.shape[1])
     return Context(ctx.embeds.repeat(1, k, 1), ctx.mask.repeat(1, k))
-
-
-@torch.no_grad()
-def _forced_logits(model, ctx: Context, codes: torch.Tensor, runner: str) -> torch.Tensor:
-    run, _ = decode._runner(model, ctx, codes.shape[1], runner)
-    head = model.model.generation_head
-    out = [head(run.prefill()).float()]
-    fixed = getattr(run, "fixed", False)
-    at = torch.zeros(1, dtype=torch.long, device=ctx.embeds.device)
-    for t in range(codes.shape[1] - 1):
-        pair = codes[:, t].unsqueeze(1).expand(-1, 2).reshape(-1, 1)
-        embeds = model.prepare_embeddings_for_image_generation(pair)
-        if fixed:
-            run.span = run.bucket(t)
-            run.set_bits(at, None)
-            h = run.step(embeds, at)
-            at += 1
-        else:
-            run.set_bits(t, None)
-            h = run.step(embeds, t)
-        out.append(head(h).float())
-    return torch.stack(out, 1)  # (rows, n, V)
-
-
-def teacher_forced(model, ctx: Context, codes: torch.Tensor, cfg_weight: float = 5.0) -> dict:
-    """The fixed-shape step against transformers' forward on the same tokens: raw-logit max |delta|, and how
-    often the greedy (CFG-mixed) token agrees."""
-    ours = _forced_logits(model, ctx, codes, "fixed")
-    theirs = _forced_logits(model, ctx, codes, "dynamic")
-    mix = [u + cfg_weight * (c - u) for c, u in ((x[0::2], x[1::2]) for x in (ours, theirs))]
-    agree = (mix[0].argmax(-1) == mix[1].argmax(-1)).float().mean().item()
-    return {"max_abs_dlogit": (ours - theirs).abs().max().item(), "greedy_agreement": agree,
-            "tokens": int(codes.numel())}

@@ -15,6 +15,13 @@ Every rewrite is exact on the CPU, so the tokens do not change (tested against e
   (``(-a) * b == a * (-b)`` in IEEE arithmetic); ``flip_halves`` is one ``flip`` of a ``(2, head_dim/2)`` view
   where ``rotate_half`` is a slice, a negation and a ``cat``;
 * concatenated GEMMs: each output element is the same dot product.
+
+On CUDA the default is :func:`fast_numerics`: two fusions that are one rounding away from transformers (the norm
+weight inside ``F.rms_norm``, RoPE's product and sum as one ``addcmul``), 15 kernels per layer in bf16 and fp32.
+Why they are acceptable there: on a GPU the concatenated GEMMs already pick other cuBLAS kernels than transformers'
+separate ones, so bit identity is lost anyway; what bounds the difference is the teacher-forced logit check of
+``bench/device_check.py`` (max |delta logit|, greedy agreement). On the CPU the default stays exact (every runner
+token-identical); ``JANUS_R1_NUMERICS=exact|fast`` chooses either anywhere (:mod:`.numerics`).
 """
 
 from __future__ import annotations
@@ -72,9 +79,10 @@ class Geometry:
         return cls(heads // kv_heads + 2, kv_heads, head_dim)
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``LlamaRMSNorm`` bit for bit, through torch's own (on CUDA fused) op."""
-    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, fast: bool = False) -> torch.Tensor:
+    """``LlamaRMSNorm`` bit for bit, through torch's own (on CUDA fused) op; ``fast``: the weight inside it in
+    every dtype (one kernel; bf16 rounds once where transformers rounds before and after the weight)."""
+    if fast or (x.dtype == torch.float32 and weight.dtype == torch.float32):
         return F.rms_norm(x, (x.shape[-1],), weight, eps)
     return weight * F.rms_norm(x, (x.shape[-1],), None, eps)
 
@@ -94,20 +102,21 @@ def rope_table(lm, total: int, geo: Geometry, ref: torch.Tensor) -> torch.Tensor
 
 
 def run_layers(lm, layers: list[Layer], geo: Geometry, h: torch.Tensor, rope: torch.Tensor,
-               mask: torch.Tensor | None, cache: KVCache, at: int | torch.Tensor, offset: int, end: int
-               ) -> torch.Tensor:
+               mask: torch.Tensor | None, cache: KVCache, at: int | torch.Tensor, offset: int, end: int,
+               fast: bool = False) -> torch.Tensor:
     """The decoder over ``h`` (R, q, D) -> the last position's final-normed hidden state (R, D).
 
     ``rope``: the table's rows for these positions (q, 2, groups, 1, head_dim); ``mask``: additive (R, 1, 1,
     end) or bool (R, 1, q, end), None for plain causal; new keys/values go to ``offset + at`` (see
-    :meth:`KVCache.write`) and attention reads positions ``0 .. end-1``."""
+    :meth:`KVCache.write`) and attention reads positions ``0 .. end-1``; ``fast``: :func:`fast_numerics`."""
     rows, q_len, _ = h.shape
     g, kvh, hd = geo.groups, geo.kv_heads, geo.head_dim
     cos, sin = rope[:, 0], rope[:, 1]
     causal = mask is None and q_len > 1
     for i, layer in enumerate(layers):
-        y = layer.qkv(rms_norm(h, layer.ln1, layer.eps1)).view(rows, q_len, g, kvh, hd)
-        y = y * cos + y.view(rows, q_len, g, kvh, 2, hd // 2).flip(-2).view(rows, q_len, g, kvh, hd) * sin
+        y = layer.qkv(rms_norm(h, layer.ln1, layer.eps1, fast)).view(rows, q_len, g, kvh, hd)
+        flipped = y.view(rows, q_len, g, kvh, 2, hd // 2).flip(-2).view(rows, q_len, g, kvh, hd)
+        y = torch.addcmul(y * cos, flipped, sin) if fast else y * cos + flipped * sin
         cache.write(i, at, y[:, :, g - 2:].permute(2, 0, 3, 1, 4), offset)
         k, v = cache.read(i, end)
         q = y[:, :, : g - 2].reshape(rows, q_len, -1, hd).transpose(1, 2)
@@ -116,6 +125,6 @@ def run_layers(lm, layers: list[Layer], geo: Geometry, h: torch.Tensor, rope: to
             v = v.repeat_interleave(g - 2, dim=1)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=layer.scaling)
         h = h + layer.o(o.transpose(1, 2).reshape(rows, q_len, -1))
-        gate, up = layer.gate_up(rms_norm(h, layer.ln2, layer.eps2)).chunk(2, dim=-1)
+        gate, up = layer.gate_up(rms_norm(h, layer.ln2, layer.eps2, fast)).chunk(2, dim=-1)
         h = h + layer.down(layer.act(gate) * up)
-    return rms_norm(h[:, -1:], lm.norm.weight, lm.norm.variance_epsilon)[:, 0]
+    return rms_norm(h[:, -1:], lm.norm.weight, lm.norm.variance_epsilon, fast)[:, 0]

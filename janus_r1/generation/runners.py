@@ -26,6 +26,7 @@ from .context import Context
 from .fused import BORROWED
 from .kv_cache import KVCache
 from .layers import Geometry, Layer, rope_table, run_layers
+from .numerics import fast_numerics
 
 BUCKET = 256  # cache positions per attention bucket of the fixed-shape step (one captured graph each)
 ALIGN = 16  # the fixed-shape cache is a whole number of these positions
@@ -115,6 +116,7 @@ class StaticRunner:
         self.lut = torch.tensor([float("-inf"), 0.0], dtype=ref.dtype, device=ref.device)  # bit -> bias
         self.holes = bool((ctx.mask == 0).any())
         self.fixed = fixed
+        self.fast = fast_numerics(ref.device)  # one-rounding fusions: CUDA's default (layers.py)
         self.span = self.alloc  # positions the fixed-shape step attends over (see :meth:`stepper`)
         self.ctx = ctx
 
@@ -126,7 +128,8 @@ class StaticRunner:
             eye = torch.eye(n, dtype=torch.bool, device=valid.device)
             # every query also sees itself, so left-padding rows never softmax over nothing (NaN)
             mask = (causal & (valid[:, None, :] | eye)).unsqueeze(1)
-        return run_layers(self.lm, self.layers, self.geo, self.ctx.embeds, self.rope[:n], mask, self.cache, 0, 0, n)
+        return run_layers(self.lm, self.layers, self.geo, self.ctx.embeds, self.rope[:n], mask, self.cache, 0, 0, n,
+                          self.fast)
 
     def step(self, embeds: torch.Tensor, at: int | torch.Tensor) -> torch.Tensor:
         """Feed the token sampled at step ``at``; its attention bit was set by :meth:`set_bits`."""
@@ -134,11 +137,11 @@ class StaticRunner:
             rope = self.rope[self.length:].index_select(0, at)
             mask = self.bias[:, None, None, : self.span]
             return run_layers(self.lm, self.layers, self.geo, embeds, rope, mask, self.cache, at, self.length,
-                              self.span)
+                              self.span, self.fast)
         pos = self.length + at
         mask = self.bias[:, None, None, : pos + 1] if self.holes else None
         return run_layers(self.lm, self.layers, self.geo, embeds, self.rope[pos : pos + 1], mask, self.cache, pos, 0,
-                          pos + 1)
+                          pos + 1, self.fast)
 
     def set_bits(self, at: int | torch.Tensor, bits: torch.Tensor | None) -> None:
         """Attention bit of the token fed at step ``at``; ``None`` means 1 for every row (image tokens)."""

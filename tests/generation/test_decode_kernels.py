@@ -4,16 +4,20 @@ the kernel count of one step, attention buckets of the fixed-shape step, and the
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from janus_r1.errors import JanusR1Error
 from janus_r1.generation import graphs, runners
 from janus_r1.generation.context import build, cfg_rows
 from janus_r1.generation.decode import decode_image, decode_text
 from janus_r1.generation.fused import adjacent_rows, fused_linear
+from janus_r1.generation.logit_check import _forced_logits, teacher_forced
+from janus_r1.generation.numerics import NUMERICS_ENV, fast_numerics, numerics
 from janus_r1.generation.oplog import logged, step_kernels
 from janus_r1.generation.sampling import Sampling, draw, filter_top_k, sample
 from janus_r1.model.tiny import build_tiny_model
@@ -42,12 +46,16 @@ def _codes(model, ctx, runner, n=16, sampling=TOP8):
 
 # --- kernel count ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, per_layer", [(torch.float32, 16), (torch.bfloat16, 18)])
-def test_a_step_is_at_most_16_kernels_per_layer_and_30_per_step(own, dtype, per_layer):
+@pytest.mark.parametrize("mode, dtype, per_layer", [("exact", torch.float32, 16), ("exact", torch.bfloat16, 18),
+                                                     ("fast", torch.float32, 15), ("fast", torch.bfloat16, 15)])
+def test_a_step_is_at_most_15_to_18_kernels_per_layer_and_30_per_step(own, mode, dtype, per_layer):
     model, vocab, janus = own
     model = model.to(dtype)
-    counts = step_kernels(model, _ctx(model, vocab, janus), Sampling(top_k=8), lambda: torch.Generator().manual_seed(0))
-    # 39 per layer + 33 per step before (fp32, micro); bf16 adds the two norm-weight products after the cast
+    with numerics(mode):
+        counts = step_kernels(model, _ctx(model, vocab, janus), Sampling(top_k=8),
+                              lambda: torch.Generator().manual_seed(0))
+    # 39 per layer + 33 per step before (fp32, micro); exact bf16 adds the two norm-weight products after the cast,
+    # fast (CUDA's default) puts them inside rms_norm and RoPE's product and sum into one addcmul
     assert counts["per_layer"] == per_layer and counts["per_step"] <= 30, counts
     assert counts["total"] == counts["per_step"] + counts["layers"] * counts["per_layer"]
 
@@ -66,6 +74,41 @@ def test_a_layer_is_four_gemms_and_one_cache_write(own):
     assert ops["aten.mm.default"] == 4 * layers and ops["aten.index_copy_.default"] == layers
     assert ops["aten.index_fill_.int_Scalar"] == 1 and ops["fused.rms_norm"] == 2 * layers + 1
     assert ops["aten._scaled_dot_product_flash_attention_for_cpu.default"] == layers  # the mask: no per-layer work
+
+
+@pytest.mark.parametrize("dtype, max_dlogit, agreement", [(torch.float32, 1e-4, 1.0), (torch.bfloat16, 0.1, 0.9)])
+def test_fast_numerics_stay_within_a_rounding_of_transformers(micro, dtype, max_dlogit, agreement):
+    """Teacher-forced over a whole image (what device_check prints on a GPU): the fast path's logits against
+    transformers' forward, next to the exact path's own distance."""
+    model, tok = build_tiny_model("micro", seed=0)
+    model = model.to(dtype)
+    ctx = _ctx(model, micro.vocab, micro.janus)
+    codes = _codes(model, ctx, "dynamic")
+    with numerics("exact"):
+        exact = teacher_forced(model, ctx, codes)
+        exact_logits = _forced_logits(model, ctx, codes, "fixed")
+        assert torch.equal(_codes(model, ctx, "fixed"), codes)  # the exact path: the same tokens
+    with numerics("fast"):
+        fast = teacher_forced(model, ctx, codes)
+        assert not torch.equal(_forced_logits(model, ctx, codes, "fixed"), exact_logits)  # the fusions really ran
+    assert fast["tokens"] == codes.numel() == 2 * 16
+    assert fast["max_abs_dlogit"] <= max_dlogit and fast["greedy_agreement"] >= agreement, (fast, exact)
+    assert exact["max_abs_dlogit"] <= max_dlogit
+
+
+def test_numerics_default_is_fast_on_cuda_only_and_a_bad_choice_is_refused(monkeypatch):
+    monkeypatch.delenv(NUMERICS_ENV, raising=False)
+    assert fast_numerics(torch.device("cuda", 1)) and not fast_numerics(torch.device("cpu"))
+    monkeypatch.setenv(NUMERICS_ENV, "Exact")
+    assert not fast_numerics(torch.device("cuda"))
+    monkeypatch.setenv(NUMERICS_ENV, "fast")
+    assert fast_numerics(torch.device("cpu"))
+    monkeypatch.setenv(NUMERICS_ENV, "quick")
+    with pytest.raises(JanusR1Error, match="JANUS_R1_NUMERICS must be 'exact' or 'fast' \\(got 'quick'\\)"):
+        fast_numerics(torch.device("cpu"))
+    with numerics("exact"):
+        assert os.environ[NUMERICS_ENV] == "exact"
+    assert os.environ[NUMERICS_ENV] == "quick"  # restored
 
 
 # --- fused weights ----------------------------------------------------------------------------------------------
