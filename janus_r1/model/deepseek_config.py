@@ -74,6 +74,7 @@ def _text_config(cfg: Mapping) -> LlamaConfig:
                            "transformers knows (Janus-Pro uses 'silu').")
     lang["model_type"] = "llama"
     lang["tie_word_embeddings"] = False
+    lang.pop("torch_dtype", None)  # the loader's dtype decides (devices.resolve_dtype checks the stored one)
     text = LlamaConfig.from_dict(lang)
     text.tie_word_embeddings = False
     return text

@@ -65,15 +65,27 @@ def parse_dtype(dtype: str | torch.dtype, what: str = "dtype") -> torch.dtype:
     )
 
 
-def resolve_dtype(dtype: str | torch.dtype, cfg: dict) -> torch.dtype:
-    """``"auto"`` means the checkpoint's ``torch_dtype`` (bfloat16 for the real ones); fp32 when it says nothing."""
-    if is_auto(dtype):
-        stored = cfg.get("torch_dtype") or cfg.get("dtype")
-        if stored is None and isinstance(cfg.get("text_config"), dict):
-            stored = cfg["text_config"].get("torch_dtype") or cfg["text_config"].get("dtype")
-        if stored is None and isinstance(cfg.get("language_config"), dict):
-            stored = cfg["language_config"].get("torch_dtype")
-        if stored is None or stored == "auto":
-            return torch.float32
+def resolve_dtype(dtype: str | torch.dtype, cfg: dict, source: str = "config.json") -> torch.dtype:
+    """``"auto"`` means the checkpoint's ``torch_dtype`` (bfloat16 for the real ones); fp32 when it says nothing.
+    ``source`` (the config file) names where a bad stored dtype came from."""
+    if not is_auto(dtype):
+        return parse_dtype(dtype, "dtype")
+    stored, field = None, None
+    for section in (None, "text_config", "language_config"):
+        sub = cfg if section is None else cfg.get(section)
+        if not isinstance(sub, dict):
+            continue
+        for key in ("torch_dtype", "dtype"):
+            if sub.get(key) is not None:
+                stored, field = sub[key], key if section is None else f"{section}.{key}"
+                break
+        if stored is not None:
+            break
+    if stored is None or stored == "auto":
+        return torch.float32
+    try:
         return parse_dtype(stored, "checkpoint torch_dtype")
-    return parse_dtype(dtype, "dtype")
+    except JanusR1Error as e:
+        raise JanusR1Error(f"{source}: field '{field}' must name a floating-point dtype (bfloat16, float16, "
+                           f"float32), found {type(stored).__name__} {stored!r}; pass dtype='bf16' (or fp16 / fp32) "
+                           "to load it anyway.") from e

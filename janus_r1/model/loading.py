@@ -297,7 +297,7 @@ def load_model(
     model_dir = resolve_model_dir(path_or_repo, progress=progress)
     layout = detect_layout(model_dir)
     cfg = read_config(model_dir)
-    target_dtype = resolve_dtype(dtype, cfg)
+    target_dtype = resolve_dtype(dtype, cfg, str(Path(model_dir) / "config.json"))
     vocab = load_tokenizer(model_dir)
     if layout == "deepseek":
         # quantised layers are built from host tensors and quantised one by one on their way to the device

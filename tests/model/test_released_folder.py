@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from janus_r1 import JanusR1, cli
 from janus_r1.errors import JanusR1Error
@@ -64,3 +65,24 @@ def test_cli_generate_on_the_released_folder_draws_what_the_plain_one_draws(fold
     samples, pngs = traces["released"]
     assert samples and all(len(a["codes"]) == 16 for s in samples for a in s["attempts"])
     assert samples == traces["plain"][0] and pngs == traces["plain"][1]
+
+
+@pytest.mark.parametrize("stored, where", [("int8", "torch_dtype"), (16, "torch_dtype"),
+                                           ("float8", "language_config.torch_dtype")])
+def test_a_bad_stored_dtype_names_the_file_and_field_and_an_explicit_dtype_loads(folders, tmp_path, stored, where):
+    import shutil
+
+    d = shutil.copytree(folders["released"], tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    if where == "torch_dtype":
+        cfg["torch_dtype"] = stored
+    else:
+        cfg.pop("torch_dtype", None)
+        cfg["language_config"]["torch_dtype"] = stored
+    (d / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    with pytest.raises(JanusR1Error) as err:
+        JanusR1.from_pretrained(str(d), device="cpu", progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"{d / 'config.json'}: field '{where}' must name a floating-point dtype"), msg
+    assert f"found {type(stored).__name__} {stored!r}" in msg and "dtype='bf16'" in msg
+    assert JanusR1.from_pretrained(str(d), device="cpu", dtype="fp32", progress=False).model.dtype == torch.float32
