@@ -70,8 +70,8 @@ def partition_from(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.Te
         else:
             if main and not t.requires_grad:
                 frozen[key] = full.to(keep if floating else t.dtype, copy=True)
-            q = torch.nn.Parameter(full.to(dtype if floating else t.dtype, copy=True).contiguous(),
-                                   requires_grad=t.requires_grad)
+            q = torch.nn.Parameter(full.to(device=init.local_device, dtype=dtype if floating else t.dtype,
+                                           copy=True).contiguous(), requires_grad=t.requires_grad)  # as DeepSpeed
             owner, _, leaf = key.rpartition(".")
             model.get_submodule(owner)._parameters[leaf] = q
             init._convert_to_deepspeed_param(q)
