@@ -85,6 +85,7 @@ class Run:
             frozen = partition_from(self.model, source, torch.bfloat16 if cfg.mixed_precision == "bf16" else dtype,
                                     dtype, cfg.mixed_precision, cfg.grad_clip, acc.is_main_process,
                                     str(found or cfg.model))
+            self.log_main(f"ZeRO-3: {found or cfg.model} loaded partitioned over {acc.num_processes} process(es)")
         self.mark("load")
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                      eps=cfg.eps)

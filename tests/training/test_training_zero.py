@@ -118,6 +118,7 @@ def test_zero3_loads_partitioned_into_the_same_weights_and_resumes_exactly(tmp_p
         out = outs[lazy] = tmp_path / f"lazy-{lazy}"
         p = _run("train-grpo", tmp_path, {**recipe, "load_sharded": lazy}, out, procs=2, model=model)
         assert p.returncode == 0, p.stderr[-3000:]
+        assert ("loaded partitioned over 2 process(es)" in p.stderr) == lazy  # the path under test ran (or not)
     for a, b in zip(_log(outs[True]), _log(outs[False]), strict=True):
         assert a["loss"] == b["loss"] and a["kl"] == b["kl"] and a["grad_norm"] == b["grad_norm"]
     a, b = _final(outs[True]), _final(outs[False])
@@ -128,6 +129,7 @@ def test_zero3_loads_partitioned_into_the_same_weights_and_resumes_exactly(tmp_p
     assert p.returncode != 0 and (cut / "checkpoints" / "latest").read_text() == "step-00000001"
     p = _run("train-grpo", tmp_path, recipe, cut, model=model)
     assert p.returncode == 0 and "resumed from" in p.stderr, p.stderr[-3000:]
+    assert "checkpoints/step-00000001 loaded partitioned over 1 process(es)" in p.stderr  # from the checkpoint
     c, f = _final(cut), _final(full)
     assert c.keys() == f.keys() and all(torch.equal(c[k], f[k]) for k in c)
     assert [r["loss"] for r in _log(cut)] == [r["loss"] for r in _log(full)]
