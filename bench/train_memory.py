@@ -118,8 +118,15 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["fsdp", "zero3"])
     ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary directory)")
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="janus-r1-train-memory-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        measure(args, Path(args.work))
+    else:  # the runs' checkpoints take ~17 GB at the default size: removed afterwards
+        with tempfile.TemporaryDirectory(prefix="janus-r1-train-memory-") as tmp:
+            measure(args, Path(tmp))
+
+
+def measure(args, work: Path) -> None:
     n = write_model(work / "model", args.layers, args.hidden, args.vocab)
     print(f"model: {n / 1e9:.3f} B parameters (fp32 state {gib(4 * n)} GiB, AdamW {gib(8 * n)} GiB); 2 processes, "
           f"gloo, GRPO {args.steps} steps, a checkpoint after each")
