@@ -1,19 +1,23 @@
 """Host memory and checkpoint cost of a sharded training run, before and after issue 18, in one run.
 
 Two real processes over gloo train GRPO (two steps, a checkpoint after each) on a random model with Janus-Pro's
-layer structure (LLaMA decoder, SigLIP, VQ; ~0.17 B parameters by default so that memory is visible on a CPU
-machine without exhausting it), under FSDP2 and under DeepSpeed ZeRO-3, twice each:
+layer structure (LLaMA decoder, SigLIP, VQ; ~0.5 B parameters by default -- 16 layers of width 1536 -- so that
+memory is visible on a CPU machine), under FSDP2 and under DeepSpeed ZeRO-3, twice each:
 
 * before: every rank loads the full fp32 model, the reference is an unsharded copy, checkpoints gather the full
   weights and AdamW state on rank 0 into safetensors (``load_sharded: false``, ``checkpoint_format: full``);
-* after: meta skeleton + each rank's rows, a sharded reference, sharded asynchronous DCP checkpoints.
+* after: meta skeleton + each rank's rows (ZeRO-3: each tensor partitioned as it is read), a sharded reference,
+  sharded asynchronous DCP checkpoints.
 
 Each rank records its peak RSS per phase (``JANUS_R1_MEMORY_TRACE``, training/memtrace.py): loading the policy,
 building the reference, a training step, a checkpoint. Checkpoint cost: the time the step was blocked, the time
 until the shard was on disk, and the bytes each rank wrote. Prints one table and the after/before ratios.
 
-    python bench/train_memory.py                      # ~5-10 min on 2 CPU cores, < 6 GiB in all
-    python bench/train_memory.py --layers 8 --engines fsdp
+    python bench/train_memory.py --engines fsdp              # 0.52 B: ~10 min on 2 CPU cores, peaks ~13 GiB (rank 0)
+    python bench/train_memory.py --engines zero3 --layers 6  # 0.23 B: ZeRO-3 "before" at 0.52 B needs > 24 GiB
+
+Without ``--engines`` both engines run; ZeRO-3's old path (a full fp32 copy per rank, then DeepSpeed's bf16 module,
+masters and states) does not fit two ranks of 0.52 B in 24 GiB, hence ``--layers 6`` for it on such a machine.
 """
 
 from __future__ import annotations
@@ -107,15 +111,22 @@ def gib(x: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, default=10)
-    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--hidden", type=int, default=1536)
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--engines", nargs="+", default=["fsdp", "zero3"])
     ap.add_argument("--work", default=None, help="keep the runs here (default: a temporary directory)")
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="janus-r1-train-memory-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        measure(args, Path(args.work))
+    else:  # the runs' checkpoints take ~17 GB at the default size: removed afterwards
+        with tempfile.TemporaryDirectory(prefix="janus-r1-train-memory-") as tmp:
+            measure(args, Path(tmp))
+
+
+def measure(args, work: Path) -> None:
     n = write_model(work / "model", args.layers, args.hidden, args.vocab)
     print(f"model: {n / 1e9:.3f} B parameters (fp32 state {gib(4 * n)} GiB, AdamW {gib(8 * n)} GiB); 2 processes, "
           f"gloo, GRPO {args.steps} steps, a checkpoint after each")

@@ -40,7 +40,9 @@ class Common:
     # on rank 0 (earlier versions; kept for comparison -- both formats resume)
     checkpoint_format: str = "sharded"
     async_save: bool = True  # sharded checkpoints written in the background while training continues
-    load_sharded: bool = True  # FSDP2: meta skeleton, each rank reads its rows (materialise.py); False: full copy
+    # FSDP2 / ZeRO-3: meta skeleton, each rank keeps only its shard of each tensor as it is read (materialise.py,
+    # zero_load.py); False: a full copy per rank first
+    load_sharded: bool = True
     # logging and evaluation (tracking.py, evaluation.py)
     log_with: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | wandb | tensorboard,wandb
     eval_prompts: str | None = None  # held-out prompt file (.txt, or .jsonl such as GenEval's metadata)

@@ -35,11 +35,12 @@ def freeze_encoders(model) -> None:
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and norm weights (every 1-D parameter), decay on the rest."""
+    """No weight decay on biases and norm weights (every 1-D parameter), decay on the rest. A ZeRO-3 parameter
+    partitioned while loading (zero_load.py) holds an empty tensor: its shape is ``ds_shape``."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
+            (no_decay if len(getattr(p, "ds_shape", p.shape)) < 2 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

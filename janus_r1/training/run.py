@@ -42,8 +42,11 @@ class Run:
         self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
         # meta skeleton, sharded, each rank reading its rows (materialise.py); the old format loads in full
         lazy = self.sharded and cfg.load_sharded and (found is None or sharded_ck)
+        # ZeRO-3 likewise: each rank keeps only its partition of each tensor (zero_load.py)
+        lazy_zero = cfg.sharding == "zero3" and cfg.load_sharded and (found is None or sharded_ck)
         dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
-        self.model, self.vocab = (M.skeleton(cfg.model, dtype) if lazy else load_policy(cfg.model, cfg.dtype, acc.device))
+        self.model, self.vocab = (M.skeleton(cfg.model, dtype) if lazy or lazy_zero
+                                  else load_policy(cfg.model, cfg.dtype, acc.device))
         freeze_encoders(self.model)
         self.mark("load")
         # the frozen reference: the initial weights (from the base files, never a copy of the policy)
@@ -62,7 +65,7 @@ class Run:
                 self.step = int(ck.load_model_weights(found, self.model)["step"])
             else:
                 self.step = int(json.loads((found / "state.json").read_text())["step"])
-                if not self.sharded:  # replicas and DeepSpeed's module: the full weights on every rank
+                if not (self.sharded or lazy_zero):  # replicas, ZeRO-2's module: the full weights on every rank
                     DC.load_weights(found, Policy(self.model), sharded=False)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -74,13 +77,22 @@ class Run:
                 M.fill(self.root, cfg.model, dtype, acc.device, copy=not sharded_ck)
             if sharded_ck:  # each rank reads only the chunks of its shards
                 DC.load_weights(found, self.root, sharded=True)
+        frozen = None
+        if lazy_zero:  # one full tensor at a time, partitioned at once; the masters are set from them
+            from .zero_load import partition_from
+
+            source = DC.iter_full(found, DC.W, 0) if sharded_ck else M.source_tensors(cfg.model)
+            frozen = partition_from(self.model, source, torch.bfloat16 if cfg.mixed_precision == "bf16" else dtype,
+                                    dtype, cfg.mixed_precision, cfg.grad_clip, acc.is_main_process,
+                                    str(found or cfg.model))
+            self.log_main(f"ZeRO-3: {found or cfg.model} loaded partitioned over {acc.num_processes} process(es)")
         self.mark("load")
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                                      eps=cfg.eps)
         self.zero = None  # DeepSpeed ZeRO (zero.py): it wraps the optimizer, the schedule drives its AdamW
         if cfg.sharding in zero.STAGES:
             self.zero = zero.Zero(self.root, self.opt, zero.STAGES[cfg.sharding], cfg.mixed_precision,
-                                  cfg.grad_clip, acc.is_main_process)
+                                  cfg.grad_clip, acc.is_main_process, frozen)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.zero.base_optimizer if self.zero else self.opt, schedule)
         if found is not None:
             ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index, self.zero, self.sharded)

@@ -99,15 +99,19 @@ class Zero:
     name, and the frozen tensors' original values."""
 
     def __init__(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, stage: int,
-                 mixed_precision: str, grad_clip: float, main: bool) -> None:
+                 mixed_precision: str, grad_clip: float, main: bool, frozen: dict | None = None) -> None:
         deepspeed = _deepspeed()
         names = {p: n for n, p in policy.named_parameters()}
         self.groups = [{"params": [names[p] for p in g["params"]], "weight_decay": g["weight_decay"]}
                        for g in optimizer.param_groups]
         trainable = {n for g in self.groups for n in g["params"]}
-        # frozen parameters and buffers keep their exact values for the export (bf16 mode rounds them)
-        self.frozen = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()
-                       if k not in trainable} if main else {}
+        # frozen parameters and buffers keep their exact values for the export (bf16 mode rounds them); a policy
+        # partitioned while loading (zero_load.py) hands them over, keyed like ``policy.model``
+        if frozen is not None:
+            self.frozen = {"model." + k: v for k, v in frozen.items()} if main else {}
+        else:
+            self.frozen = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()
+                           if k not in trainable} if main else {}
         buffers = {k: b.detach().clone() for k, b in policy.named_buffers()}
         self.stage = stage
         _one_process_group()
