@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..generation.tasks import Janus
+from ..model.compat import enable_checkpointing
 from . import checkpoint as ck
 from . import dcp_checkpoint as DC
 from . import materialise as M
@@ -68,7 +69,7 @@ class Run:
                 if not (self.sharded or lazy_zero):  # replicas, ZeRO-2's module: the full weights on every rank
                     DC.load_weights(found, Policy(self.model), sharded=False)
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(self.model)
         self.j = Janus(self.model, self.vocab)
         self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
         if self.sharded:

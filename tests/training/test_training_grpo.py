@@ -287,7 +287,8 @@ def test_http_judge_retries_then_raises():
     url = f"http://127.0.0.1:{srv.server_port}/score"
     ims = [Image.new("RGB", (8, 8))] * 2
     try:
-        judge = R.make_reward("http:" + url, retries=2)
+        with pytest.warns(DeprecationWarning, match="http: reward protocol is deprecated: serve the judge with vLLM"):
+            judge = R.make_reward("http:" + url, retries=2)
         judge.backoff = 0.0
         _Handler.fails = 2
         assert judge.score(ims, ["a", "b"]) == [0.25, 0.25]  # two 503s, then success

@@ -55,8 +55,10 @@ def test_reference_is_frozen_bf16_without_the_checkpointing_hook():
 
     model, tok = build_tiny_model("micro", seed=0)
     ref = make_reference(GRPOConfig(mixed_precision="bf16", gradient_checkpointing=True), model, "cpu")
-    model.train().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert model.is_gradient_checkpointing and not ref.is_gradient_checkpointing and not ref.training
+    from janus_r1.model.compat import enable_checkpointing, is_checkpointing
+
+    enable_checkpointing(model.train())
+    assert is_checkpointing(model) and not is_checkpointing(ref) and not ref.training
     assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in ref.parameters())
     assert not ref.get_input_embeddings()._forward_hooks  # the input-requires-grad hook stays on the policy
     fp32 = make_reference(GRPOConfig(), model, "cpu")
