@@ -9,6 +9,12 @@ memory is visible on a CPU machine), under FSDP2 and under DeepSpeed ZeRO-3, twi
 * after: meta skeleton + each rank's rows (ZeRO-3: each tensor partitioned as it is read), a sharded reference,
   sharded asynchronous DCP checkpoints.
 
+ZeRO-3 also gathers differently. Before, the whole policy was one ZeRO-3 leaf, gathered for every forward and
+backward. That path is gone, and "before" reproduces its peak by keeping every weight gathered
+(``zero3_persist_numel`` above the model's size). After, each module is gathered when it runs, with at most
+``zero3_live_numel`` elements kept for prefetch and reuse; the bench scales that to the model as DeepSpeed's
+default scales to 7B (1e9 of 7.4e9 elements: 13.5 %).
+
 Each rank records its peak RSS per phase (``JANUS_R1_MEMORY_TRACE``, training/memtrace.py): loading the policy,
 building the reference, a training step, a checkpoint. Checkpoint cost: the time the step was blocked, the time
 until the shard was on disk, and the bytes each rank wrote. Prints one table and the after/before ratios.
@@ -56,7 +62,15 @@ def write_model(path: Path, layers: int, hidden: int, vocab: int) -> int:
     return n
 
 
-def run(work: Path, model: Path, engine: str, after: bool, steps: int) -> dict:
+LIVE_SHARE_7B = 1e9 / 7.4e9  # DeepSpeed's stage3_max_live_parameters over Janus-Pro-7B's parameters
+
+
+def zero3_keys(after: bool, n: int) -> dict:
+    """ZeRO-3's gathering before (every weight kept gathered: the old one-leaf peak) and after (per module)."""
+    return {"zero3_live_numel": int(n * LIVE_SHARE_7B)} if after else {"zero3_persist_numel": 2**62}
+
+
+def run(work: Path, model: Path, engine: str, after: bool, steps: int, n: int) -> dict:
     from janus_r1.training.toy import write_toy_prompts
 
     name = f"{engine}-{'after' if after else 'before'}"
@@ -64,7 +78,8 @@ def run(work: Path, model: Path, engine: str, after: bool, steps: int) -> dict:
     recipe = {"group_size": 2, "max_rounds": 2, "max_reflection": 4, "warmup_steps": 1, "convert_steps": 2,
               "save_every": 1, "inner_iterations": 1, "micro_batch": 1, "log_with": "none", "sharding": engine,
               "mixed_precision": "bf16", "gradient_checkpointing": True, "max_steps": steps, "keep_checkpoints": 1,
-              "load_sharded": after, "checkpoint_format": "sharded" if after else "full"}
+              "load_sharded": after, "checkpoint_format": "sharded" if after else "full",
+              **(zero3_keys(after, n) if engine == "zero3" else {})}
     cfg = work / f"{name}.json"
     cfg.write_text(json.dumps(recipe))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -137,7 +152,7 @@ def measure(args, work: Path) -> None:
     results = {}
     for engine in args.engines:
         for after in (False, True):
-            res = results[(engine, after)] = run(work, work / "model", engine, after, args.steps)
+            res = results[(engine, after)] = run(work, work / "model", engine, after, args.steps, n)
             for r, d in res["ranks"].items():
                 blocked = max(d["blocked"]) if d["blocked"] else 0.0
                 write = max(d["write_s"]) if d["write_s"] else blocked

@@ -50,14 +50,21 @@ class Context:
     mask: torch.Tensor
 
 
+def first_param(module: torch.nn.Module) -> torch.Tensor:
+    """A module's first parameter (for its device and dtype), read without the attribute: inside a ZeRO-3 forward,
+    reading ``module.weight`` gathers a partitioned weight and keeps it gathered until the forward ends."""
+    p = next(module.parameters(), None)
+    return p if p is not None else module.weight
+
+
 def understanding_embeds(model, images, grad: bool = False) -> torch.Tensor:
     """SigLIP + aligner embeddings (B, N, D) of images the model is about to *read* (text comes next).
 
     SigLIP is frozen in every stage, so it never records a graph; ``grad=True`` lets the aligner train (SFT/RL).
     """
-    dtype = model.model.aligner.fc1.weight.dtype
+    dtype = first_param(model.model.aligner).dtype
     size = int(model.config.vision_config.image_size)
-    pixels = imgs.siglip_pixels(images, size).to(model.lm_head.weight.device, dtype)
+    pixels = imgs.siglip_pixels(images, size).to(first_param(model.lm_head).device, dtype)
     with torch.no_grad():
         feats = model.model.vision_model(pixels, return_dict=True).last_hidden_state
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
@@ -67,7 +74,7 @@ def understanding_embeds(model, images, grad: bool = False) -> torch.Tensor:
 def generation_embeds(model, codes: torch.Tensor, grad: bool = False) -> torch.Tensor:
     """``generation_aligner(generation_embeddings(codes))`` (B, N, D): images the model draws after."""
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-        return model.prepare_embeddings_for_image_generation(codes.to(model.lm_head.weight.device))
+        return model.prepare_embeddings_for_image_generation(codes.to(first_param(model.lm_head).device))
 
 
 def uncond(piece: Piece, pad_id: int) -> Piece:
@@ -90,7 +97,7 @@ def cfg_rows(rows: list[list[Piece]], pad_id: int) -> list[list[Piece]]:
 
 def build(rows: list[list[Piece]], embed_tokens: torch.nn.Module, pad_id: int) -> Context:
     """Embed and left-pad rows into one batch. Text of all rows is embedded in a single lookup."""
-    weight = embed_tokens.weight
+    weight = first_param(embed_tokens)
     device, dtype = weight.device, weight.dtype
     lengths = [sum(len(p) for p in row) for row in rows]
     total = max(lengths)

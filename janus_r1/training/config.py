@@ -43,6 +43,12 @@ class Common:
     # FSDP2 / ZeRO-3: meta skeleton, each rank keeps only its shard of each tensor as it is read (materialise.py,
     # zero_load.py); False: a full copy per rank first
     load_sharded: bool = True
+    # ZeRO-3: weights of at most this many elements (norms, biases) stay gathered on every rank, as DeepSpeed's
+    # stage3_param_persistence_threshold; every other module is gathered when it runs (0: partition every weight)
+    zero3_persist_numel: int = 100_000
+    # ZeRO-3: the most weight elements kept gathered ahead of use or for a reuse soon after (DeepSpeed's
+    # stage3_max_live_parameters and stage3_max_reuse_distance): the peak of gathered weights beyond one module's
+    zero3_live_numel: int = 1_000_000_000
     # logging and evaluation (tracking.py, evaluation.py)
     log_with: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | wandb | tensorboard,wandb
     eval_prompts: str | None = None  # held-out prompt file (.txt, or .jsonl such as GenEval's metadata)
@@ -171,6 +177,10 @@ def validate(cfg) -> None:
         bad(f"dtype must be fp32 or bf16 (got {cfg.dtype!r})")
     if cfg.mixed_precision not in ("no", "bf16", "fp16"):
         bad(f"mixed_precision must be no, bf16 or fp16 (got {cfg.mixed_precision!r})")
+    for key in ("zero3_persist_numel", "zero3_live_numel"):
+        v = getattr(cfg, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            bad(f"{key} must be a whole number >= 0 (got {v!r})")
     if cfg.sharding not in ("none", "fsdp", "zero2", "zero3"):
         bad(f"sharding must be none, fsdp, zero2 or zero3 (got {cfg.sharding!r})")
     if cfg.sharding != "none" and cfg.mixed_precision == "fp16":

@@ -22,17 +22,10 @@ import torch
 from ..errors import JanusR1Error
 from ..generation import images as imgs
 from ..generation import tasks, templates
+from ..generation.context import first_param
 from ..generation.sampling import Sampling, force_tokens
 from ..generation.trace import SampleResult
-from .sequences import (
-    code_merged_logprobs,
-    gen_embeds,
-    guided,
-    image_logits,
-    sampled_logprobs,
-    text_logits,
-    und_embeds,
-)
+from .sequences import Pass, code_merged_logprobs, guided, sampled_logprobs
 from .sft import edit_row
 
 # --- algebra (Appendix C.6) -----------------------------------------------------------------------------
@@ -79,6 +72,12 @@ class Trajectory:
     rqa: list[float] = field(default_factory=list)  # R_QA of each attempt
     rewards: list[float] = field(default_factory=list)  # [R] or [r1, r2, r3]
     source_codes: list[int] | None = None  # editing input
+    reencoded: dict[int, list[int]] = field(default_factory=dict)  # round -> codes of its re-encoded image (R2)
+
+    def history_codes(self, m: int) -> list[int]:
+        """The codes attempt ``m`` enters a regeneration context with: its own, or (``reencode``) the VQ codes
+        of its 8-bit image, as the rollout used them -- computed once, with the rollout (:func:`rollout`)."""
+        return self.reencoded.get(m, self.result.attempts[m - 1].codes)
 
     @property
     def verdicts(self) -> list[bool]:
@@ -103,7 +102,14 @@ def rollout(j: tasks.Janus, prompts: list[str], cfg, seed: int) -> list[Trajecto
         judge_final=cfg.advantage == "trajectory", max_prompt_tokens=cfg.max_prompt_tokens,
     )
     ids = {p: j.prompt_ids(p, cfg.max_prompt_tokens) for p in prompts}
-    return [Trajectory(r, n // cfg.group_size, ids[r.prompt]) for n, r in enumerate(results)]
+    trajs = [Trajectory(r, n // cfg.group_size, ids[r.prompt]) for n, r in enumerate(results)]
+    if cfg.reencode:  # the released scripts' lossy round trip (R2): the judged 8-bit image, re-encoded once here
+        todo = [(t, m) for t in trajs for m, a in enumerate(t.result.attempts[:-1], 1) if a.source == "generated"]
+        if todo:
+            new = j.encode_images([t.result.attempts[m - 1].image for t, m in todo]).tolist()
+            for (t, m), c in zip(todo, new):
+                t.reencoded[m] = c
+    return trajs
 
 
 def edit_rollout(j: tasks.Janus, pics, instructions: list[str], cfg, seed: int) -> list[Trajectory]:
@@ -169,64 +175,57 @@ def segments(trajs: list[Trajectory], cfg) -> list[Segment]:
 
 
 def segment_logprobs(model, j: tasks.Janus, trajs: list[Trajectory], segs: list[Segment], cfg) -> list[torch.Tensor]:
-    """Per segment, log p of its sampled tokens (n,) under ``model`` -- differentiable."""
-    pad, ids = j.vocab.ids.pad, j.vocab.ids
-    dev = model.lm_head.weight.device
-    need_und = sorted({(s.traj, m) for s in segs if s.kind == "text" for m in range(1, s.round + 1)})
-    und = {}
-    if need_und:
-        e = und_embeds(model, [trajs[i].result.attempts[m - 1].image for i, m in need_und], j.image_size)
-        und = {key: e[n] for n, key in enumerate(need_und)}
+    """Per segment, log p of its sampled tokens (n,) under ``model`` -- differentiable. All segments go through
+    one :class:`~janus_r1.training.sequences.Pass` (one call of each module: what ZeRO-3 needs)."""
+    ids = j.vocab.ids
+    p = Pass(model, ids.pad)
+    und: dict[tuple[int, int], object] = {}
 
-    def codes_of(i: int, m: int, history: bool) -> list[int]:
-        a = trajs[i].result.attempts[m - 1]
-        if history and cfg.reencode and a.source == "generated":  # the released scripts' lossy round trip (R2)
-            return j.encode_images(j.decode_codes(torch.tensor([a.codes])))[0].tolist()
-        return a.codes
+    def read(i: int, m: int):
+        if (i, m) not in und:
+            und[(i, m)] = p.read(trajs[i].result.attempts[m - 1].image)
+        return und[(i, m)]
 
-    out: list[torch.Tensor | None] = [None] * len(segs)
     img = [n for n, s in enumerate(segs) if s.kind in ("image", "edit")]
-    if img:
-        rows, targets = [], []
-        for n in img:
-            s, t = segs[n], trajs[segs[n].traj]
-            if s.kind == "edit":
-                src = gen_embeds(model, torch.tensor([t.source_codes]))[0]
-                rows.append(edit_row(j, src, t.prompt_ids))
-            elif s.round == 1:
-                rows.append([j.prompt_piece(t.prompt_ids)])
-            else:
-                prev = list(range(1, s.round))
-                gen = gen_embeds(model, torch.tensor([codes_of(s.traj, m, True) for m in prev]))
-                hist = [(gen[q], t.result.attempts[m - 1].judgement) for q, m in enumerate(prev)]
-                rows.append(templates.regen_context(j, t.prompt_ids, hist))
-            targets.append(t.result.attempts[-1 if s.kind == "edit" else s.round - 1].codes)
-        codes = torch.tensor(targets, device=dev)
-        cond, unc = image_logits(model, rows, codes, pad, cfg=cfg.cfg)
-        if cfg.logprob == "code":
-            lp = code_merged_logprobs(cond, unc, codes, cfg.cfg)
+    txt = [n for n, s in enumerate(segs) if s.kind == "text"]
+    img_rows, codes = [], []
+    for n in img:
+        s, t = segs[n], trajs[segs[n].traj]
+        if s.kind == "edit":
+            img_rows.append(edit_row(j, p.draw_after(t.source_codes), t.prompt_ids))
+        elif s.round == 1:
+            img_rows.append([j.prompt_piece(t.prompt_ids)])
         else:
-            lp = sampled_logprobs(guided(cond, unc, cfg.cfg), codes, cfg.temperature, cfg.image_top_k)
+            hist = [(p.draw_after(t.history_codes(m)), t.result.attempts[m - 1].judgement) for m in range(1, s.round)]
+            img_rows.append(templates.regen_context(j, t.prompt_ids, hist))
+        codes.append(t.result.attempts[-1 if s.kind == "edit" else s.round - 1].codes)
+    txt_rows, targets, masks = [], [], []
+    for n in txt:
+        s, t = segs[n], trajs[segs[n].traj]
+        hist = [(read(s.traj, m), t.result.attempts[m - 1].judgement) for m in range(1, s.round)]
+        txt_rows.append(templates.judge_context(j, t.prompt_ids, hist, read(s.traj, s.round)))
+        jd = t.result.attempts[s.round - 1].judgement
+        targets.append(jd.ids)
+        masks.append(jd.mask)
+    dev = first_param(model.lm_head).device
+    code_t = torch.tensor(codes, device=dev) if codes else None
+    out: list[torch.Tensor | None] = [None] * len(segs)
+    lg = p.logits(img_rows, code_t, txt_rows, targets, masks, cfg=cfg.cfg)
+    if img:
+        cond, unc = lg.image
+        if cfg.logprob == "code":
+            lp = code_merged_logprobs(cond, unc, code_t, cfg.cfg)
+        else:
+            lp = sampled_logprobs(guided(cond, unc, cfg.cfg), code_t, cfg.temperature, cfg.image_top_k)
         for q, n in enumerate(img):
             out[n] = lp[q]
-    txt = [n for n, s in enumerate(segs) if s.kind == "text"]
-    if txt:
-        rows, targets, masks = [], [], []
-        for n in txt:
-            s, t = segs[n], trajs[segs[n].traj]
-            hist = [(und[(s.traj, m)], t.result.attempts[m - 1].judgement) for m in range(1, s.round)]
-            rows.append(templates.judge_context(j, t.prompt_ids, hist, und[(s.traj, s.round)]))
-            jd = t.result.attempts[s.round - 1].judgement
-            targets.append(jd.ids)
-            masks.append(jd.mask)
-        logits = text_logits(model, rows, targets, pad, masks)
-        for q, n in enumerate(txt):
-            lg, tgt = logits[q], torch.tensor(targets[q], device=dev)
-            if cfg.logprob == "code":
-                out[n] = torch.log_softmax(lg, -1).gather(-1, tgt[:, None])[:, 0]
-                continue
-            lg = torch.cat([force_tokens(lg[:1], [ids.yes, ids.no]), lg[1:]])
-            out[n] = sampled_logprobs(lg, tgt, cfg.temperature, cfg.text_top_k)
+    for q, n in enumerate(txt):
+        x, tgt = lg.text[q], torch.tensor(targets[q], device=dev)
+        if cfg.logprob == "code":
+            out[n] = torch.log_softmax(x, -1).gather(-1, tgt[:, None])[:, 0]
+            continue
+        x = torch.cat([force_tokens(x[:1], [ids.yes, ids.no]), x[1:]])
+        out[n] = sampled_logprobs(x, tgt, cfg.temperature, cfg.text_top_k)
     return out  # type: ignore[return-value]
 
 

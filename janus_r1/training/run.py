@@ -85,7 +85,7 @@ class Run:
             source = DC.iter_full(found, DC.W, 0) if sharded_ck else M.source_tensors(cfg.model)
             frozen = partition_from(self.model, source, torch.bfloat16 if cfg.mixed_precision == "bf16" else dtype,
                                     dtype, cfg.mixed_precision, cfg.grad_clip, acc.is_main_process,
-                                    str(found or cfg.model))
+                                    str(found or cfg.model), cfg.zero3_persist_numel)
             self.log_main(f"ZeRO-3: {found or cfg.model} loaded partitioned over {acc.num_processes} process(es)")
         self.mark("load")
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
@@ -93,7 +93,8 @@ class Run:
         self.zero = None  # DeepSpeed ZeRO (zero.py): it wraps the optimizer, the schedule drives its AdamW
         if cfg.sharding in zero.STAGES:
             self.zero = zero.Zero(self.root, self.opt, zero.STAGES[cfg.sharding], cfg.mixed_precision,
-                                  cfg.grad_clip, acc.is_main_process, frozen)
+                                  cfg.grad_clip, acc.is_main_process, frozen, cfg.zero3_persist_numel,
+                                  cfg.zero3_live_numel)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.zero.base_optimizer if self.zero else self.opt, schedule)
         if found is not None:
             ck.load_training_state(found, self.root, self.opt, self.sched, acc.process_index, self.zero, self.sharded)

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..generation.context import Piece, uncond
 from ..generation.facade import Janus
 from ..generation.templates import edit_row, judge_context, regen_context
 from ..generation.trace import Judgement
 from .data import EditRecord, PromptRecord, Report, open_image
-from .sequences import gen_embeds, image_logits, text_logits, und_embeds
+from .sequences import Pass
 
 TASKS = ("t2i", "judge", "regen")
 
@@ -150,16 +151,24 @@ class ImageCache:
         return [self.ready[p] if p in self.ready else open_image(p) for p in paths]
 
     def vq(self, paths: list[str]) -> torch.Tensor:
-        todo = [p for p in dict.fromkeys(paths) if p not in self.codes]
-        if todo:
-            new = self.j.encode_images(self.pil(todo)).cpu()
-            if len(self.codes) + len(todo) > self.max_items:
-                self.codes.clear()
-            self.codes.update({p: c for p, c in zip(todo, new)})
+        self.prepare(paths)
         return torch.stack([self.codes[p] for p in paths])
 
+    def prepare(self, paths: list[str], every: bool = False) -> None:
+        """Encode the uncached images of ``paths`` in one VQ call. ``every`` (a ZeRO-3 pass): the encoder runs
+        exactly once even when nothing is new (on a blank image), so that every rank runs the same modules."""
+        todo = [p for p in dict.fromkeys(paths) if p not in self.codes]
+        if not todo:
+            if every:
+                self.j.encode_images([Image.new("RGB", (self.j.image_size, self.j.image_size))])
+            return
+        new = self.j.encode_images(self.pil(todo)).cpu()
+        if len(self.codes) + len(todo) > self.max_items:
+            self.codes.clear()
+        self.codes.update({p: c for p, c in zip(todo, new)})
 
-def _history(j: Janus, reasons: list[str], embeds, max_tokens: int) -> list[tuple[torch.Tensor, Judgement]]:
+
+def _history(j: Janus, reasons: list[str], embeds, max_tokens: int) -> list[tuple[object, Judgement]]:
     out = []
     for e, reason in zip(embeds, reasons):
         ids = answer_ids(j, "No", reason, max_tokens)
@@ -167,48 +176,52 @@ def _history(j: Janus, reasons: list[str], embeds, max_tokens: int) -> list[tupl
     return out
 
 
-def rows_for(j: Janus, model, samples: list[Sample], cache: ImageCache, max_answer_tokens: int = 184):
-    """Context rows and targets of a one-task batch: (rows, target codes (B, N) or answer id lists)."""
+def rows_for(j: Janus, model, samples: list[Sample], cache: ImageCache, max_answer_tokens: int = 184,
+             p: Pass | None = None):
+    """Context rows and targets of a one-task batch: (rows, target codes (B, N) or answer id lists). With a
+    :class:`Pass` the rows' images stay pending for that pass to embed; without one they are embedded here."""
     pad = j.vocab.ids.pad
     task = samples[0].task
     if any(s.task != task for s in samples):
         raise ValueError("a batch holds samples of one task")
+    q = p or Pass(model, pad)
     rows: list[list[Piece]] = []
+    # every image to draw after or to draw, encoded in one VQ call (under ZeRO-3 the encoder runs once per pass)
+    cache.prepare([x for s in samples for x in [*(h for h, _ in s.history if task == "regen"),
+                                                 *([s.source] if task == "edit" else []),
+                                                 *([s.target] if task != "judge" else [])]], q.every)
     if task == "judge":
         targets = [answer_ids(j, s.verdict, s.reason, max_answer_tokens) for s in samples]
         for s in samples:
-            paths = [p for p, _ in s.history] + [s.current]
-            und = und_embeds(model, cache.pil(paths), j.image_size)
+            und = [q.read(im) for im in cache.pil([x for x, _ in s.history] + [s.current])]
             hist = _history(j, [r for _, r in s.history], und[:-1], max_answer_tokens)
             rows.append(judge_context(j, j.prompt_ids(s.prompt), hist, und[-1]))
-        return rows, targets
+        return (rows if p else q.embedded(rows)), targets
     for s in samples:
         if task == "t2i":
             row = [j.prompt_piece(j.prompt_ids(s.prompt))]
         elif task == "regen":
-            gen = gen_embeds(model, cache.vq([p for p, _ in s.history]))
+            gen = [q.draw_after(c) for c in cache.vq([x for x, _ in s.history])]
             hist = _history(j, [r for _, r in s.history], gen, max_answer_tokens)
             row = regen_context(j, j.prompt_ids(s.prompt), hist)
         else:
-            gen = gen_embeds(model, cache.vq([s.source]))[0]
-            row = edit_row(j, gen, j.vocab.encode_continuation(s.prompt))
+            row = edit_row(j, q.draw_after(cache.vq([s.source])[0]), j.vocab.encode_continuation(s.prompt))
         if s.drop:  # prompt dropout == the CFG uncond row of this context
-            row = [uncond(p, pad) for p in row]
+            row = [uncond(x, pad) for x in row]
         rows.append(row)
-    return rows, cache.vq([s.target for s in samples])
+    return (rows if p else q.embedded(rows)), cache.vq([s.target for s in samples])
 
 
 def sft_loss(model, j: Janus, samples: list[Sample], cache: ImageCache, max_answer_tokens: int = 184,
              yes_no_weight: float | None = None, yes_no_mode: str = "first") -> torch.Tensor:
     """Mean CE of one task's batch. Task-II with ``yes_no_weight`` w: ``w CE(verdict) + (1 - w) CE(rest)``
     (``yes_no_mode="code"`` puts every Yes/No id of the answer in the first group, like the reference)."""
-    rows, targets = rows_for(j, model, samples, cache, max_answer_tokens)
-    pad = j.vocab.ids.pad
+    p = Pass(model, j.vocab.ids.pad)
+    rows, targets = rows_for(j, model, samples, cache, max_answer_tokens, p)
     if samples[0].task != "judge":
-        logits = image_logits(model, rows, targets, pad)
+        logits = p.logits(rows, targets, [], []).image
         return F.cross_entropy(logits.flatten(0, 1), targets.to(logits.device).flatten())
-    logits = text_logits(model, rows, targets, pad)
-    flat = torch.cat(logits)
+    flat = torch.cat(p.logits([], None, rows, targets).text)
     tgt = torch.tensor([t for ts in targets for t in ts], device=flat.device)
     ce = F.cross_entropy(flat, tgt, reduction="none")
     if yes_no_weight is None:

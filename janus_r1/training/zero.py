@@ -6,8 +6,11 @@ accelerate owns the process group (gloo on CPUs, NCCL on GPUs) and DeepSpeed wra
 
 * ``mixed_precision: bf16`` is DeepSpeed's own bf16 mode: the module computes in bf16 and the optimizer keeps fp32
   master weights and AdamW states, partitioned over the processes (ZeRO-2: states and gradients; ZeRO-3: the
-  weights too, gathered layer by layer in each forward).
+  weights too, gathered module by module as each runs).
 * Every differentiable call goes through the engine's forward (``engine(fn, ...)``, :class:`policy.Policy`).
+  ZeRO-3 needs every rank to run the same modules in the same order: within ``sequences.every_module`` each
+  loss runs every module exactly once per call (``sequences.Pass``), and a list of per-segment results (a
+  different number on each rank) crosses the engine as one tensor (:class:`_Flat`).
   Rollouts and evaluation run the engine's decode loop on the plain modules: under ZeRO-3 :func:`full_params`
   gathers every weight once and lifts DeepSpeed's per-module hooks while the (non-collective) loop runs.
 * Checkpoints never use DeepSpeed's own files (``torch.save`` pickles that it loads with ``weights_only=False``,
@@ -27,6 +30,7 @@ import os
 import torch
 
 from ..errors import JanusR1Error
+from .sequences import every_module
 
 STAGES = {"zero2": 2, "zero3": 3}
 
@@ -40,58 +44,47 @@ def _deepspeed():
     return deepspeed
 
 
-def ds_config(stage: int, mixed_precision: str, grad_clip: float) -> dict:
-    """One micro-batch per ``backward``; the trainer marks the accumulation boundary itself."""
+def ds_config(stage: int, mixed_precision: str, grad_clip: float, persist_numel: int = 100_000,
+              live_numel: int = 1_000_000_000) -> dict:
+    """One micro-batch per ``backward``; the trainer marks the accumulation boundary itself. ZeRO-3 gathers each
+    module when it runs: weights up to ``persist_numel`` elements stay gathered, and at most ``live_numel``
+    elements are kept gathered ahead of use (prefetch) or for a reuse soon after."""
+    zero: dict = {"stage": stage}
+    if stage == 3:
+        zero.update(stage3_param_persistence_threshold=persist_numel, stage3_max_live_parameters=live_numel,
+                    stage3_max_reuse_distance=live_numel,
+                    stage3_prefetch_bucket_size=min(50_000_000, live_numel))
     return {
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "gradient_clipping": grad_clip,
         "bf16": {"enabled": mixed_precision == "bf16"},
-        "zero_optimization": {"stage": stage},
+        "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,  # the trainer's torch AdamW (no fused CPU/CUDA Adam build needed)
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
     }
 
 
-class _Leaf(torch.nn.Module):
-    """The policy as one ZeRO-3 leaf. ZeRO-3 records which modules run in each forward and requires every rank to
-    run the same ones, but Janus calls its embeddings and encoders a data-dependent number of times (per history
-    image, per segment). As one leaf, the weights are gathered once for the forward and once for the backward;
-    states, gradients and the weights at rest stay partitioned. DeepSpeed gathers a leaf for its backward only
-    when one of its inputs requires grad, hence ``anchor``; and it records the leaf once per output tensor, so a
-    list of per-segment log-probs (a different number on each rank) leaves as one flat tensor."""
+class _Flat:
+    """``fn`` with a list of tensors returned as one flat tensor: DeepSpeed hooks every output tensor of the
+    root module for its backward, and the number of per-segment log-probs differs between ranks."""
 
-    def __init__(self, policy: torch.nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
+    def __init__(self, fn) -> None:
+        self.fn = fn
         self.shapes: list[torch.Size] | None = None
 
-    def forward(self, anchor: torch.Tensor, fn, *args, **kwargs):
-        out = self.policy(fn, *args, **kwargs)
-        self.shapes = None
+    def __call__(self, model, *args, **kwargs):
+        out = self.fn(model, *args, **kwargs)
         if isinstance(out, list) and out and all(torch.is_tensor(t) for t in out):
             self.shapes = [t.shape for t in out]
-            out = torch.cat([t.reshape(-1) for t in out])
-        return _tie(out, anchor)
+            return torch.cat([t.reshape(-1) for t in out])
+        return out
 
-
-class _Root(torch.nn.Module):
-    """The engine's module under ZeRO-3: calls the leaf with a grad-requiring scalar (:meth:`Zero.__call__`
-    splits a flattened list again)."""
-
-    def __init__(self, policy: torch.nn.Module) -> None:
-        super().__init__()
-        self.leaf = _Leaf(policy)
-
-    def forward(self, fn, *args, **kwargs):
-        device = next(self.parameters()).device
-        anchor = torch.zeros((), device=device, requires_grad=torch.is_grad_enabled())
-        return self.leaf(anchor, fn, *args, **kwargs)  # one tensor: the root, too, is recorded per output
-
-
-def _tie(t, anchor: torch.Tensor):
-    return t + (anchor * 0).to(t.dtype) if torch.is_tensor(t) and t.requires_grad else t
+    def split(self, out):
+        if self.shapes is None:
+            return out
+        return [t.reshape(s) for t, s in zip(out.split([s.numel() for s in self.shapes]), self.shapes)]
 
 
 class Zero:
@@ -99,7 +92,8 @@ class Zero:
     name, and the frozen tensors' original values."""
 
     def __init__(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, stage: int,
-                 mixed_precision: str, grad_clip: float, main: bool, frozen: dict | None = None) -> None:
+                 mixed_precision: str, grad_clip: float, main: bool, frozen: dict | None = None,
+                 persist_numel: int = 100_000, live_numel: int = 1_000_000_000) -> None:
         deepspeed = _deepspeed()
         names = {p: n for n, p in policy.named_parameters()}
         self.groups = [{"params": [names[p] for p in g["params"]], "weight_decay": g["weight_decay"]}
@@ -115,16 +109,9 @@ class Zero:
         buffers = {k: b.detach().clone() for k, b in policy.named_buffers()}
         self.stage = stage
         _one_process_group()
-        module = policy
-        if stage == 3:
-            set_z3_leaf_modules = getattr(deepspeed.utils, "set_z3_leaf_modules", None)
-            if set_z3_leaf_modules is None:
-                raise JanusR1Error(f"DeepSpeed {deepspeed.__version__} has no ZeRO-3 leaf modules (0.14 and newer "
-                                   "do); use sharding: zero2 or fsdp")
-            module = _Root(policy)
-            set_z3_leaf_modules(module, [_Leaf])
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=module, optimizer=optimizer, config=ds_config(stage, mixed_precision, grad_clip),
+            model=policy, optimizer=optimizer, config=ds_config(stage, mixed_precision, grad_clip, persist_numel,
+                                                                      live_numel),
             dist_init_required=False)
         for k, b in policy.named_buffers():  # bf16 mode casts buffers too (the rotary frequencies)
             b.data = buffers[k].to(b.device)
@@ -132,13 +119,13 @@ class Zero:
         self.trainable = [n for n in self.params if n in trainable]
 
     def __call__(self, fn, *args, **kwargs):
-        """``fn(model, ...)`` through the engine's forward (``Policy``); under ZeRO-3 a list result is split back
-        out of the one tensor the leaf returns."""
-        out = self.engine(fn, *args, **kwargs)
-        shapes = self.engine.module.leaf.shapes if self.stage == 3 else None
-        if shapes is None:
-            return out
-        return [t.reshape(s) for t, s in zip(out.split([s.numel() for s in shapes]), shapes)]
+        """``fn(model, ...)`` through the engine's forward (``Policy``). Under ZeRO-3 every module runs once per
+        call on every rank (``sequences.every_module``) and a list result crosses the engine as one tensor."""
+        if self.stage != 3:
+            return self.engine(fn, *args, **kwargs)
+        flat = _Flat(fn)
+        with every_module():
+            return flat.split(self.engine(flat, *args, **kwargs))
 
     @property
     def base_optimizer(self) -> torch.optim.Optimizer:

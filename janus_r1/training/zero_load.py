@@ -27,7 +27,7 @@ import torch
 from ..errors import JanusR1Error
 
 
-def _init(mixed_precision: str, grad_clip: float, dtype: torch.dtype):
+def _init(mixed_precision: str, grad_clip: float, dtype: torch.dtype, persist_numel: int):
     """A ``deepspeed.zero.Init`` that is never entered: its partitioning of single parameters is used. Built with an
     (empty) module like DeepSpeed's engine builds its own for an unpartitioned model, so that it also swaps in
     ZeRO-3's memory-efficient ``F.linear`` exactly as the full-load path does (same arithmetic, same results)."""
@@ -35,7 +35,8 @@ def _init(mixed_precision: str, grad_clip: float, dtype: torch.dtype):
 
     deepspeed = _deepspeed()
     _one_process_group()
-    init = deepspeed.zero.Init(module=torch.nn.Module(), config_dict_or_path=ds_config(3, mixed_precision, grad_clip),
+    init = deepspeed.zero.Init(module=torch.nn.Module(), config_dict_or_path=ds_config(3, mixed_precision, grad_clip,
+                                                                                        persist_numel),
                                dtype=dtype)
     if not hasattr(init, "_convert_to_deepspeed_param"):
         raise JanusR1Error(f"DeepSpeed {deepspeed.__version__} no longer partitions single parameters the way "
@@ -46,12 +47,12 @@ def _init(mixed_precision: str, grad_clip: float, dtype: torch.dtype):
 @torch.no_grad()
 def partition_from(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype,
                    keep: torch.dtype, mixed_precision: str, grad_clip: float, main: bool,
-                   source: str) -> dict[str, torch.Tensor]:
+                   source: str, persist_numel: int = 100_000) -> dict[str, torch.Tensor]:
     """Fill ``model``'s (meta or real) parameters from ``tensors`` (``(state-dict name, full tensor)``), each
     partitioned at once in ``dtype``; buffers are copied. Returns the frozen parameters' and buffers' exact values
     in ``keep`` (the loaded dtype) on the ``main`` process, ``{}`` elsewhere. Strict like the loader: every
     parameter and persistent buffer exactly once."""
-    init = _init(mixed_precision, grad_clip, dtype)
+    init = _init(mixed_precision, grad_clip, dtype, persist_numel)
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     expected = set(model.state_dict())

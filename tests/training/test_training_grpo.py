@@ -68,15 +68,25 @@ def _record_sampler(monkeypatch):
     return phases
 
 
-@pytest.mark.parametrize("logprob", ["sampled", "code"])
-def test_logprobs_equal_the_sampled_distribution(j, no_bias, monkeypatch, logprob):
-    cfg = _cfg(logprob=logprob)
+@pytest.mark.parametrize("logprob,reencode", [("sampled", False), ("code", False), ("sampled", True)])
+def test_logprobs_equal_the_sampled_distribution(j, no_bias, monkeypatch, logprob, reencode):
+    """Every segment's log-probs are the sampler's, phase by phase; with ``reencode`` (R2) the regeneration
+    contexts hold the re-encoded codes of the judged 8-bit images, as in the rollout (kept with the trajectory)."""
+    cfg = _cfg(logprob=logprob, reencode=reencode)
     phases = _record_sampler(monkeypatch)
     with torch.no_grad():
         trajs = G.rollout(j, ["a red cat"], cfg, seed=7)
     monkeypatch.undo()
     segs = G.segments(trajs, cfg)
     assert max(len(t.result.attempts) for t in trajs) >= 2, "the test needs regenerations"
+    for t in trajs:
+        history = t.result.attempts[:-1]
+        assert sorted(t.reencoded) == (list(range(1, len(history) + 1)) if reencode else [])
+        for m, a in enumerate(history, 1):
+            assert t.history_codes(m) == (j.encode_images([a.image])[0].tolist() if reencode else a.codes)
+    if reencode:
+        assert any(t.history_codes(m) != t.result.attempts[m - 1].codes for t in trajs
+                   for m in t.reencoded), "the round trip changes codes (else the test proves nothing)"
     with torch.no_grad():
         lps = G.segment_logprobs(j.model, j, trajs, segs, cfg)
     # the independent oracle: log p(token) of the distribution the sampler drew from, phase by phase
