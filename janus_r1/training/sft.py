@@ -163,8 +163,8 @@ class ImageCache:
                 self.j.encode_images([Image.new("RGB", (self.j.image_size, self.j.image_size))])
             return
         new = self.j.encode_images(self.pil(todo)).cpu()
-        if len(self.codes) + len(todo) > self.max_items:
-            self.codes.clear()
+        if len(self.codes) + len(todo) > self.max_items:  # full: keep only this batch's codes (no re-encode later)
+            self.codes = {p: self.codes[p] for p in dict.fromkeys(paths) if p in self.codes}
         self.codes.update({p: c for p, c in zip(todo, new)})
 
 

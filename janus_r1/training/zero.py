@@ -92,8 +92,8 @@ class Zero:
     name, and the frozen tensors' original values."""
 
     def __init__(self, policy: torch.nn.Module, optimizer: torch.optim.Optimizer, stage: int,
-                 mixed_precision: str, grad_clip: float, main: bool, frozen: dict | None = None,
-                 persist_numel: int = 100_000, live_numel: int = 1_000_000_000) -> None:
+                 mixed_precision: str, grad_clip: float, main: bool, frozen: dict | None,
+                 persist_numel: int, live_numel: int) -> None:
         deepspeed = _deepspeed()
         names = {p: n for n, p in policy.named_parameters()}
         self.groups = [{"params": [names[p] for p in g["params"]], "weight_decay": g["weight_decay"]}

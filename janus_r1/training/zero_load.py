@@ -47,7 +47,7 @@ def _init(mixed_precision: str, grad_clip: float, dtype: torch.dtype, persist_nu
 @torch.no_grad()
 def partition_from(model: torch.nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype,
                    keep: torch.dtype, mixed_precision: str, grad_clip: float, main: bool,
-                   source: str, persist_numel: int = 100_000) -> dict[str, torch.Tensor]:
+                   source: str, persist_numel: int) -> dict[str, torch.Tensor]:
     """Fill ``model``'s (meta or real) parameters from ``tensors`` (``(state-dict name, full tensor)``), each
     partitioned at once in ``dtype``; buffers are copied. Returns the frozen parameters' and buffers' exact values
     in ``keep`` (the loaded dtype) on the ``main`` process, ``{}`` elsewhere. Strict like the loader: every

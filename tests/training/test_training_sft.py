@@ -160,3 +160,20 @@ def test_a_few_steps_lower_the_loss_of_every_task(setup):
             opt.zero_grad()
     last = {t: S.sft_loss(model, j, b, cache).item() for t, b in batches.items()}
     assert all(last[t] < first[t] - 0.05 for t in S.TASKS), (first, last)
+
+
+def test_image_cache_encodes_a_batch_once_and_keeps_it_when_full(setup, monkeypatch):
+    """One VQ call per batch of new images; a full cache keeps the batch's own codes (under ZeRO-3 a second encode
+    in the same pass would differ between ranks); ``every`` runs the encoder once even when all is cached."""
+    j, recs, _ = setup
+    a, b, c = (recs[0].images[k].path for k in range(3))
+    cache = S.ImageCache(j, max_items=2)
+    calls = []
+    real = j.encode_images
+    monkeypatch.setattr(j, "encode_images", lambda ims: calls.append(len(ims)) or real(ims))
+    first = cache.vq([a, b])
+    cache.prepare([b, c])
+    assert calls == [2, 1] and set(cache.codes) == {b, c}
+    assert torch.equal(cache.vq([b])[0], first[1]) and calls == [2, 1]  # b kept, not re-encoded
+    cache.prepare([b, c], every=True)
+    assert calls == [2, 1, 1]  # the blank image: the encoder still ran once

@@ -30,7 +30,7 @@ def main() -> None:
     with torch.no_grad():
         plain = float(loss(model))
     z = Zero(Policy(model), torch.optim.AdamW(param_groups(model, 0.0), lr=1e-3), 3, "no", 1.0, True,
-             persist_numel=0, live_numel=0)
+             None, persist_numel=0, live_numel=0)
     params = dict(model.named_parameters())
     events = []
 
