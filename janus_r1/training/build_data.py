@@ -381,6 +381,12 @@ def score_source(src: Source, root: Path, prompts: list[Prompt], judge, out: Pat
     """Judge every image of one source, one journal row per prompt; returns all rows (old and new)."""
     journal_path = out / ".journal" / f"{src.name}.jsonl"
     rows = {r["promptid"]: r for r in _journal_rows(journal_path)}
+    by_id = {p.promptid: p for p in prompts}
+    for pid, r in rows.items():
+        if pid not in by_id or r["prompt"] != by_id[pid].prompt:
+            where = by_id[pid].where if pid in by_id else "the prompt file"
+            raise JanusR1Error(f"{journal_path}: prompt {pid} was labelled for another text than {where}; this "
+                               "--out belongs to another prompt file (or --expand changed): use a new --out")
     todo = [p for p in prompts if p.promptid not in rows and source_images(root, p.promptid)]
     with _Journal(journal_path) as journal:
         pending: list[tuple[Prompt, list[Path]]] = []
@@ -472,6 +478,19 @@ def _group(world: int):
     return None
 
 
+def make_judge(args, questions: dict | None = None):
+    """The judge from its spec, exactly as the trainer makes its reward (``make_reward``): every spec the trainer
+    learns works here too."""
+    from . import rewards
+
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return rewards.make_reward(args.judge, device=device, questions=questions or None)
+
+
 def build_t2i(args) -> dict:
     from ..batch import PromptItem, barrier_and_summarise, dist_env, run_batch
     from ..outputs import atomic_write_bytes
@@ -487,6 +506,8 @@ def build_t2i(args) -> dict:
     for s in sources:
         if s.kind == "folder":
             check_folder(s, prompts)
+    # the judge is built (its spec checked, an in-process judge loaded) before anything is written
+    judge = make_judge(args, {p.prompt: p.questions for p in prompts if p.questions}) if rank == 0 else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     group = _group(world)
@@ -499,7 +520,8 @@ def build_t2i(args) -> dict:
             done = {r["promptid"]: r["prompt"] for r in _journal_rows(out / "prompts.jsonl")}
             for p in prompts:
                 p.prompt = done[p.promptid]
-    questions = {p.prompt: p.questions for p in prompts if p.questions}
+    if args.expand and judge is not None and getattr(judge, "questions", None):  # re-key to the long prompts
+        judge.questions = {p.prompt: p.questions for p in prompts if p.questions}
     for s in sources:
         if s.kind != "engine":
             continue
@@ -522,10 +544,6 @@ def build_t2i(args) -> dict:
         if group is not None:
             group.destroy_process_group()
         return {}
-    from .rewards import make_reward
-
-    judge = make_reward(args.judge, device="cpu" if args.device == "auto" else args.device,
-                        questions=questions or None)
     thre = args.threshold
     summary: dict = {"threshold": thre, "judge": args.judge, "sources": {}}
     for s in sources:
@@ -572,12 +590,11 @@ def read_edit_rows(path: str) -> list[dict]:
 
 def build_edit(args) -> dict:
     from ..outputs import atomic_write_bytes
-    from .rewards import make_reward
 
     rows = read_edit_rows(args.edit)
+    judge = make_judge(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    judge = make_reward(args.judge, device="cpu" if args.device == "auto" else args.device)
     journal_path = out / ".journal" / "edit.jsonl"
     done = {r["sample_id"]: r for r in _journal_rows(journal_path)}
     todo = [r for r in rows if r["sample_id"] not in done]
@@ -616,8 +633,6 @@ def build_edit(args) -> dict:
 def cmd_build_data(args) -> int:
     if (args.prompts is None) == (args.edit is None):
         raise JanusR1Error("give a prompt file (text-to-image data) or --edit METADATA (editing data), not both")
-    if not 0.0 <= args.threshold <= 1.0:
-        raise JanusR1Error(f"--threshold must be in [0, 1] (got {args.threshold})")
     summary = build_edit(args) if args.edit else build_t2i(args)
     if summary and not args.quiet:
         for name, s in ({"edit": summary["edit"]} if args.edit else summary["sources"]).items():
@@ -632,6 +647,8 @@ def cmd_build_data(args) -> int:
 
 
 def add_build_data_command(sub) -> None:
+    from ..cli_options import _device, _float_in, _positive_int, _seed
+
     b = sub.add_parser("build-data", help="prompts -> images from several sources -> judge S + reason -> SFT labels")
     b.add_argument("prompts", nargs="?", default=None, help="prompt file: .txt (one a line) or .jsonl ({\"prompt\"})")
     b.add_argument("--out", required=True, help="output folder: <source>_<thre>.jsonl, images/, summary.json")
@@ -641,16 +658,17 @@ def add_build_data_command(sub) -> None:
                    help="draw images with this Janus-Pro / R1 model (folder or tiny-random); may repeat")
     b.add_argument("--folder", action="append", default=[], metavar="[NAME=]DIR",
                    help="images from another generator: DIR/<promptid:05d>/samples/*.png; may repeat")
-    b.add_argument("--num-images", type=int, default=18, help="M images per prompt from each engine (paper 18)")
+    b.add_argument("--num-images", type=_positive_int, default=18,
+                   help="M images per prompt from each engine (paper 18)")
     b.add_argument("--expand", default=None, metavar="openai:URL?model=NAME",
                    help="rewrite short prompts into long ones with this chat server (paper §3.1)")
     b.add_argument("--edit", default=None, metavar="META.jsonl",
                    help="editing data instead: keep pairs with S_follow and S_preserve >= --threshold")
-    b.add_argument("--threshold", type=float, default=0.7, help="thre of the state codes / edit filter (0.7)")
+    b.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.7, help="thre of the state codes / edit filter (0.7)")
     b.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="label file format")
-    b.add_argument("--batch-size", type=int, default=1, help="prompts an engine decodes together")
-    b.add_argument("--judge-batch", type=int, default=16, help="images scored per judge call")
-    b.add_argument("--seed", type=int, default=0, help="prompt i is drawn with seed + i (default 0)")
-    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (engines and in-process judges)")
+    b.add_argument("--batch-size", type=_positive_int, default=1, help="prompts an engine decodes together")
+    b.add_argument("--judge-batch", type=_positive_int, default=16, help="images scored per judge call")
+    b.add_argument("--seed", type=_seed, default=0, help="prompt i is drawn with seed + i (default 0)")
+    b.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N (engines and in-process judges)")
     b.add_argument("--quiet", action="store_true", help="no progress bars or summary lines")
     b.set_defaults(func=cmd_build_data)

@@ -5,6 +5,10 @@ a kill; one file:line error per bad row; the editing filter."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,3 +194,56 @@ def test_released_reason_form_and_state_codes():
     assert [bd.state_code(y, s, 0.7) for y, s in [(True, 0.9), (True, 0.6), (False, 0.8), (False, 0.1)]] == \
         [4, 3, 1, 0]
     assert bd.clean_expansion(" Long: A red square. It is matte.\n\nShort: x\nLong: y") == "A red square. It is matte."
+
+
+def test_in_process_judges_write_reasons_that_agree_with_s(server, tmp_path):  # noqa: F811
+    """vlm: (the served test VLM, in process) and a Janus model (self:PATH): each writes its own text, in the
+    released form of the verdict S implies -- also when S and the judge's own sampled first word disagree."""
+    from janus_r1.training.rewards import VLMJudge, make_reward
+
+    model, proc = _Handler.vlm
+    red = Image.new("RGB", (48, 48), COLOURS["red"])
+    for judge in (VLMJudge("in-memory", model=model, processor=proc), make_reward("self:tiny-random")):
+        reasons = bd.explain(judge, [red, red, red], ["a red square"] * 3, [0.9, 0.2, 0.5], seed=3)
+        assert reasons[0].startswith("Yes, ") and reasons[2].startswith("Yes, ")
+        assert reasons[1].startswith("No, ") and "Reason: " in reasons[1]
+        assert any(r not in ("Yes, " + bd.YES_DEFAULT, "No, " + bd.NO_PREFIX + bd.NO_DEFAULT) for r in reasons)
+
+
+def test_a_journal_of_another_prompt_file_is_refused(tmp_path, monkeypatch, capsys):
+    flux = _folder(tmp_path / "flux", meta=False)
+    out = tmp_path / "data"
+    monkeypatch.setattr("janus_r1.training.rewards.make_reward", lambda *a, **k: CallableJudge(_redness))
+    args = ["--out", str(out), "--judge", "custom", "--folder", f"flux={flux}", "--quiet"]
+    assert main(["build-data", str(_prompt_file(tmp_path)), *args]) == 0
+    other = tmp_path / "other.txt"
+    other.write_text("a yellow cat\n")
+    assert main(["build-data", str(other), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flux.jsonl: prompt 0 was labelled for another text than" in err[0] and \
+        f"{other}:1" in err[0]
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
+    os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate is not installed")
+def test_two_processes_draw_the_engine_images_and_rank_0_labels_them(tmp_path):
+    from janus_r1.model.tiny_files import write_tiny
+
+    model = write_tiny(tmp_path / "tiny", geometry="micro")
+    prompts = _prompt_file(tmp_path, PROMPTS[:2])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "JANUS_R1_CACHE": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    accel = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    accel = accel if os.path.exists(accel) else shutil.which("accelerate")
+    out = tmp_path / "data"
+    p = subprocess.run([accel, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                        "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
+                        "--main_process_port", "29541", "-m", "janus_r1.cli", "build-data", str(prompts),
+                        "--out", str(out), "--engine", f"tiny={model}", "--num-images", "1",
+                        "--judge", f"self:{model}", "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ranks = {json.loads((out / "images" / "tiny" / f"{i:05d}" / "trace.json").read_text())["rank"] for i in range(2)}
+    assert ranks == {0, 1}
+    rows = _rows(out / "tiny_0.7.jsonl")
+    assert [r["promptid"] for r in rows] == [0, 1] and all(len(r["data"]) == 1 for r in rows)
+    assert all(d["reason"].startswith("Yes, " if d["prob"] >= 0.5 else "No, ") for r in rows for d in r["data"])
