@@ -200,6 +200,7 @@ class _Journal:
 
 
 def _bar(it, total: int, desc: str, quiet: bool):
+    """A tqdm bar on stderr (``it`` None: a bar updated by hand); with ``quiet``, ``it`` itself (None: no bar)."""
     if quiet:
         return it
     from tqdm import tqdm
@@ -390,7 +391,7 @@ def score_source(src: Source, root: Path, prompts: list[Prompt], judge, out: Pat
     todo = [p for p in prompts if p.promptid not in rows and source_images(root, p.promptid)]
     with _Journal(journal_path) as journal:
         pending: list[tuple[Prompt, list[Path]]] = []
-        bar = _bar(None, len(todo), f"judging {src.name}", quiet) if not quiet else None
+        bar = _bar(None, len(todo), f"judging {src.name}", quiet)
 
         def flush():
             if not pending:
@@ -398,7 +399,11 @@ def score_source(src: Source, root: Path, prompts: list[Prompt], judge, out: Pat
             ims, caps, owners = [], [], []
             for p, files in pending:
                 for f in files:
-                    ims.append(_open_image(f))
+                    try:
+                        ims.append(_open_image(f))
+                    except JanusR1Error as e:
+                        raise JanusR1Error(f"{e} (prompt {p.where}); replace or remove it, then run the same "
+                                           "command again: the prompts judged so far are kept") from None
                     caps.append(p.prompt)
                     owners.append((p, f))
             scores = [float(s) for s in judge.score(ims, caps)]
@@ -536,8 +541,17 @@ def build_t2i(args) -> dict:
         jr = JanusR1.from_pretrained(s.path, device=device, progress=not args.quiet)
         items = [PromptItem(p.promptid, p.prompt, {"prompt": p.prompt, "short": p.short}) for p in prompts]
         root = out / "images" / s.name
-        done = run_batch(jr, items, root, rank=rank, world=world, seed=args.seed, batch_size=args.batch_size,
-                         plain=True, num_images=args.num_images)
+        mine = [it for it in items if it.index % world == rank]
+        done: list[int] = []
+        bar = _bar(None, len(mine), f"drawing {s.name}", args.quiet or rank != 0)
+        for k in range(0, len(mine), args.batch_size):  # batch.py's machinery, a batch at a time for the bar
+            chunk = mine[k : k + args.batch_size]
+            done += run_batch(jr, chunk, root, rank=rank, world=world, seed=args.seed, batch_size=args.batch_size,
+                              plain=True, num_images=args.num_images)
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
         del jr
         barrier_and_summarise(root, items, rank, world, done)
     if rank != 0:
@@ -598,7 +612,7 @@ def build_edit(args) -> dict:
     journal_path = out / ".journal" / "edit.jsonl"
     done = {r["sample_id"]: r for r in _journal_rows(journal_path)}
     todo = [r for r in rows if r["sample_id"] not in done]
-    bar = _bar(None, len(todo), "judging edits", args.quiet) if not args.quiet else None
+    bar = _bar(None, len(todo), "judging edits", args.quiet)
     with _Journal(journal_path) as journal:
         for k in range(0, len(todo), args.judge_batch):
             chunk = todo[k : k + args.judge_batch]

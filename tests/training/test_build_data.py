@@ -91,7 +91,8 @@ def test_two_sources_served_judge_expansion_then_train_sft(server, tmp_path, cap
                "--select", "state"])
     assert rc == 0, capsys.readouterr().err
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert any("loss" in e for e in log)
+    assert [e["step"] for e in log] == [1] and log[0]["task"] in ("t2i", "judge", "regen")
+    assert 0 < log[0]["loss"] < 100
 
 
 def _redness(images, prompts):
@@ -247,3 +248,39 @@ def test_two_processes_draw_the_engine_images_and_rank_0_labels_them(tmp_path):
     rows = _rows(out / "tiny_0.7.jsonl")
     assert [r["promptid"] for r in rows] == [0, 1] and all(len(r["data"]) == 1 for r in rows)
     assert all(d["reason"].startswith("Yes, " if d["prob"] >= 0.5 else "No, ") for r in rows for d in r["data"])
+
+
+def test_parquet_labels_read_like_the_jsonl_ones_and_the_summary_is_printed(tmp_path, monkeypatch, capsys):
+    from janus_r1.model.tiny import build_tiny_tokenizer
+    from janus_r1.model.vocabulary import Vocabulary
+    from janus_r1.training.data import load_t2i_labels
+
+    flux = _folder(tmp_path / "flux")
+    monkeypatch.setattr("janus_r1.training.rewards.make_reward", lambda *a, **k: CallableJudge(_redness))
+    vocab = Vocabulary(build_tiny_tokenizer())
+    recs = {}
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / fmt
+        assert main(["build-data", str(_prompt_file(tmp_path)), "--out", str(out), "--judge", "custom",
+                     "--folder", f"flux={flux}", "--format", fmt]) == 0
+        got, report = load_t2i_labels([str(out / f"flux_0.7.{fmt}")], vocab, check_images=True)
+        recs[fmt] = [(r.promptid, r.prompt, [(Path(x.path).name, x.reason, x.prob, x.state) for x in r.images])
+                     for r in got]
+    assert recs["parquet"] == recs["jsonl"] and len(recs["jsonl"]) == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    # per prompt its colour and a grey image: red S 0.90 (the one positive), blue and green S 0.08, grey S 0.502
+    assert lines[-1].startswith("flux: 3 prompts, 6 images, mean S ") and "positives (S >= 0.7) 0.1667" in lines[-1] \
+        and "negatives (S < 0.5) 0.3333" in lines[-1]
+
+
+def test_an_unreadable_image_is_one_error_naming_it_and_its_prompt(tmp_path, monkeypatch, capsys):
+    flux = _folder(tmp_path / "flux")
+    bad = flux / "00001" / "samples" / "0001.png"
+    bad.write_bytes(b"not a png")
+    monkeypatch.setattr("janus_r1.training.rewards.make_reward", lambda *a, **k: CallableJudge(_redness))
+    prompts = _prompt_file(tmp_path)
+    assert main(["build-data", str(prompts), "--out", str(tmp_path / "d"), "--judge", "custom", "--folder",
+                 str(flux), "--judge-batch", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and f"{prompts}:2" in err[0]
+    assert [r["promptid"] for r in _rows(tmp_path / "d" / ".journal" / "flux.jsonl")] == [0]  # kept for the resume
