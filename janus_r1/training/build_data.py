@@ -21,7 +21,8 @@ Pipeline (every step resumable; a killed run started again continues and writes 
    and whatever specs it learns later): S = P(yes)/(P(yes)+P(no)) for the paper's question, then a short reason
    from the same judge asked to justify the verdict S implies (so the reason agrees with S), in the released form
    ``"Yes, ..."`` / ``"No, ... Reason: ..."``, and the released ``state`` code. A judge with its own
-   ``explain(images, prompts, scores) -> list[str]`` method supplies its reasons itself.
+   ``explain(images, prompts, scores) -> list[str]`` or ``judge(images, prompts) -> [(S, reason)]`` method (a rule
+   judge) supplies its reasons itself.
 4. **Output**: one label file per source, ``OUT/<NAME>_<thre>.jsonl`` (or ``.parquet``), one row per prompt,
    ``{"promptid", "prompt", "data": [{"id", "img_path", "reason", "prob", "state"}]}`` with the images sorted by
    S descending (the released files' form, spec §3.1), plus ``OUT/summary.json``.
@@ -287,9 +288,11 @@ def state_code(yes: bool, prob: float, thre: float) -> int:
 def explain(judge, images: list, prompts: list[str], scores: list[float], seed: int = 0) -> list[str]:
     """A short reason per image from the same judge, in the released form, agreeing with S (yes iff S >= 0.5)."""
     yes = [s >= 0.5 for s in scores]
-    own = getattr(judge, "explain", None)
+    own, pairs = getattr(judge, "explain", None), getattr(judge, "judge", None)
     if callable(own):
         texts = list(own(images, prompts, scores))
+    elif callable(pairs):  # a rule judge's (S, reason) per image
+        texts = [reason for _, reason in pairs(images, prompts)]
     else:
         from .judges import JanusJudge
         from .rewards import VLMJudge

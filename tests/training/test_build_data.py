@@ -284,3 +284,20 @@ def test_an_unreadable_image_is_one_error_naming_it_and_its_prompt(tmp_path, mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and f"{prompts}:2" in err[0]
     assert [r["promptid"] for r in _rows(tmp_path / "d" / ".journal" / "flux.jsonl")] == [0]  # kept for the resume
+
+
+def test_a_judge_with_its_own_reasons_gives_them_in_the_released_form():
+    class Rule(CallableJudge):
+        def judge(self, images, prompts):
+            return [(1.0, "Yes, the image shows a red square."),
+                    (0.2, "No, the image does not match the prompt. Reason: there is no red square.")]
+
+    class Explaining(CallableJudge):
+        def explain(self, images, prompts, scores):
+            return ["it is red", "it is blue"]
+
+    im = Image.new("RGB", (8, 8))
+    assert bd.explain(Rule(_redness), [im, im], ["a red square"] * 2, [1.0, 0.2]) == \
+        ["Yes, the image shows a red square.", "No, the image does not match the prompt. Reason: there is no red square."]
+    assert bd.explain(Explaining(_redness), [im, im], ["a red square"] * 2, [0.8, 0.1]) == \
+        ["Yes, it is red", "No, " + bd.NO_PREFIX + "it is blue"]
