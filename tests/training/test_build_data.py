@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_without_duplicates_or_torn_rows(tmp_path, monkeypa
     assert main(args) == 0 and _rows(out / "flux_0.7.jsonl") == rows  # a finished run started again: the same
 
 
-@pytest.mark.parametrize("case", ["prompt", "folder", "edit"])
+@pytest.mark.parametrize("case", ["prompt", "folder", "edit", "long"])
 def test_a_bad_row_is_one_error_with_file_and_line_and_nothing_written(tmp_path, capsys, case):
     out = tmp_path / "data"
     if case == "prompt":
@@ -143,6 +143,9 @@ def test_a_bad_row_is_one_error_with_file_and_line_and_nothing_written(tmp_path,
         flux = _folder(tmp_path / "flux")
         (flux / "00001" / "metadata.jsonl").write_text(json.dumps({"prompt": "a yellow cat"}) + "\n")
         args, where = [str(_prompt_file(tmp_path)), "--folder", str(flux)], f"{flux / '00001' / 'metadata.jsonl'}:1:"
+    elif case == "long":  # over the engine's (and train-sft's) 200-token budget: found before anything is drawn
+        f = _prompt_file(tmp_path, ["a red square", "a red square " * 80])
+        args, where = [str(f), "--engine", "tiny-random"], f"{f}:2: the prompt: prompt is "
     else:
         f = tmp_path / "edit.jsonl"
         Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
@@ -152,7 +155,7 @@ def test_a_bad_row_is_one_error_with_file_and_line_and_nothing_written(tmp_path,
     assert main(["build-data", *args, "--out", str(out), "--judge", "openai:http://127.0.0.1:9/v1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and where in err[0], err
-    assert not out.exists()
+    assert not list(out.rglob("*.png")) if case == "long" else not out.exists()
 
 
 def test_edit_pairs_are_kept_only_when_both_scores_reach_the_threshold(tmp_path, monkeypatch):
