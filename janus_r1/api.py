@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Sequence
 
 import torch

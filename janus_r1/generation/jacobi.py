@@ -32,6 +32,7 @@ import torch
 
 from .sampling import Sampling, cfg_mix, filter_top_k, sample
 
+
 def probabilities(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
     """The distribution :func:`~.sampling.sample` draws from, for logits (..., V): float32 probabilities (greedy:
     one-hot at the argmax). Same operations in the same order, so the verifying ``p`` is one-token's."""

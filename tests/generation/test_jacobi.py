@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from janus_r1.errors import JanusR1Error
-from janus_r1.generation import jacobi, tasks
+from janus_r1.generation import tasks
 from janus_r1.generation.context import build, cfg_rows
 from janus_r1.generation.decode import Hooks, decode_image
 from janus_r1.generation.sampling import Sampling, cfg_mix, filter_top_k
