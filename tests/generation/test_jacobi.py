@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from janus_r1.errors import JanusR1Error
-from janus_r1.generation import tasks
+from janus_r1.generation import jacobi, tasks
 from janus_r1.generation.context import build, cfg_rows
 from janus_r1.generation.decode import Hooks, decode_image
 from janus_r1.generation.sampling import Sampling, cfg_mix, filter_top_k
@@ -131,3 +131,40 @@ def test_sampled_jacobi_keeps_the_one_token_joint_distribution(micro, s):
     z = sum(wrong.values())
     chi2_wrong = sum((counts.get(k, 0) - draws * p / z) ** 2 / (draws * p / z) for k, p in wrong.items())
     assert chi2_wrong > dof + 5 * (2 * dof) ** 0.5 + 10
+
+
+# --- entry points ----------------------------------------------------------------------------------------------
+
+def test_api_option_reaches_the_image_phases_only(micro):
+    from janus_r1 import JanusR1
+
+    jr = JanusR1(micro.model, micro.vocab, decoding="jacobi", jacobi_window=4)
+    got = jr.text_to_image(PROMPTS, seed=3, top_k=8)
+    want = tasks.text_to_image(micro.janus, PROMPTS, sampling=_jacobi(Sampling(top_k=8), 4), seed=3)
+    assert [r.attempts[0].codes for r in got] == [r.attempts[0].codes for r in want]
+    # the default stays one-token decoding, and a call's own image_sampling wins over the model's mode
+    ar = tasks.text_to_image(micro.janus, PROMPTS, sampling=Sampling(top_k=8), seed=3)
+    assert [r.attempts[0].codes for r in micro.text_to_image(PROMPTS, seed=3, top_k=8)] == \
+        [r.attempts[0].codes for r in ar]
+    assert [r.attempts[0].codes for r in jr.text_to_image(PROMPTS, seed=3, image_sampling=Sampling(top_k=8))] == \
+        [r.attempts[0].codes for r in ar]
+    with pytest.raises(JanusR1Error, match="decoding must be 'ar' or 'jacobi'"):
+        JanusR1(micro.model, micro.vocab, decoding="fast")
+
+
+def test_cli_decoding_options(tmp_path, capsys, monkeypatch):
+    from janus_r1 import cli
+    from janus_r1.model.tiny_files import write_tiny
+
+    tiny = str(write_tiny(tmp_path / "tiny", geometry="micro", seed=0))
+    out = tmp_path / "bad"
+    assert cli.main(["generate", "a red cat", "--model", tiny, "--decoding", "jacobi", "--jacobi-window", "1",
+                     "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "window must be" in err[0] and not out.exists()
+    windows = []
+    real = jacobi.decode
+    monkeypatch.setattr(jacobi, "decode", lambda *a, **k: windows.append(a[7]) or real(*a, **k))
+    assert cli.main(["generate", "a red cat", "--model", tiny, "--decoding", "jacobi", "--jacobi-window", "5",
+                     "--max-rounds", "1", "--num-images", "1", "--out", str(tmp_path / "ok"), "--quiet"]) == 0
+    assert windows == [5] and (tmp_path / "ok" / "trace.json").exists()
