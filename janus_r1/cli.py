@@ -117,7 +117,9 @@ def _regenerate_parser(sub) -> None:
     r = sub.add_parser("regenerate", help="judge images made elsewhere and redraw them")
     r.add_argument("images", nargs="+", help="image files (any size and mode)")
     r.add_argument("--prompt", required=True, help="what the images should show")
-    r.add_argument("--critique", default=None, help="use this critique instead of the model's own judgement")
+    r.add_argument("--critique", action="append", default=None,
+                   help="use this critique instead of the model's own judgement: once for every image, or once per "
+                   "image in the images' order (any other count is refused)")
     r.add_argument("--always-redraw", action="store_true", help="redraw even if the model accepts the image")
     _out_opt(r, "NNN.png, NNN_attemptK.png, NNN_sheet.png, trace.json")
     _chunk_opt(r)
