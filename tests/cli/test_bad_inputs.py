@@ -136,6 +136,11 @@ CLI_CASES = [
      "fifo is a FIFO (named pipe); only regular files are read"),
     # the whole prompt file is checked before the first prompt is drawn (issue 24)
     (["batch", "{long}", "--out", "{out}", "--model", "{tiny}", "--quiet"], "long.txt:4: prompt is"),
+    # a question over the model's context (16,384 positions) with the image rows (issue 24)
+    (["ask", "{img}", "--question", "word " * 5000, "--model", "{tiny}", "--quiet"],
+     "over the model's context of 16384 positions"),
+    (["ask", "{img}", "--question", "word " * 4000, "--max-new-tokens", "2000", "--model", "{tiny}", "--quiet"],
+     "with max_new_tokens 2000 that is over the model's context"),
     # one critique for every image, or one per image (issue 24)
     (["regenerate", "{img}", "--prompt", CAT, "--critique", "a", "--critique", "b", "--out", "{out}", "--model",
       "/no/model"], "--critique given 2 times for 1 image(s)"),
@@ -220,7 +225,7 @@ def test_cli_one_critique_per_image(files, tmp_path, capsys):
 
     out = tmp_path / "out"
     argv = ["regenerate", files["img"], files["img"], "--prompt", CAT, "--critique", "too red", "--critique",
-            "too small", "--out", str(out), "--model", files["tiny"], "--quiet", "--max-reflection", "4"]
+            "too small", "--out", str(out), "--model", files["tiny"], "--quiet", "--max-rounds", "1"]
     assert cli.main(argv) == 0, capsys.readouterr().err
     trace = json.loads((out / "trace.json").read_text())
     assert [s["attempts"][0]["reflection"] for s in trace["samples"]] == ["No, too red", "No, too small"]
@@ -299,6 +304,8 @@ API_CASES = [
     (lambda m, i: m.generate(CAT, max_prompt_tokens=0), "max_prompt_tokens must be"),
     (lambda m, i: m.generate("cat " * 400), "raise max_prompt_tokens"),
     (lambda m, i: m.best_of_n(5), "prompt must be one text"),
+    (lambda m, i: m.ask(i, "word " * 5000), "question is 20"),
+    (lambda m, i: m.ask([i, i], ["Why?", "word " * 5000]), "question 1 is 20"),
     (lambda m, i: m.best_of_n(CAT, n=0), "n must be an integer >= 1"),
 ]
 
