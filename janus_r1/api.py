@@ -23,6 +23,7 @@ from .generation.introspect import introspect
 from .generation.sampling import Sampling
 from .generation.trace import Judgement, SampleResult
 from .model.vocabulary import Vocabulary
+from .out_of_memory import translated
 
 DEFAULT_MODEL = "midbee/Janus-Pro-R1-7B"
 
@@ -72,6 +73,7 @@ class JanusR1:
         self.janus = tasks.Janus(model, vocab, runner)
 
     @classmethod
+    @translated
     def from_pretrained(
         cls, path_or_repo: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
         progress: bool = True, runner: str = "auto", quantize: str | None = None,
@@ -110,6 +112,7 @@ class JanusR1:
         pad = row[:, -1:].expand(1, self.num_image_tokens - row.shape[1])
         return self.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
 
+    @translated
     def text_to_image(
         self, prompts: str | Sequence[str], num_images: int = defaults.NUM_IMAGES, cfg: float = defaults.CFG,
         temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P,
@@ -123,6 +126,7 @@ class JanusR1:
             _image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
+    @translated
     def generate(
         self, prompts: str | Sequence[str], num_images: int = defaults.NUM_IMAGES,
         max_rounds: int = defaults.MAX_ROUNDS, cfg: float = defaults.CFG, temperature: float = defaults.TEMPERATURE,
@@ -143,6 +147,7 @@ class JanusR1:
             final=final, max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
+    @translated
     def judge(
         self, images, prompts: str | Sequence[str], max_reflection: int = defaults.MAX_REFLECTION,
         text_top_k: int = defaults.TEXT_TOP_K, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
@@ -155,11 +160,13 @@ class JanusR1:
             _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
+    @translated
     def score(self, images, prompts: str | Sequence[str],
               max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS) -> list[Judgement]:
         """Image-text consistency S = P(Yes)/(P(Yes)+P(No)) in [0, 1], deterministic, no text written."""
         return tasks.score(self.janus, images, prompts, _plain(max_prompt_tokens))
 
+    @translated
     def regenerate(
         self, images, prompts: str | Sequence[str], critiques: str | Sequence[str | None] | None = None,
         max_rounds: int = defaults.REGEN_MAX_ROUNDS, cfg: float = defaults.CFG,
@@ -183,6 +190,7 @@ class JanusR1:
             max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
+    @translated
     def edit(
         self, images, instructions: str | Sequence[str], num_images: int = defaults.NUM_IMAGES,
         cfg: float = defaults.EDIT_CFG, temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K,
@@ -195,6 +203,7 @@ class JanusR1:
             _image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks,
         )
 
+    @translated
     def best_of_n(
         self, prompt: str, n: int = defaults.BEST_OF_N, cfg: float = defaults.CFG, temperature: float = defaults.TEMPERATURE,
         top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, seed: int | None = None,
@@ -215,6 +224,7 @@ class JanusR1:
         return [results[i] for i in order], [judgements[i].score for i in order]
 
     # --- understanding -------------------------------------------------------------------------------------
+    @translated
     def ask(
         self, images, question: str | Sequence[str] = defaults.ASK_QUESTION,
         max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS, temperature: float = defaults.ASK_TEMPERATURE,
@@ -232,6 +242,7 @@ class JanusR1:
         return asking.ask(self.janus, images, question, _plain(max_new_tokens), sampling, _plain(seed), hooks,
                           images_b)
 
+    @translated
     def describe(
         self, images, max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS,
         temperature: float = defaults.ASK_TEMPERATURE, top_p: float = defaults.ASK_TOP_P,

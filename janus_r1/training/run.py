@@ -38,7 +38,7 @@ class Run:
         self.mark("start")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
+        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"), acc)  # verified (checksums.py)
         sharded_ck = found is not None and DC.is_sharded_checkpoint(found)
         self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
         # meta skeleton, sharded, each rank reading its rows (materialise.py); the old format loads in full
@@ -182,6 +182,8 @@ class Run:
                 self.bar.set_postfix({k: round(v, 4) for k, v in record.items()
                                       if isinstance(v, float) and k in ("loss", "reward", "kl", "aha_rate")})
         last = self.step == self.cfg.max_steps
+        if self.saver is not None:
+            self.saver.poll()  # a background save that failed raises now, not at the next save
         self.mark("train")
         if self.step % self.cfg.save_every == 0 or last:
             self.save()
