@@ -28,7 +28,8 @@ from ..errors import JanusR1Error
 
 
 def skeleton(name: str, dtype: torch.dtype):
-    """``(model, vocab)``: ``tiny-random`` built for real (it is tiny), anything else with meta parameters."""
+    """``(model, vocab)``: ``tiny-random`` built for real (it is tiny), anything else with meta parameters of
+    ``dtype`` (a model folder: the parameters' dtype is what :func:`fill` allocates)."""
     from ..model.vocabulary import Vocabulary
 
     if name == "tiny-random":
@@ -55,6 +56,11 @@ def skeleton(name: str, dtype: torch.dtype):
         model = JanusForConditionalGeneration(config)
     if any(v >= config.text_config.vocab_size for v in vars(vocab.ids).values()):
         raise JanusR1Error(f"the tokenizer of {name} has ids outside the model's vocabulary")
+    # the meta parameters take ``dtype`` now: ``fill`` allocates (``to_empty``) in the parameter's own dtype, so
+    # a bf16 reference built from fp32 skeleton parameters would silently be fp32 (2x its memory and all-gathers).
+    # Buffers (rotary tables) stay as built, like the engine loader keeps them.
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
     return model.eval(), vocab
 
 
