@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import JanusR1Error
 from ..generation.tasks import Janus
 from ..model.compat import enable_checkpointing
 from . import checkpoint as ck
@@ -285,6 +286,25 @@ class Run:
         self.mark("export")
         self.acc.wait_for_everyone()
         return target
+
+    def fail_together(self, error: BaseException | None, what: str = "the judge") -> None:
+        """Raise on every rank if any rank's ``error`` is set (collective: one all-reduced flag per call, the
+        messages gathered only when one is set). The failing rank raises its own exception; the others a
+        :class:`JanusR1Error` with its message -- instead of waiting in the next collective for a rank that is
+        gone until the process group's timeout kills them with a message that names no cause."""
+        if self.acc.num_processes > 1:
+            flag = self.acc.reduce(torch.tensor([float(error is not None)], device=self.acc.device), "sum")
+            if float(flag.item()) > 0:
+                from accelerate.utils import gather_object
+
+                mine = None if error is None else str(error) if isinstance(error, JanusR1Error) else \
+                    f"{type(error).__name__}: {error}"
+                told = [(r, m) for r, m in enumerate(gather_object([mine])) if m is not None]
+                if error is None:
+                    rank, msg = told[0]
+                    raise JanusR1Error(f"{what} failed on rank {rank}: {msg}")
+        if error is not None:
+            raise error
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """Every process's rows of ``t``, concatenated, on the CPU (collective)."""

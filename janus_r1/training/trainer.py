@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -126,6 +126,17 @@ def _score(run, cfg, trajs: list, reward) -> None:
         G.score_trajectories(trajs, reward, cfg, run.j.image_size)
 
 
+def _now(fn, *args) -> Future:
+    """``fn(*args)`` run here and now, its result or exception kept like a thread's (:func:`_grpo_update` agrees
+    on failures across ranks the same way for both)."""
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args))
+    except Exception as e:  # noqa: BLE001  (re-raised by Run.fail_together, on every rank)
+        done.set_exception(e)
+    return done
+
+
 def _overlaps(reward, cfg) -> bool:
     """A served judge (HTTP) scores in a thread while the old and reference log-probs are computed: they do not
     depend on the rewards. An in-process judge (``self``, ``vlm:``) shares the device (and, sharded, the
@@ -153,8 +164,8 @@ def _grpo_update(run, cfg, trajs: list, ref_j: Janus, scored=None) -> dict:
                     lp_old[i] = a.detach().float()
             for i, b in zip(c, run.ref.root(G.segment_logprobs, ref_j, trajs, sub, cfg)):
                 lp_ref[i] = b.float()
-    if scored is not None:
-        scored.result()
+    if scored is not None:  # every rank learns whether any judge failed before the update's collectives
+        run.fail_together(scored.exception())
     adv = G.advantages(trajs, cfg.group_size)
     coef = G.loss_coefficients(segs, lp_ref, G.global_rows(segs, run.gather) if cfg.advantage == "segments" else None)
     set_train(run.model, True)
@@ -181,7 +192,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
     ref_j = Janus(run.ref.model, run.vocab)
     questions = D.load_questions(cfg.prompts) if cfg.task == "t2i" and cfg.prompts else None  # paper B.2
     reward = make_reward(cfg.reward, ref_janus=ref_j, retries=cfg.reward_retries, timeout=cfg.reward_timeout,
-                         device=str(run.acc.device), questions=questions)
+                         device=str(run.acc.device), questions=questions, budget=cfg.reward_budget_minutes * 60)
     if cfg.task == "edit" and cfg.reward.split(":")[0] == "self":
         raise JanusR1Error("editing GRPO needs a judge that scores edits: --reward vlm:PATH or http:URL")
     if not cfg.prompts:
@@ -194,9 +205,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
     pool = ThreadPoolExecutor(1, thread_name_prefix="janus-r1-reward") if _overlaps(reward, cfg) else None
     while run.step < cfg.max_steps:
         trajs = _rollouts(run, cfg, items)
-        scored = pool.submit(_score, run, cfg, trajs, reward) if pool else None
-        if pool is None:
-            _score(run, cfg, trajs, reward)
+        scored = pool.submit(_score, run, cfg, trajs, reward) if pool else _now(_score, run, cfg, trajs, reward)
         stats = {**_grpo_update(run, cfg, trajs, ref_j, scored), **G.rollout_stats(trajs, cfg),
                  **TR.reward_spread(trajs, run.gather)}
         run.end_step(run.mean_across(stats))

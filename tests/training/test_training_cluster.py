@@ -5,7 +5,11 @@ timeout and the judge's retry budget, rollouts in as few decodes as fit."""
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -52,3 +56,84 @@ def test_sharded_reference_of_a_model_folder_is_bf16(tmp_path, layout):
         assert torch.equal(p, want[n].to(torch.bfloat16)), n
     buffers = dict(ref.model.named_buffers())
     assert all(b.dtype == torch.float32 for n, b in buffers.items() if "inv_freq" in n)  # rotary tables as built
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """An OpenAI-compatible judge that answers every question with P(yes) = 0.7 -- except those about the caption
+    ``bad``, answered HTTP 400 (what a misconfigured server says: retrying cannot fix it)."""
+
+    bad = ""
+
+    def do_POST(self):  # noqa: N802
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = req["messages"][0]["content"][-1]["text"]
+        if _Judge.bad in text:
+            body, code = b'{"error": {"message": "the judge cannot read this caption"}}', 400
+        else:
+            top = [{"token": "Yes", "logprob": math.log(0.7)}, {"token": "No", "logprob": math.log(0.3)}]
+            body, code = json.dumps({"choices": [{"logprobs": {"content": [{**top[0], "top_logprobs": top}]}}]}).encode(), 200
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_judge_failing_on_one_rank_stops_every_rank_with_its_message(tmp_path):
+    """2 gloo processes, the served judge fails for rank 1's prompt only: both ranks exit (no collective left
+    waiting for the process group's timeout), rank 1 with the judge's error, rank 0 with the same message naming
+    rank 1; nothing is exported."""
+    pytest.importorskip("accelerate")
+    from test_training_distributed import _run
+
+    from janus_r1.training.toy import PROMPTS
+    from janus_r1.training.trainer import _prompt_batch
+
+    _Judge.bad = _prompt_batch(PROMPTS, 0, 1, 2, 1, 1024)[0]  # slot 1 of step 0: rank 1's prompt
+    assert _prompt_batch(PROMPTS, 0, 0, 2, 1, 1024)[0] != _Judge.bad
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        recipe = {"group_size": 2, "max_rounds": 1, "max_reflection": 4, "warmup_steps": 1, "convert_steps": 2,
+                  "max_steps": 1, "log_with": "none", "reward_retries": 0,
+                  "reward": f"openai:http://127.0.0.1:{srv.server_port}/v1?model=judge"}
+        out = tmp_path / "run"
+        p = _run("train-grpo", tmp_path, recipe, out, procs=2)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    errors = [x for x in p.stderr.splitlines() if x.startswith("error: ")]
+    said = "answered HTTP 400: {\"error\": {\"message\": \"the judge cannot read this caption\"}}"
+    assert p.returncode != 0 and len(errors) == 2, p.stderr[-3000:]
+    assert any(e.startswith("error: reward server http://127.0.0.1") and said in e for e in errors), errors
+    assert any(e.startswith("error: the judge failed on rank 1: reward server") and said in e for e in errors), errors
+    assert not (out / "final").exists()
+
+
+def test_judge_retry_budget_and_collective_timeout_are_recipe_keys():
+    """The served judge stops retrying when the budget is spent (not after its count of tries); the budget must
+    end before the collectives' timeout, which the accelerator's process group gets from the recipe."""
+    import time
+    from datetime import timedelta
+
+    from janus_r1 import JanusR1Error
+    from janus_r1.training.config import load_config
+    from janus_r1.training.served_judge import OpenAIJudge
+
+    judge = OpenAIJudge("http://127.0.0.1:9/v1", model="m", retries=1000, backoff=0.05, timeout=5, budget=0.6)
+    t0 = time.monotonic()
+    with pytest.raises(JanusR1Error, match=r"127.0.0.1:9/v1/chat/completions failed after \d+ tries .*retry budget"):
+        judge._ask_all([([], "x")])
+    assert 0.3 < time.monotonic() - t0 < 3
+    cfg = load_config(GRPOConfig)
+    assert (cfg.collective_timeout_minutes, cfg.reward_budget_minutes) == (60.0, 20.0)
+    with pytest.raises(JanusR1Error, match="reward_budget_minutes .* below collective_timeout_minutes"):
+        load_config(GRPOConfig, overrides={"reward_budget_minutes": 30, "collective_timeout_minutes": 30})
+    pytest.importorskip("accelerate")
+    from janus_r1.training.policy import make_accelerator
+
+    acc = make_accelerator(load_config(GRPOConfig, overrides={"collective_timeout_minutes": 90}))
+    assert acc.init_handler.timeout == timedelta(minutes=90)
