@@ -24,6 +24,9 @@ class Common:
     dtype: str = "fp32"  # master weights: fp32 (with mixed_precision bf16: bf16 compute) | bf16 (pure bf16, lossy)
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast over the master weights (FSDP: its param_dtype)
     sharding: str = "none"  # none (one replica per process: DDP) | fsdp (FSDP2) | zero2 | zero3 (DeepSpeed)
+    # FSDP over several nodes: 0 shards over every process (a 1-D mesh: every all-gather crosses the network);
+    # N (the processes per node, e.g. 8) is HSDP: shard within each group of N ranks, replicate across groups
+    fsdp_shard_group: int = 0
     gradient_checkpointing: bool = False
     # optimiser (paper Table 5): AdamW (0.9, 0.95), eps 1e-6, wd 0.05, clip 1.0; no decay on biases and norms
     lr: float = 2e-5
@@ -195,6 +198,10 @@ def validate(cfg) -> None:
     if cfg.sharding in ("zero2", "zero3") and cfg.dtype != "fp32":
         bad(f"sharding {cfg.sharding} keeps fp32 master weights: set dtype fp32 (mixed_precision bf16 computes in "
             "bf16)")
+    if isinstance(cfg.fsdp_shard_group, bool) or not isinstance(cfg.fsdp_shard_group, int) or cfg.fsdp_shard_group < 0:
+        bad(f"fsdp_shard_group must be a whole number >= 0 (got {cfg.fsdp_shard_group!r})")
+    if cfg.fsdp_shard_group and cfg.sharding != "fsdp":
+        bad(f"fsdp_shard_group (HSDP) needs sharding: fsdp (got {cfg.sharding})")
     if cfg.checkpoint_format not in ("sharded", "full"):
         bad(f"checkpoint_format must be sharded or full (got {cfg.checkpoint_format!r})")
     if not cfg.collective_timeout_minutes > 0:

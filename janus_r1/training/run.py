@@ -74,7 +74,7 @@ class Run:
         self.j = Janus(self.model, self.vocab)
         self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
         if self.sharded:
-            sharding.shard(self.root, cfg.mixed_precision, acc.device)
+            sharding.shard(self.root, cfg.mixed_precision, acc.device, cfg.fsdp_shard_group)
             if lazy and any(p.is_meta for p in self.model.parameters()):
                 M.fill(self.root, cfg.model, dtype, acc.device, copy=not sharded_ck)
             if sharded_ck:  # each rank reads only the chunks of its shards
@@ -147,8 +147,11 @@ class Run:
             logger.warning(msg)
 
     def sync(self, last: bool):
-        """Gradient all-reduce only on the last micro-batch of an update (DDP); FSDP reduce-scatters every
-        backward so that no rank ever holds full-size gradients."""
+        """Gradient all-reduce only on the last micro-batch of an update: DDP's ``no_sync``, HSDP's all-reduce
+        between replicas (``sharding.set_gradient_sync``); FSDP reduce-scatters every backward so that no rank
+        ever holds full-size gradients."""
+        if self.sharded:
+            sharding.set_gradient_sync(self.root, last)
         return contextlib.nullcontext() if last or self.sharded or self.zero else self.acc.no_sync(self.policy)
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
@@ -261,7 +264,8 @@ class Run:
                 _, digest = export_checkpoint(self.out, target)
             if self.sharded or self.zero:
                 digests = torch.tensor([digest])
-                replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes}
+                replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes,
+                            **({"mesh": sharding.mesh_of(self.root)} if self.sharded else {})}
             else:
                 digests = self.acc.gather(torch.tensor([weights_digest(self.model.state_dict())],
                                                        device=self.acc.device))

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from janus_r1.training.config import GRPOConfig
+from janus_r1.training.config import GRPOConfig, load_config
 
 
 @contextlib.contextmanager
@@ -120,7 +120,6 @@ def test_judge_retry_budget_and_collective_timeout_are_recipe_keys():
     from datetime import timedelta
 
     from janus_r1 import JanusR1Error
-    from janus_r1.training.config import load_config
     from janus_r1.training.served_judge import OpenAIJudge
 
     judge = OpenAIJudge("http://127.0.0.1:9/v1", model="m", retries=1000, backoff=0.05, timeout=5, budget=0.6)
@@ -137,3 +136,55 @@ def test_judge_retry_budget_and_collective_timeout_are_recipe_keys():
 
     acc = make_accelerator(load_config(GRPOConfig, overrides={"collective_timeout_minutes": 90}))
     assert acc.init_handler.timeout == timedelta(minutes=90)
+
+
+def test_hsdp_on_a_2x2_mesh_matches_one_process(tmp_path):
+    """4 gloo processes as 2 replicas x 2 shards (``fsdp_shard_group: 2``, what 2 nodes of 2 GPUs would run), 2
+    micro-batches per update (the first skips the all-reduce between replicas): the weights one process
+    exports after the same 8 micro-batches."""
+    pytest.importorskip("accelerate")
+    from test_training_distributed import _log, _run
+    from test_training_fsdp import SFT, assert_same_steps
+
+    recipe = {**SFT, "max_steps": 2, "save_every": 2}
+    hsdp, single = tmp_path / "hsdp", tmp_path / "single"
+    p = _run("train-sft", tmp_path, {**recipe, "sharding": "fsdp", "fsdp_shard_group": 2, "grad_accum": 2}, hsdp,
+             procs=4)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((hsdp / "replicas.json").read_text())["mesh"] == [2, 2]
+    p = _run("train-sft", tmp_path, {**recipe, "grad_accum": 8}, single)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_same_steps(hsdp, single, "hsdp 2x2")
+    for x, y in zip(_log(hsdp), _log(single)):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-3, abs=1e-5)
+
+
+def test_mesh_shape_and_the_all_reduce_flag_per_micro_batch():
+    """``fsdp_shard_group`` g: a 1-D mesh at 0 or g = world, else (world / g, g), an error when g does not divide
+    the processes; on a 2-D mesh the replicas' all-reduce is on only for the last micro-batch (a 1-D mesh has
+    none to skip)."""
+    from janus_r1 import JanusR1Error
+    from janus_r1.training import sharding
+
+    assert sharding.mesh_shape(8, 0) == (8,) and sharding.mesh_shape(8, 8) == (8,)
+    assert sharding.mesh_shape(32, 8) == (4, 8) and sharding.mesh_shape(4, 2) == (2, 2)
+    with pytest.raises(JanusR1Error, match="fsdp_shard_group 3 does not divide the 8 processes"):
+        sharding.mesh_shape(8, 3)
+    with pytest.raises(JanusR1Error, match="needs sharding: fsdp"):
+        load_config(GRPOConfig, overrides={"fsdp_shard_group": 8, "sharding": "zero2"})
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    with one_rank_group():
+        for shape in ((1, 1), (1,)):
+            model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+            mesh = init_device_mesh("cpu", shape, mesh_dim_names=("replicate", "shard")[-len(shape):])
+            fully_shard(model[0], mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            groups = [m._get_fsdp_state()._fsdp_param_group for m in (model, model[0])]
+            flags = []
+            for last in (False, False, True):
+                sharding.set_gradient_sync(model, last)
+                flags.append([g.all_reduce_grads for g in groups])
+            assert sharding.mesh_of(model) == list(shape)
+            assert flags == ([[False, False], [False, False], [True, True]] if len(shape) == 2 else [[True, True]] * 3)
