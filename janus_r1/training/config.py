@@ -103,6 +103,10 @@ class GRPOConfig(Common):
     group_size: int = 7  # G (paper 7; code 8)
     prompts_per_step: int = 1  # per process and rollout batch; each prompt's group lives on one process
     rollout_batches: int = 1  # rollout batches per update (each seeded by its slot, like grad_accum in SFT)
+    # trajectories one rollout decode takes at most (whole batches): 0 = every batch that fits the accelerator's
+    # memory by the memory formula (the CPU: all); prompts_per_step * group_size = one batch per decode, each
+    # seeded by its slot (1 process x n batches draws what n processes draw)
+    rollout_rows: int = 0
     micro_batch: int = 0  # trajectories per forward/backward of the update (gradient accumulation); 0 = all
     max_rounds: int = 2  # T images per trajectory (paper inference <= 3; code 2)
     advantage: str = "trajectory"  # trajectory (paper R_Gen + R_Comp) | segments (code: A(r1), A(r2), A(r3))
@@ -224,8 +228,8 @@ def validate(cfg) -> None:
         if cfg.num_workers < 0 or cfg.prefetch < 1:
             bad("num_workers must be >= 0 and prefetch >= 1")
     else:
-        if cfg.prompts_per_step < 1 or cfg.rollout_batches < 1 or cfg.micro_batch < 0:
-            bad("need prompts_per_step >= 1, rollout_batches >= 1 and micro_batch >= 0")
+        if cfg.prompts_per_step < 1 or cfg.rollout_batches < 1 or cfg.micro_batch < 0 or cfg.rollout_rows < 0:
+            bad("need prompts_per_step >= 1, rollout_batches >= 1, micro_batch >= 0 and rollout_rows >= 0")
         if cfg.reward_retries < 0 or not cfg.reward_timeout > 0:
             bad("need reward_retries >= 0 and reward_timeout > 0")
         if not 0 < cfg.reward_budget_minutes < cfg.collective_timeout_minutes:

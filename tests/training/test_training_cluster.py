@@ -221,3 +221,49 @@ def test_two_process_fsdp_bf16_param_dtype_matches_one_process(tmp_path):
     cos = float(torch.nn.functional.cosine_similarity(da, db, 0))
     print(f"fsdp bf16 vs one process: update cosine {cos:.4f}, norms {float(da.norm()):.4e} {float(db.norm()):.4e}")
     assert db.norm() > 1e-3 and cos > 0.9 and float(da.norm() / db.norm()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_rollout_batches_share_one_decode_when_they_fit(monkeypatch):
+    """``rollout_batches: 3``: on the CPU (no memory limit) one decode takes all 6 trajectories, seeded by the first
+    slot, groups numbered as before; ``rollout_rows`` = one batch decodes each batch by its own slot's seed,
+    exactly what separate processes draw; a memory budget from the formula that holds two batches gives 2
+    decodes (2 + 1 batches)."""
+    from types import SimpleNamespace
+
+    from janus_r1.generation.tasks import Janus
+    from janus_r1.model.memory import memory_needed
+    from janus_r1.model.tiny import build_tiny_model
+    from janus_r1.model.vocabulary import Vocabulary
+    from janus_r1.training import grpo as G
+    from janus_r1.training import trainer as T
+    from janus_r1.training.seeds import derive_seed
+    from janus_r1.training.toy import PROMPTS
+
+    model, tok = build_tiny_model("micro", seed=0)
+    j = Janus(model.eval(), Vocabulary(tok))
+    cfg = GRPOConfig(group_size=2, rollout_batches=3, max_rounds=2, max_reflection=4)
+    calls = []
+    real = G.rollout
+    monkeypatch.setattr(G, "rollout", lambda j_, prompts, c, seed: calls.append((list(prompts), seed))
+                        or real(j_, prompts, c, seed))
+
+    def run_of(c):
+        acc = SimpleNamespace(num_processes=1, process_index=0, device=torch.device("cpu"))
+        return SimpleNamespace(acc=acc, j=j, model=j.model, step=0, full_params=contextlib.nullcontext,
+                               rollout_precision=contextlib.nullcontext, log_main=lambda m: None)
+
+    slots = [T._prompt_batch(PROMPTS, 0, k, 3, 1, cfg.seed) for k in range(3)]
+    seeds = [derive_seed(cfg.seed, "rollout", 0, k) % 2**62 for k in range(3)]
+    merged = T._rollouts(run_of(cfg), cfg, PROMPTS)
+    assert calls == [([p for s in slots for p in s], seeds[0])]  # one decode instead of three
+    assert [(t.group, t.result.prompt) for t in merged] == [(k, slots[k][0]) for k in range(3) for _ in range(2)]
+    calls.clear()
+    one = GRPOConfig(group_size=2, rollout_batches=3, max_rounds=2, max_reflection=4, rollout_rows=2)
+    apart = T._rollouts(run_of(one), one, PROMPTS)
+    assert calls == [(slots[k], seeds[k]) for k in range(3)]
+    alone = real(j, slots[1], one, seeds[1])  # batch 1 is what the process of slot 1 draws alone
+    assert [a.codes for t in alone for a in t.result.attempts] == \
+        [a.codes for t in apart[2:4] for a in t.result.attempts]
+    need2 = memory_needed(model, "generate", 4, 2, 4, cfg.max_prompt_tokens)
+    assert T.batches_per_decode(model, cfg, need2) == 2 and T.batches_per_decode(model, cfg, need2 - 1) == 1
+    assert T.batches_per_decode(model, cfg, None) == 3 and T.batches_per_decode(model, one, None) == 1
