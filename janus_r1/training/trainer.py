@@ -263,6 +263,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
     pool = ThreadPoolExecutor(1, thread_name_prefix="janus-r1-reward") if _overlaps(reward, cfg) else None
     while run.step < cfg.max_steps:
         trajs = _rollouts(run, cfg, items)
+        run.mark("rollout")
         scored = pool.submit(_score, run, cfg, trajs, reward) if pool else _now(_score, run, cfg, trajs, reward)
         stats = {**_grpo_update(run, cfg, trajs, ref_j, scored), **G.rollout_stats(trajs, cfg),
                  **TR.reward_spread(trajs, run.gather)}
