@@ -267,3 +267,29 @@ def test_rollout_batches_share_one_decode_when_they_fit(monkeypatch):
     need2 = memory_needed(model, "generate", 4, 2, 4, cfg.max_prompt_tokens)
     assert T.batches_per_decode(model, cfg, need2) == 2 and T.batches_per_decode(model, cfg, need2 - 1) == 1
     assert T.batches_per_decode(model, cfg, None) == 3 and T.batches_per_decode(model, one, None) == 1
+
+
+def test_a_model_folder_fills_an_hsdp_sharded_skeleton(tmp_path):
+    """``materialise.fill`` on parameters sharded over a 2-D (replicate x shard) mesh reads each rank's rows of
+    the shard dimension: a model folder's weights, exactly."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from janus_r1.model.loading import load_model
+    from janus_r1.model.tiny_files import write_tiny
+    from janus_r1.training import materialise as M
+    from janus_r1.training.policy import Policy
+
+    folder = write_tiny(tmp_path / "model", layout="transformers")
+    want = load_model(str(folder), device="cpu", dtype="fp32")[0].state_dict()
+    with one_rank_group():
+        model, _ = M.skeleton(str(folder), torch.float32)
+        root = Policy(model)
+        mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("replicate", "shard"))
+        for layer in model.model.language_model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(root, mesh=mesh)
+        M.fill(root, str(folder), torch.float32, torch.device("cpu"))
+        got = {n: p.full_tensor() for n, p in model.named_parameters()}
+    assert got.keys() <= want.keys() and len(got) > 10
+    assert all(torch.equal(got[n], want[n]) for n in got)
