@@ -195,6 +195,9 @@ class Run:
             if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
                 if self.saver is not None:
                     self.saver.wait()
+                # every rank dies only after rank 0 has published: else the launcher may tear rank 0 down as soon
+                # as another rank's kill is seen, before `latest` names this step (a flaky race in the tests)
+                self.acc.wait_for_everyone()
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self) -> None:
