@@ -238,6 +238,9 @@ def test_judge_ranks_a_list_of_mixed_size_images_as_one_set(worker):
     assert "ranking (best first): " in report and report.count("image ") == 4 + 4, report
     best = int(out["5"]["text"][0])
     assert best == int(np.argmax(scores))
+    # issue 25: one index convention, labelled -- the report's first pick is best_index itself (from 0)
+    assert report.split("ranking (best first): ")[1].startswith(f"image {best}, "), report
+    assert "images counted from 0, as best_index" in report and "image 0: S=" in report
     sizes = [(64, 96), (120, 40), (120, 40), (33, 33)]
     [best_img] = saved(worker, out, "7")
     assert best_img.shape[:2] == sizes[best]  # the best image itself, untouched

@@ -174,16 +174,23 @@ def test_regenerate_final_rule_and_sheet(worker):
     assert sheet.shape[1] == len(attempts) * 256 + (len(attempts) + 1) * 8
 
 
-def test_live_preview_is_throttled_by_wall_clock(worker):
+def test_live_preview_is_throttled_by_wall_clock_and_one_bar_moves_forward(worker):
+    """The live preview is throttled by wall-clock time within each image phase; and (issue 25, finding 7) the
+    node's progress is ONE bar over its whole run -- every report has the same total (three rounds of an image
+    and a judgement), the value never goes back, and the run ends at 100 %."""
     res = run_ok(worker, graph(cot(seed=SEED, max_reflection=20), save("2")))
-    n_img = 16  # the micro model's image tokens (reflections are 20 tokens, so phases are told apart)
-    phases: list[list] = []
-    for node, step, total, preview, t in res["progress"]:
-        if node != "2" or total != n_img:
-            continue
-        if not phases or step <= phases[-1][-1][0]:
-            phases.append([])
-        phases[-1].append((step, preview, t))
+    n_img, refl, rounds = 16, 20, 3  # the micro model's image tokens; reflections of 20 tokens
+    mine = [(v, tot, preview, t) for node, v, tot, preview, t in res["progress"] if node == "2"]
+    total = rounds * (n_img + refl)
+    assert {tot for _, tot, _, _ in mine} == {total}, {tot for _, tot, _, _ in mine}
+    values = [v for v, *_ in mine]
+    assert values == sorted(values) and values[-1] == total and values[0] < n_img
+    phases: dict[int, list] = {}  # round k's image phase fills values (k * 36, k * 36 + 16]
+    for v, _, preview, t in mine:
+        k, within = divmod(v - 1, n_img + refl)
+        if within < n_img:
+            phases.setdefault(k, []).append((within + 1, preview, t))
+    phases = [phases[k] for k in sorted(phases)]
     assert len(phases) == 3, phases
     for ph in phases:
         assert ph[-1][:2] == (n_img, True)  # the finished image is always previewed
