@@ -212,7 +212,7 @@ COLUMNS = {
     "Janus-R1 Text to Image": [["loader", "note"], ["t2i"], ["save"]],
     "Janus-R1 CoT Text to Image": [["loader", "note"], ["cot"], ["save", "text"], ["sheet"]],
     "Janus-R1 Judge - rank images": [["loader", "img"], ["other", "batch", "note"], ["judge"], ["best"]],
-    "Janus-R1 Edit Image": [["loader", "img"], ["edit", "note"], ["save"]],
+    "Janus-R1 Edit Image": [["loader", "img", "note"], ["edit"], ["save"]],
     "Janus-R1 Regenerate Image": [["loader", "img", "note"], ["regen"], ["save"], ["sheet"]],
     "Janus-R1 Ask - describe and redraw": [["loader", "img"], ["ask", "note"], ["cot"], ["save"]],
     "Janus-R1 Ask - rank descriptions": [["loader", "img"], ["other", "batch", "note"], ["ask", "judge"], ["best"]],
