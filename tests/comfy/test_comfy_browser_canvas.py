@@ -112,6 +112,8 @@ def test_a_new_run_starts_from_a_clean_node_also_after_cancel(fe, shots):  # noq
     cot = _node_id(wf, "JanusR1CoTGenerate")
     fe.load(ASK_COT)
     fe.wait_images()
+    for name, value in (("max_rounds", 1), ("max_reflection", 16)):  # as above: a short first run
+        fe.page.evaluate(SET_WIDGET_JS, [cot, name, value])
     hist = fe.server.wait_history(fe.queue())
     assert hist["status"]["status_str"] == "success", hist["status"]
     fe.page.wait_for_function(  # the finished run is on the node: its reasoning and its image
