@@ -17,7 +17,7 @@ from PIL import Image
 from . import defaults
 from .errors import JanusR1Error
 from .generation import ask as asking
-from .generation import tasks
+from .generation import prompt_fit, tasks
 from .generation.decode import NO_HOOKS, Hooks
 from .generation.introspect import introspect
 from .generation.sampling import Sampling
@@ -230,17 +230,26 @@ class JanusR1:
         max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS, temperature: float = defaults.ASK_TEMPERATURE,
         top_p: float = defaults.ASK_TOP_P, top_k: int = defaults.ASK_TOP_K, seed: int | None = None,
         hooks: Hooks | None = NO_HOOKS, *, images_b=None, text_sampling: Sampling | None = None,
+        prompt_budget: int | None = None,
     ) -> list[asking.Answer]:
         """Answer a question about each image (Janus-Pro's understanding, DeepSeek's chat format), one
         :class:`~janus_r1.generation.ask.Answer` per image: ``.text`` and its token ``.ids``, all images answered
         in one batch. ``images``: PIL images or paths, one or a list; a list item may be a list of images asked
         about together. ``question``: one for all, or one per image. ``images_b``: a second image per question
         (one for all, or one per image), to compare two. ``temperature=0`` answers greedily (the default, as
-        DeepSeek's example); above 0 it samples with ``top_p``/``top_k``. ``text_sampling`` replaces those three."""
+        DeepSeek's example); above 0 it samples with ``top_p``/``top_k``. ``text_sampling`` replaces those three.
+        ``prompt_budget``: answers meant as a text-to-image prompt of at most that many tokens with its template
+        (the generators' ``max_prompt_tokens``): decoding stops at about that length and an answer that would not
+        fit ends at its last whole sentence that does (``Answer.shortened``); None or 0 = no budget."""
         sampling = asking.answer_sampling(_plain(temperature), _plain(top_p), _plain(top_k)) \
             if text_sampling is None else _given(text_sampling, "text")
-        return asking.ask(self.janus, images, question, _plain(max_new_tokens), sampling, _plain(seed), hooks,
-                          images_b)
+        budget = prompt_fit.check_budget(_plain(prompt_budget))
+        if budget is not None:
+            max_new_tokens = prompt_fit.answer_cap(self.janus, tasks.check_int("max_new_tokens",
+                                                                                _plain(max_new_tokens), 1), budget)
+        answers = asking.ask(self.janus, images, question, _plain(max_new_tokens), sampling, _plain(seed), hooks,
+                             images_b)
+        return answers if budget is None else prompt_fit.fit_answers(self.janus, answers, budget)
 
     @translated
     def describe(

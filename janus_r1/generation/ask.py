@@ -45,6 +45,7 @@ class Answer:
     finished: bool  # True: the model ended the answer (EOS); False: cut at max_new_tokens
     images: int = 1  # images shown with the question
     seed: int | None = None  # the seed the call used (drawn when none was given), so it can be repeated
+    shortened: bool = False  # ended early at a whole sentence to fit a prompt budget (``prompt_fit``)
 
     def to_dict(self) -> dict:
         return {"question": self.question, "answer": self.text, "finished": self.finished, "images": self.images,
