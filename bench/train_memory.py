@@ -102,7 +102,7 @@ def run(work: Path, model: Path, engine: str, after: bool, steps: int, n: int) -
         for rec in recs:
             if rec["phase"] == "checkpoint-written":
                 continue
-            ph = rec["phase"]
+            ph = "train" if rec["phase"] == "rollout" else rec["phase"]  # a GRPO step's rollout is its own mark
             peaks[ph] = max(peaks.get(ph, 0), rec["peak_rss"])
             if prev is not None:
                 growth[ph] = max(growth.get(ph, 0), rec["peak_rss"] - prev["rss"])

@@ -18,12 +18,13 @@ from PIL import Image
 from . import defaults
 from .errors import JanusR1Error
 from .generation import ask as asking
-from .generation import tasks
+from .generation import prompt_fit, tasks
 from .generation.decode import NO_HOOKS, Hooks
 from .generation.introspect import introspect
 from .generation.sampling import Sampling
 from .generation.trace import Judgement, SampleResult
 from .model.vocabulary import Vocabulary
+from .out_of_memory import translated
 
 DEFAULT_MODEL = "midbee/Janus-Pro-R1-7B"
 
@@ -77,6 +78,7 @@ class JanusR1:
         self.janus = tasks.Janus(model, vocab, runner)
 
     @classmethod
+    @translated
     def from_pretrained(
         cls, path_or_repo: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
         progress: bool = True, runner: str = "auto", quantize: str | None = None,
@@ -126,6 +128,7 @@ class JanusR1:
         pad = row[:, -1:].expand(1, self.num_image_tokens - row.shape[1])
         return self.janus.decode_codes(torch.cat([row, pad], dim=1))[0]
 
+    @translated
     def text_to_image(
         self, prompts: str | Sequence[str], num_images: int = defaults.NUM_IMAGES, cfg: float = defaults.CFG,
         temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P,
@@ -139,6 +142,7 @@ class JanusR1:
             self._image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
+    @translated
     def generate(
         self, prompts: str | Sequence[str], num_images: int = defaults.NUM_IMAGES,
         max_rounds: int = defaults.MAX_ROUNDS, cfg: float = defaults.CFG, temperature: float = defaults.TEMPERATURE,
@@ -159,6 +163,7 @@ class JanusR1:
             final=final, max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
+    @translated
     def judge(
         self, images, prompts: str | Sequence[str], max_reflection: int = defaults.MAX_REFLECTION,
         text_top_k: int = defaults.TEXT_TOP_K, seed: int | None = None, hooks: Hooks | None = NO_HOOKS,
@@ -171,11 +176,13 @@ class JanusR1:
             _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
+    @translated
     def score(self, images, prompts: str | Sequence[str],
               max_prompt_tokens: int = defaults.MAX_PROMPT_TOKENS) -> list[Judgement]:
         """Image-text consistency S = P(Yes)/(P(Yes)+P(No)) in [0, 1], deterministic, no text written."""
         return tasks.score(self.janus, images, prompts, _plain(max_prompt_tokens))
 
+    @translated
     def regenerate(
         self, images, prompts: str | Sequence[str], critiques: str | Sequence[str | None] | None = None,
         max_rounds: int = defaults.REGEN_MAX_ROUNDS, cfg: float = defaults.CFG,
@@ -199,6 +206,7 @@ class JanusR1:
             max_prompt_tokens=_plain(max_prompt_tokens),
         )
 
+    @translated
     def edit(
         self, images, instructions: str | Sequence[str], num_images: int = defaults.NUM_IMAGES,
         cfg: float = defaults.EDIT_CFG, temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K,
@@ -211,6 +219,7 @@ class JanusR1:
             self._image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks,
         )
 
+    @translated
     def best_of_n(
         self, prompt: str, n: int = defaults.BEST_OF_N, cfg: float = defaults.CFG, temperature: float = defaults.TEMPERATURE,
         top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, seed: int | None = None,
@@ -231,23 +240,34 @@ class JanusR1:
         return [results[i] for i in order], [judgements[i].score for i in order]
 
     # --- understanding -------------------------------------------------------------------------------------
+    @translated
     def ask(
         self, images, question: str | Sequence[str] = defaults.ASK_QUESTION,
         max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS, temperature: float = defaults.ASK_TEMPERATURE,
         top_p: float = defaults.ASK_TOP_P, top_k: int = defaults.ASK_TOP_K, seed: int | None = None,
         hooks: Hooks | None = NO_HOOKS, *, images_b=None, text_sampling: Sampling | None = None,
+        prompt_budget: int | None = None,
     ) -> list[asking.Answer]:
         """Answer a question about each image (Janus-Pro's understanding, DeepSeek's chat format), one
         :class:`~janus_r1.generation.ask.Answer` per image: ``.text`` and its token ``.ids``, all images answered
         in one batch. ``images``: PIL images or paths, one or a list; a list item may be a list of images asked
         about together. ``question``: one for all, or one per image. ``images_b``: a second image per question
         (one for all, or one per image), to compare two. ``temperature=0`` answers greedily (the default, as
-        DeepSeek's example); above 0 it samples with ``top_p``/``top_k``. ``text_sampling`` replaces those three."""
+        DeepSeek's example); above 0 it samples with ``top_p``/``top_k``. ``text_sampling`` replaces those three.
+        ``prompt_budget``: answers meant as a text-to-image prompt of at most that many tokens with its template
+        (the generators' ``max_prompt_tokens``): decoding stops at about that length and an answer that would not
+        fit ends at its last whole sentence that does (``Answer.shortened``); None or 0 = no budget."""
         sampling = asking.answer_sampling(_plain(temperature), _plain(top_p), _plain(top_k)) \
             if text_sampling is None else _given(text_sampling, "text")
-        return asking.ask(self.janus, images, question, _plain(max_new_tokens), sampling, _plain(seed), hooks,
-                          images_b)
+        budget = prompt_fit.check_budget(_plain(prompt_budget))
+        if budget is not None:
+            max_new_tokens = prompt_fit.answer_cap(self.janus, tasks.check_int("max_new_tokens",
+                                                                                _plain(max_new_tokens), 1), budget)
+        answers = asking.ask(self.janus, images, question, _plain(max_new_tokens), sampling, _plain(seed), hooks,
+                             images_b)
+        return answers if budget is None else prompt_fit.fit_answers(self.janus, answers, budget)
 
+    @translated
     def describe(
         self, images, max_new_tokens: int = defaults.ASK_MAX_NEW_TOKENS,
         temperature: float = defaults.ASK_TEMPERATURE, top_p: float = defaults.ASK_TOP_P,

@@ -50,6 +50,9 @@ def cmd_ask(args) -> int:
     second = None if args.image_b is None else open_image(args.image_b, "--image-b")
     args.seed = resolve_seed(args.seed)
     jr = _load(args)
+    from .generation.ask import check_context
+
+    check_context(jr.janus, [question], [1 if second is None else 2], args.max_new_tokens)  # before any answer
     _check_fits(jr, args, min(args.batch_size, len(pics)), 1 if second is None else 2, question)
     prog = Progress(args.quiet)
     for start in range(0, len(pics), args.batch_size):

@@ -25,20 +25,20 @@ class PromptItem:
     index: int
     prompt: str
     meta: dict
+    line: int = 0  # 1-based line in the prompt file (error messages: file:line)
 
 
 def read_prompts(path: str | Path) -> list[PromptItem]:
     """A ``.txt`` file (one prompt per line; blank lines and ``#`` comments skipped) or ``.jsonl`` (objects with
     a ``prompt`` field; other fields are kept as metadata, e.g. GenEval's ``tag``/``include``)."""
+    from .generation.checks import read_regular_file
+
     p = Path(path)
     if p.is_dir():
         raise JanusR1Error(f"prompt file {p} is a directory; give a .txt or .jsonl file.")
     if not p.exists():
         raise JanusR1Error(f"prompt file {p} does not exist.")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise JanusR1Error(f"prompt file {p}: cannot read it ({e.strerror or e}).") from None
+    raw = read_regular_file(p, "prompt file")
     try:
         text_all = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -58,12 +58,22 @@ def read_prompts(path: str | Path) -> list[PromptItem]:
                 raise JanusR1Error(f"{p}:{lineno}: not valid JSON ({e}).") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
                 raise JanusR1Error(f"{p}:{lineno}: expected an object with a non-empty \"prompt\" string.")
-            items.append(PromptItem(len(items), obj["prompt"], obj))
+            items.append(PromptItem(len(items), obj["prompt"], obj, lineno))
         else:
-            items.append(PromptItem(len(items), text, {"prompt": text}))
+            items.append(PromptItem(len(items), text, {"prompt": text}, lineno))
     if not items:
         raise JanusR1Error(f"{p} holds no prompt.")
     return items
+
+
+def check_budgets(items: list[PromptItem], path: str | Path, prompt_ids) -> None:
+    """Every prompt of the file within its token budget, before the first one is drawn: ``prompt_ids(text)``
+    raises :class:`JanusR1Error` for one over it, re-raised as ``file:line: ...``."""
+    for it in items:
+        try:
+            prompt_ids(it.prompt)
+        except JanusR1Error as e:
+            raise JanusR1Error(f"{path}:{it.line}: {e}") from None
 
 
 def dist_env() -> tuple[int, int, int]:

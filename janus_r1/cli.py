@@ -18,6 +18,7 @@ from .cli_options import _float_in, _int_in, _model_opts, _positive_int, _seed
 from .commands import WriteFailed, cmd_batch, cmd_edit, cmd_generate, cmd_make_tiny, cmd_regenerate, cmd_score
 from .errors import Cancelled, JanusR1Error
 from .generation.checks import FINAL_RULES
+from .out_of_memory import OutOfMemory, recognise
 from .outputs import os_reason
 
 DESCRIPTION = """Janus-Pro-R1 from the command line.
@@ -118,7 +119,9 @@ def _regenerate_parser(sub) -> None:
     r = sub.add_parser("regenerate", help="judge images made elsewhere and redraw them")
     r.add_argument("images", nargs="+", help="image files (any size and mode)")
     r.add_argument("--prompt", required=True, help="what the images should show")
-    r.add_argument("--critique", default=None, help="use this critique instead of the model's own judgement")
+    r.add_argument("--critique", action="append", default=None,
+                   help="use this critique instead of the model's own judgement: once for every image, or once per "
+                   "image in the images' order (any other count is refused)")
     r.add_argument("--always-redraw", action="store_true", help="redraw even if the model accepts the image")
     _out_opt(r, "NNN.png, NNN_attemptK.png, NNN_sheet.png, trace.json")
     _chunk_opt(r)
@@ -233,13 +236,25 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
         try:
             return args.func(args)
+        except OutOfMemory as e:  # the input was fine; the machine had less memory than the plan expected
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         except JanusR1Error as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except WriteFailed as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        except (MemoryError, RuntimeError) as e:  # an allocation that failed outside the API's entry points
+            oom = recognise(e)
+            if oom is None:
+                raise
+            print(f"error: {oom}", file=sys.stderr)
+            return 1
         except OSError as e:  # reading an input, creating a folder: one line, whatever the errno
+            if recognise(e) is not None:
+                print(f"error: {recognise(e)}", file=sys.stderr)
+                return 1
             where = f" {e.filename}" if getattr(e, "filename", None) else ""
             print(f"error:{where} {os_reason(e)}", file=sys.stderr)
             return 1

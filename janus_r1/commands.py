@@ -69,8 +69,13 @@ def _prepare(args) -> None:
         from .generation.sampling import Sampling
 
         Sampling(decoding=args.decoding, window=args.jacobi_window).validate("image")
-    if getattr(args, "critique", None) is not None and not args.critique.strip():
-        raise JanusR1Error("--critique is empty; leave it out to let the model write its own.")
+    for c in getattr(args, "critique", None) or []:
+        if not c.strip():
+            raise JanusR1Error("--critique is empty; leave it out to let the model write its own.")
+    critiques, images = getattr(args, "critique", None), getattr(args, "images", [])
+    if critiques is not None and len(critiques) not in (1, len(images)):
+        raise JanusR1Error(f"--critique given {len(critiques)} times for {len(images)} image(s): give it once (for "
+                           "every image) or once per image, in the images' order")
 
 
 def _load(args):
@@ -162,10 +167,12 @@ def cmd_generate(args) -> int:
 def cmd_regenerate(args) -> int:
     prompt, pics, jr = _text_images_model(args, args.prompt, "--prompt")
     units = [(i, 0) for i in range(len(pics))]
+    crit = args.critique  # None, one for every image, or one per image (checked in _prepare)
 
     def call(us, seed, hooks):
         return jr.regenerate(
-            [pics[i] for i, _ in us], prompt, critiques=args.critique, max_rounds=args.max_rounds, cfg=args.cfg,
+            [pics[i] for i, _ in us], prompt, max_rounds=args.max_rounds, cfg=args.cfg,
+            critiques=crit if crit is None else crit[0] if len(crit) == 1 else [crit[i] for i, _ in us],
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, text_top_k=args.text_top_k,
             max_reflection=args.max_reflection, seed=seed, redraw_if_accepted=args.always_redraw, hooks=hooks,
             final=args.final, max_prompt_tokens=args.max_prompt_tokens,
@@ -213,7 +220,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from .batch import barrier_and_summarise, dist_env, read_prompts, run_batch
+    from .batch import barrier_and_summarise, check_budgets, dist_env, read_prompts, run_batch
 
     items = read_prompts(args.prompt_file)
     if args.seed + len(items) - 1 > SEED_MAX:
@@ -227,6 +234,7 @@ def cmd_batch(args) -> int:
         if torch.cuda.is_available():
             args.device = f"cuda:{local % torch.cuda.device_count()}"
     jr = _load(args)
+    check_budgets(items, args.prompt_file, lambda text: jr.janus.prompt_ids(text, args.max_prompt_tokens))
     rounds = 1 if args.plain else args.max_rounds
     per_batch = args.batch_size * args.num_images
     plan_chunk(jr.model, per_batch, rounds, 0 if args.plain else args.max_reflection, args.max_prompt_tokens,

@@ -78,15 +78,19 @@ def write_files_together(target: Path, files: dict[str, bytes], last: str | None
 
 
 def check_output_dir(out: str | Path, what: str = "--out") -> Path:
-    """Fail now, before the model loads, if ``out`` cannot become a directory we can write into."""
+    """Fail now, before the model loads, if ``out`` cannot become a directory we can write into: a dangling or
+    looping symbolic link on the way, or a non-directory, is refused here rather than after the whole run."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise JanusR1Error(f"{what} {out} exists and is not a directory; give a directory path.")
     probe = out
-    while not probe.exists():  # the nearest existing ancestor must be a writable directory
-        if probe.parent == probe:
+    while True:  # the nearest existing ancestor must be a writable directory
+        if os.path.lexists(probe) and not probe.exists():
+            raise JanusR1Error(f"{what} {out}: {probe} is a symbolic link to nothing (dangling, or a loop); "
+                               "remove it or give another path.")
+        if probe.exists() or probe.parent == probe:
             break
         probe = probe.parent
+    if probe == out and not out.is_dir():
+        raise JanusR1Error(f"{what} {out} exists and is not a directory; give a directory path.")
     if not probe.is_dir():
         raise JanusR1Error(f"{what} {out}: {probe} is not a directory.")
     try:  # os.access misreads read-only mounts and /proc-like filesystems: really create a file

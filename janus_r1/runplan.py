@@ -14,11 +14,11 @@ large run on another machine (the trace records both, and every sample records t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 
+from . import host_memory
 from .errors import JanusR1Error
 from .generation.checks import SEED_MAX
 
@@ -28,17 +28,21 @@ CODE_BYTES = 36  # a VQ code held as a Python int in a list
 
 
 def available_bytes(device: torch.device | str) -> int:
-    """Free memory of ``device``: CUDA's free bytes; else (CPU, and MPS's unified memory) available host RAM."""
+    """Free memory of ``device``: CUDA's free bytes; else (CPU, and MPS's unified memory) the host memory a run
+    may use: available RAM, or less under a container's cgroup memory limit (host_memory.py)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        import psutil
+    return host_memory.available()[0]
 
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+def _host_bound(avail) -> str:
+    """" under the container's memory limit ..." when a cgroup limit is what binds (default probe only)."""
+    if avail is not None and avail is not available_bytes:
+        return ""
+    _, what = host_memory.available()
+    return "" if what == "of RAM" else f" {what}"
 
 
 MIN_IMAGE_SIZE = 16  # one 16-px VQ token: no Janus geometry is smaller (a lower bound before the model loads)
@@ -59,7 +63,8 @@ def check_host_memory(samples: int, rounds: int, image_size: int, image_tokens: 
     if need > free:
         raise JanusR1Error(
             f"{what}: {samples} sample(s) of up to {rounds} image(s) need {'at least' if lower_bound else 'about'} "
-            f"{_gib(need)} of RAM to hold until they are written, and {_gib(free)} is available; ask for fewer per "
+            f"{_gib(need)} of RAM to hold until they are written, and {_gib(free)} is available{_host_bound(avail)}; "
+            "ask for fewer per "
             "run, or use `janus-r1 batch`, which writes each prompt's images as it finishes."
         )
     return need

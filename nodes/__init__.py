@@ -1,11 +1,12 @@
-"""The ComfyUI face of Janus-R1: one small V3 node class per task, each a schema and an ``execute`` that calls
-the engine (``janus_r1``) through :func:`run.run_task`.
+"""The ComfyUI face of Janus-R1: one small V3 class per task, each a schema and an ``execute`` that readies the
+model and calls the engine's method by name (``jr.generate(...)``) inside :func:`run.running`.
 
-Helpers, one job each: ``engine`` (the engine import), ``widgets`` (categories, defaults, shared inputs),
-``handle`` (the model socket and ComfyUI's patcher), ``progress`` (progress bar, preview, streamed text,
-interrupt), ``run`` (the shared execute path), ``images`` (IMAGE <-> PIL), ``outputs`` and ``text`` (what the
-nodes return and show). Importing this package needs ComfyUI (``comfy_api``, ``folder_paths``) but does no
-model work.
+Helpers, one job each: ``widgets`` (categories, defaults, shared inputs), ``handle`` (the model socket and
+ComfyUI's patcher), ``run`` (the one place a run meets ComfyUI: hooks, interrupt, errors), ``progress`` (progress
+bar, preview, streamed text), ``work`` (one bar over a whole run), ``throttle`` (when the preview decodes),
+``images`` (IMAGE <-> PIL), ``outputs`` and ``text`` (what the nodes return and show). The engine is imported
+plainly from the copy next to this folder (``from ..janus_r1 import ...``); importing this package needs it and
+ComfyUI (``comfy_api``, ``folder_paths``) but does no model work.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Ask: a question about each image -> the model's answer as text, one STRING per image (Janus's understanding).
 
 Pipeline builders caption an image into another model's prompt with it; ``image_b`` shows a second image with
-each question, to compare two.
+each question, to compare two. By default each answer is kept to a Janus-R1 prompt's 200-token budget
+(``prompt_budget``), so Ask -> CoT Generate runs with the widgets as they come.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from comfy_api.latest import io, ui
 
 from . import text, widgets
 from .images import to_pils
-from .run import run_task
+from .run import running
+from .work import Work
 
 
 class Ask(io.ComfyNode):
@@ -22,7 +24,10 @@ class Ask(io.ComfyNode):
             category=widgets.CATEGORY_ASK,
             description="Ask the model a question about each image -- by default it describes the image in "
             "detail -- and get its answer as text, one per image (a list: nodes fed by it run once per "
-            "answer). With image_b, both images are shown with the question, to compare them.",
+            "answer). With image_b, both images are shown with the question, to compare them. A long answer "
+            "is kept to prompt_budget (200 tokens, what Text to Image, CoT Generate and Judge accept as a "
+            "prompt): it stops at that length and ends at its last whole sentence; the node's text says "
+            "when. Set prompt_budget to 0 for answers up to max_new_tokens.",
             search_aliases=["janus describe", "caption", "image to text", "interrogate", "vqa", "understanding"],
             is_output_node=True,
             inputs=[
@@ -35,6 +40,7 @@ class Ask(io.ComfyNode):
                     "one image for the whole batch, or one per image.",
                 ),
                 *widgets.ask_inputs(),
+                widgets.prompt_budget_input(),
             ],
             outputs=[
                 io.String.Output(
@@ -53,7 +59,16 @@ class Ask(io.ComfyNode):
 
     @classmethod
     def execute(
-        cls, model, image, question, seed, max_new_tokens, temperature, top_p, image_b=None
+        cls,
+        model,
+        image,
+        question,
+        seed,
+        max_new_tokens,
+        temperature,
+        top_p,
+        image_b=None,
+        prompt_budget=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
         pils = to_pils(image)
         second = None if image_b is None else to_pils(image_b, "image_b")
@@ -62,26 +77,28 @@ class Ask(io.ComfyNode):
                 f"Janus-R1: image_b has {len(second)} images but image has {len(pils)}; give one image_b for "
                 "all, or one per image."
             )
-        answers = run_task(
-            cls,
-            model,
+        jr = model.ready(
             "ask",
-            pils,
-            question,
+            batch=len(pils),
+            images=1 if second is None else 2,
             max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            images_b=second,
-            need=dict(
-                batch=len(pils),
-                images=1 if second is None else 2,
-                max_new_tokens=max_new_tokens,
-                question=question,
-            ),
+            question=question,
         )
+        most = min(max_new_tokens, prompt_budget) if prompt_budget else max_new_tokens
+        with running(cls, jr, Work(texts=1, text_steps=most)) as hooks:
+            answers = jr.ask(
+                pils,
+                question,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                hooks=hooks,
+                images_b=second,
+                prompt_budget=prompt_budget,
+            )
         texts = [a.text for a in answers]
-        return io.NodeOutput(texts, ui=ui.PreviewText(text.answers(answers)))
+        return io.NodeOutput(texts, ui=ui.PreviewText(text.answers(answers, prompt_budget)))
 
 
 NODES = [Ask]

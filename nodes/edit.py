@@ -7,7 +7,8 @@ from comfy_api.latest import io
 from . import widgets
 from .images import fit_size, to_image, to_pils
 from .outputs import shown
-from .run import run_task, sampling
+from .run import running, sampling
+from .work import Work
 
 
 class Edit(io.ComfyNode):
@@ -62,17 +63,11 @@ class Edit(io.ComfyNode):
     ) -> io.NodeOutput:
         output_size = widgets.choice("output_size", output_size, widgets.OUTPUT_SIZES)
         pils = to_pils(image)
-        results = run_task(
-            cls,
-            model,
-            "edit",
-            pils,
-            instruction,
-            num_images=num_images,
-            seed=seed,
-            **sampling(cfg, temperature, top_k, top_p),
-            need=dict(batch=len(pils) * num_images),
-        )
+        jr = model.ready("edit", batch=len(pils) * num_images)
+        with running(cls, jr, Work(images=1)) as hooks:
+            results = jr.edit(
+                pils, instruction, num_images=num_images, seed=seed, hooks=hooks, **sampling(cfg, temperature, top_k, top_p)
+            )
         edited = [r.image for r in results]
         if output_size == widgets.INPUT_SIZE:
             edited = [fit_size(im, pils[0].size) for im in edited]  # one IMAGE batch: one input size

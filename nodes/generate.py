@@ -7,7 +7,8 @@ from comfy_api.latest import io
 from . import text, widgets
 from .images import to_image
 from .outputs import introspection, introspection_outputs, ranked_sheet, record_for_png, sample_record, shown
-from .run import run_task, sampling, text_sampling
+from .run import running, sampling, text_sampling
+from .work import Work
 
 
 class TextToImage(io.ComfyNode):
@@ -58,17 +59,16 @@ class TextToImage(io.ComfyNode):
         batch_size,
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
-        results = run_task(
-            cls,
-            model,
-            "text_to_image",
-            prompt,
-            num_images=batch_size,
-            seed=seed,
-            max_prompt_tokens=max_prompt_tokens,
-            **sampling(cfg, temperature, top_k, top_p),
-            need=dict(batch=batch_size, prompt_tokens=max_prompt_tokens),
-        )
+        jr = model.ready("text_to_image", batch=batch_size, prompt_tokens=max_prompt_tokens)
+        with running(cls, jr, Work(images=1)) as hooks:
+            results = jr.text_to_image(
+                prompt,
+                num_images=batch_size,
+                seed=seed,
+                hooks=hooks,
+                max_prompt_tokens=max_prompt_tokens,
+                **sampling(cfg, temperature, top_k, top_p),
+            )
         images = to_image([r.image for r in results])
         return io.NodeOutput(images, ui=shown(cls, images))
 
@@ -137,27 +137,25 @@ class CoTGenerate(io.ComfyNode):
         final="last",
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
-        results = run_task(
-            cls,
-            model,
-            "generate",
-            prompt,
-            num_images=batch_size,
-            max_rounds=max_rounds,
-            seed=seed,
-            text_sampling=text_sampling(text_top_k),
-            max_reflection=max_reflection,
-            final=widgets.final_rule(final),
-            max_prompt_tokens=max_prompt_tokens,
-            **sampling(cfg, temperature, top_k, top_p),
-            need=dict(
-                batch=batch_size,
-                rounds=max_rounds,
-                reflection=max_reflection,
-                prompt_tokens=max_prompt_tokens,
-            ),
+        final = widgets.final_rule(final)
+        jr = model.ready(
+            "generate", batch=batch_size, rounds=max_rounds, reflection=max_reflection, prompt_tokens=max_prompt_tokens
         )
-        return introspection(cls, results, model.jr.image_size, header="sample", with_rounds=True)
+        # every round draws an image and judges it
+        with running(cls, jr, Work(images=max_rounds, texts=max_rounds, text_steps=max_reflection)) as hooks:
+            results = jr.generate(
+                prompt,
+                num_images=batch_size,
+                max_rounds=max_rounds,
+                seed=seed,
+                hooks=hooks,
+                final=final,
+                max_reflection=max_reflection,
+                max_prompt_tokens=max_prompt_tokens,
+                text_sampling=text_sampling(text_top_k),
+                **sampling(cfg, temperature, top_k, top_p),
+            )
+        return introspection(cls, results, jr.image_size, header="sample", with_rounds=True)
 
 
 class BestOfN(io.ComfyNode):
@@ -219,17 +217,16 @@ class BestOfN(io.ComfyNode):
         top_p,
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
     ) -> io.NodeOutput:
-        results, scores = run_task(
-            cls,
-            model,
-            "best_of_n",
-            prompt,
-            n=n,
-            seed=seed,
-            max_prompt_tokens=max_prompt_tokens,
-            **sampling(cfg, temperature, top_k, top_p),
-            need=dict(batch=n, prompt_tokens=max_prompt_tokens),
-        )
+        jr = model.ready("best_of_n", batch=n, prompt_tokens=max_prompt_tokens)
+        with running(cls, jr, Work(images=1)) as hooks:  # the n candidates in one batch, then S (no tokens)
+            results, scores = jr.best_of_n(
+                prompt,
+                n=n,
+                seed=seed,
+                hooks=hooks,
+                max_prompt_tokens=max_prompt_tokens,
+                **sampling(cfg, temperature, top_k, top_p),
+            )
         report = "\n".join(
             f"#{k}: S={text.score(s)} (candidate {r.index + 1})"
             for k, (r, s) in enumerate(zip(results, scores), 1)

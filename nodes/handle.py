@@ -6,6 +6,8 @@ import dataclasses
 
 import torch
 
+from ..janus_r1 import JanusR1
+
 
 class _Holder(torch.nn.Module):
     """A plain module around the transformers model: ModelPatcher assigns ``.device`` on what it wraps, which a
@@ -19,14 +21,15 @@ class _Holder(torch.nn.Module):
 
 @dataclasses.dataclass
 class JanusModelHandle:
-    jr: object  # janus_r1.JanusR1
+    jr: JanusR1
     patcher: object  # comfy.model_patcher.ModelPatcher (CoreModelPatcher where present)
     name: str
     dtype: torch.dtype
 
-    def ready(self, task: str, **need):
+    def ready(self, task: str, **need) -> JanusR1:
         """Load the weights onto the compute device with room for ``task`` (the engine's own
-        ``JanusR1.memory_needed(task, **need)``); returns the engine object."""
+        ``JanusR1.memory_needed(task, **need)``: batch, rounds, reflection, prompt_tokens; for ``ask``: batch,
+        images, max_new_tokens, question); returns the engine object, whose methods the node then calls."""
         import comfy.model_management as mm
 
         extra = self.jr.memory_needed(task, **need)

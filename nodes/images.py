@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .engine import engine_module
+from ..janus_r1.generation.images import center_crop_arr
 
 
 def to_pils(image, name: str = "image") -> list[Image.Image]:
@@ -53,8 +53,7 @@ def to_intermediate(image: torch.Tensor) -> torch.Tensor:
 def as_drawn(images: Iterable[Image.Image], size: int) -> list[Image.Image]:
     """Images as the model sees them before drawing (the engine's VQ centre crop), so input images and redraws
     stack into one IMAGE batch."""
-    crop = engine_module("generation.images").center_crop_arr
-    return [im if im.size == (size, size) else crop(im, size) for im in images]
+    return [im if im.size == (size, size) else center_crop_arr(im, size) for im in images]
 
 
 def fit_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:

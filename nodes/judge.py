@@ -7,7 +7,8 @@ from comfy_api.latest import io, ui
 from . import text, widgets
 from .images import to_intermediate, to_pils
 from .outputs import introspection, introspection_outputs, record_for_png
-from .run import run_task, sampling, text_sampling
+from .run import running, sampling, text_sampling
+from .work import Work
 
 
 def judge_outputs() -> list:
@@ -160,18 +161,17 @@ class Judge(io.ComfyNode):
         batches = [t if t.ndim == 4 else t.unsqueeze(0) for t in as_list(images)]
         pils = [p for t in batches for p in to_pils(t, "images")]
         prompts = prompts_per_image(as_list(prompt), [int(t.shape[0]) for t in batches])
-        judgements = run_task(
-            cls,
-            model,
-            "judge",
-            pils,
-            prompts,
-            max_reflection=max_reflection,
-            text_sampling=text_sampling(text_top_k),
-            seed=seed,
-            max_prompt_tokens=max_prompt_tokens,
-            need=dict(batch=len(pils), reflection=max_reflection, prompt_tokens=max_prompt_tokens),
-        )
+        jr = model.ready("judge", batch=len(pils), reflection=max_reflection, prompt_tokens=max_prompt_tokens)
+        with running(cls, jr, Work(texts=1, text_steps=max_reflection)) as hooks:
+            judgements = jr.judge(
+                pils,
+                prompts,
+                max_reflection=max_reflection,
+                seed=seed,
+                hooks=hooks,
+                max_prompt_tokens=max_prompt_tokens,
+                text_sampling=text_sampling(text_top_k),
+            )
         scores = [float(j.score) for j in judgements]
         order = text.ranking(scores)
         report = text.judge_report(judgements, with_reason=max_reflection > 0)
@@ -277,29 +277,31 @@ class Regenerate(io.ComfyNode):
     ) -> io.NodeOutput:
         pils = to_pils(image)
         critiques = critique if isinstance(critique, str) and critique.strip() else None
-        results = run_task(
-            cls,
-            model,
-            "regenerate",
-            pils,
-            prompt,
-            critiques=critiques,
-            max_rounds=max_rounds,
-            seed=seed,
-            text_sampling=text_sampling(text_top_k),
-            max_reflection=max_reflection,
-            redraw_if_accepted=bool(always_redraw),
-            final=widgets.final_rule(final),
-            max_prompt_tokens=max_prompt_tokens,
-            **sampling(cfg, temperature, top_k, top_p),
-            need=dict(
-                batch=len(pils), rounds=max_rounds, reflection=max_reflection, prompt_tokens=max_prompt_tokens
-            ),
+        final = widgets.final_rule(final)
+        jr = model.ready(
+            "regenerate", batch=len(pils), rounds=max_rounds, reflection=max_reflection, prompt_tokens=max_prompt_tokens
         )
+        # the input is image 1: max_rounds - 1 redraws, each image judged
+        work = Work(images=max_rounds - 1, texts=max_rounds, text_steps=max_reflection)
+        with running(cls, jr, work) as hooks:
+            results = jr.regenerate(
+                pils,
+                prompt,
+                critiques=critiques,
+                max_rounds=max_rounds,
+                seed=seed,
+                redraw_if_accepted=bool(always_redraw),
+                hooks=hooks,
+                final=final,
+                max_reflection=max_reflection,
+                max_prompt_tokens=max_prompt_tokens,
+                text_sampling=text_sampling(text_top_k),
+                **sampling(cfg, temperature, top_k, top_p),
+            )
         return introspection(
             cls,
             results,
-            model.jr.image_size,
+            jr.image_size,
             header="image",
             with_rounds=False,
             inputs=image,

@@ -8,8 +8,9 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
+from ..janus_r1 import JanusR1, JanusR1Error
+from ..janus_r1.model import devices, sources
 from . import widgets
-from .engine import engine, engine_module
 from .handle import JanusModelHandle, make_patcher
 
 log = logging.getLogger("janus_r1.comfy")
@@ -98,8 +99,8 @@ def download(name: str) -> str:
     target = os.path.join(dirs[0], name)
     log.info("Janus-R1: downloading %s into %s", repo, target)
     try:  # the engine's one download: same files, HF_HUB_OFFLINE honoured, one clear error
-        engine_module("model.sources").download(repo, local_dir=target)
-    except engine().JanusR1Error as e:
+        sources.download(repo, local_dir=target)
+    except JanusR1Error as e:
         raise ValueError(f"Janus-R1: {e}") from e
     return target
 
@@ -113,7 +114,7 @@ def resolve_dtype(choice: str):
         if mm.should_use_bf16(dev):
             return torch.bfloat16
         return torch.float32
-    return engine_module("model.devices").parse_dtype(choice)
+    return devices.parse_dtype(choice)
 
 
 class Loader(io.ComfyNode):
@@ -202,17 +203,16 @@ class Loader(io.ComfyNode):
                     f"{os.path.join(where[0], model)}{hint}."
                 )
             path = download(model)
-        eng = engine()
         torch_dtype = resolve_dtype(dtype)
         try:
-            jr = eng.JanusR1.from_pretrained(
+            jr = JanusR1.from_pretrained(
                 path,
                 device=str(mm.unet_offload_device()),
                 dtype=torch_dtype,
                 progress=False,
                 quantize=quantize,
             )
-        except eng.JanusR1Error as e:  # one line; a message that names a file in the folder already says where
+        except JanusR1Error as e:  # one line; a message that names a file in the folder already says where
             where = "" if str(e).startswith(str(path)) else f"cannot load {path}: "
             raise ValueError(f"Janus-R1: {where}{e}") from None
         patcher = make_patcher(jr.model)

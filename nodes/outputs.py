@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
+from ..janus_r1.generation import sheet
 from . import text
-from .engine import engine_module
 from .images import as_drawn, fit_size, to_image, to_intermediate
 from .widgets import INPUT_SIZE, MODEL_SIZE
 
@@ -75,12 +75,12 @@ def introspection_outputs(image_id: str, image_tip: str, attempts_tip: str, with
 
 def contact_sheet(results) -> object:
     """One IMAGE: the engine's contact sheet, one row per sample."""
-    return to_image([engine_module("generation.sheet").contact_sheet_grid(results)])
+    return to_image([sheet.contact_sheet_grid(results)])
 
 
 def ranked_sheet(results) -> object:
     """One IMAGE: ranked candidates as a grid captioned with rank and score (Best of N)."""
-    return to_image([engine_module("generation.sheet").ranked_sheet(results)])
+    return to_image([sheet.ranked_sheet(results)])
 
 
 def shown(cls, images, report: str | None = None) -> dict:

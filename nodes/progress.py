@@ -1,5 +1,5 @@
 """The engine's hooks bridged to ComfyUI for one node execution: progress bar, live preview, streamed text,
-interrupt."""
+interrupt (:func:`run.running` is the one caller)."""
 
 from __future__ import annotations
 
@@ -8,46 +8,51 @@ import re
 
 import torch
 
-from .engine import engine
+from .. import janus_r1
 from .throttle import PreviewThrottle
+from .work import Work, WorkBar
 
 log = logging.getLogger("janus_r1.comfy")
 
 
 class RunHooks:
-    """* ``comfy.utils.ProgressBar`` per token (the bar restarts for each phase: image 1/3, judge 1/3, ...);
+    """* one ``comfy.utils.ProgressBar`` over the node's whole run (:class:`~.work.WorkBar`: it moves forward
+      through every phase -- image 1/3, judge 1/3, ... -- and never restarts);
     * the partial image (missing codes padded) as the live preview, throttled by :class:`PreviewThrottle`;
     * the reasoning so far, streamed with ``PromptServer.send_progress_text`` where the server offers it;
-    * ``should_cancel`` polls ComfyUI's interrupt flag between tokens; :meth:`run` turns the engine's
-      ``Cancelled`` into ComfyUI's own interrupt exception so the prompt ends as interrupted."""
+    * ``should_cancel`` polls ComfyUI's interrupt flag between tokens (:func:`run.running` turns the engine's
+      ``Cancelled`` into ComfyUI's own interrupt exception, so the prompt ends as interrupted)."""
 
-    def __init__(self, jr, node_id: str | None, text_every: int = 8):
+    def __init__(self, jr: janus_r1.JanusR1, node_id: str | None, work: Work, text_every: int = 8):
         import comfy.model_management as mm
         import comfy.utils
 
-        self.jr, self.node_id, self.mm = jr, node_id, mm
-        self.bar = comfy.utils.ProgressBar(1, node_id=node_id)
+        self.jr, self.node_id = jr, node_id
+        self.work = WorkBar(work, jr.num_image_tokens)
+        self.bar = comfy.utils.ProgressBar(self.work.total, node_id=node_id)
         self.text_every = max(1, text_every)
         self.preview = PreviewThrottle()
         self.transcript: list[str] = []
         self._server = _prompt_server()
-        self.hooks = engine().Hooks(
+        self.hooks = janus_r1.Hooks(
             on_step=self.on_step, should_cancel=mm.processing_interrupted, on_phase=self.on_phase
         )
 
     def on_phase(self, label: str) -> None:
+        self.work.phase()
         self.preview.restart()
         self.transcript.append(f"[{label}]")
         self.stream("\n".join(self.transcript))
 
     def on_step(self, ev) -> None:
         total, step = max(int(ev.total), 1), int(ev.step)
+        value = self.work.step(ev.phase, step, total)
         if ev.phase == "image":
             preview = self._preview(ev.tokens) if self.preview.due(step, total) else None
             if preview is not None or step % max(1, total // 64) == 0 or step == total:
-                self.bar.update_absolute(step, total, preview)
+                self.bar.update_absolute(value, self.work.total, preview)
         elif step % self.text_every == 0 or step == 1:
-            self.bar.update_absolute(step, total)
+            self.bar.update_absolute(value, self.work.total)
             text = self._decode_text(ev.tokens)
             if text is not None:
                 self.stream("\n".join([*self.transcript, text]))
@@ -80,17 +85,9 @@ class RunHooks:
         except Exception as e:  # no client connected, older server: the final ui text still shows it
             log.debug("Janus-R1 send_progress_text failed: %s", e)
 
-    def run(self, fn, *args, **kwargs):
-        """Call an engine method with these hooks; interrupt -> ComfyUI's InterruptProcessingException, an
-        engine input error -> one ``ValueError`` that ComfyUI shows on the node."""
-        eng = engine()
-        try:
-            return fn(*args, hooks=self.hooks, **kwargs)
-        except eng.Cancelled:
-            self.mm.throw_exception_if_processing_interrupted()
-            raise self.mm.InterruptProcessingException() from None
-        except eng.JanusR1Error as e:
-            raise ValueError(f"Janus-R1: {for_comfy(str(e))}") from None
+    def finish(self) -> None:
+        """The run is done: the bar at its end, however early the run stopped."""
+        self.bar.update_absolute(self.work.finish(), self.work.total)
 
 
 _CLI_HINT = re.compile(r"\s*\(CLI: [^)]*\)")

@@ -45,15 +45,19 @@ def reasoning(results, header: str = "sample") -> str:
     return "\n\n".join(parts) + verdict_note([a.judgement for r in results for a in r.attempts])
 
 
+INDEX_NOTE = "images counted from 0, as best_index and Image From Batch count"
+
+
 def judge_report(judgements, with_reason: bool) -> str:
-    """'image 1: S=0.912  Yes  reason' per image, then the ranking."""
+    """'image 0: S=0.912  Yes  reason' per image, then the ranking. Images are counted from 0, the way the node's
+    ``best_index`` output and core Image From Batch count (one convention, said once on the report)."""
     lines = [
         f"image {i}: S={score(j.score)}  {j.verdict}  {j.reflection.strip() if with_reason else ''}".rstrip()
-        for i, j in enumerate(judgements, 1)
+        for i, j in enumerate(judgements)
     ]
     order = ranking([j.score for j in judgements])
     if len(order) > 1:
-        lines.append("ranking (best first): " + ", ".join(f"image {i + 1}" for i in order))
+        lines.append("ranking (best first): " + ", ".join(f"image {i}" for i in order) + f" ({INDEX_NOTE})")
     return "\n".join(lines) + verdict_note(judgements)
 
 
@@ -62,10 +66,13 @@ def ranking(scores: list[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: -scores[i])
 
 
-def answers(items) -> str:
+def answers(items, prompt_budget: int = 0) -> str:
     """The answers as shown on the node: the text alone for one image, else a header per image; an answer cut
-    at max_new_tokens says so."""
+    at max_new_tokens, or shortened to fit the prompt budget, says so."""
+
     def one(a) -> str:
+        if getattr(a, "shortened", False):
+            return a.text + f" [shortened to its last whole sentence within the {prompt_budget}-token prompt budget]"
         return a.text + ("" if a.finished else " [...] (cut at max_new_tokens)")
 
     if len(items) == 1:

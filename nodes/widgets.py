@@ -11,7 +11,7 @@ import inspect
 
 from comfy_api.latest import io
 
-from .engine import engine_defaults
+from ..janus_r1 import defaults as DEFAULTS  # the paper's defaults, as the API and CLI read them
 
 ROOT = "Janus-R1"
 CATEGORY_LOADERS = f"{ROOT}/loaders"
@@ -24,7 +24,6 @@ MODEL_TYPE = "JANUS_R1_MODEL"  # pack-unique: other Janus packs already use JANU
 JanusModel = io.Custom(MODEL_TYPE)
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
-DEFAULTS = engine_defaults()  # the paper's defaults (janus_r1/defaults.py), the same ones the API and CLI read
 # widget label -> the engine's final rule (JanusR1.generate/regenerate ``final=``)
 FINAL_RULES = {"last": "last", "best score": "best"}
 
@@ -178,11 +177,27 @@ def require_text(name: str, value) -> str | None:
     return None
 
 
+def prompt_budget_input() -> io.Int.Input:
+    """Ask's answer length for prompts: optional and last (see :func:`final_input`)."""
+    return io.Int.Input(
+        "prompt_budget",
+        default=DEFAULTS.MAX_PROMPT_TOKENS,
+        min=0,
+        max=4096,
+        optional=True,
+        tooltip=f"Keep each answer a usable prompt: at most this many tokens with the prompt template "
+        f"({DEFAULTS.MAX_PROMPT_TOKENS} = what Text to Image, CoT Generate and Judge accept by default; match their "
+        "max_prompt_tokens if you raised it). A longer answer stops there and ends at its last whole sentence, "
+        "and the node's text says it was shortened. 0 = no budget (answers up to max_new_tokens, e.g. to read).",
+    )
+
+
 def ask_inputs() -> list:
     """Ask's question and answer widgets, with the engine's ask defaults (greedy: DeepSeek's own example).
 
-    The seed has no control_after_generate: a greedy answer does not depend on it, and a seed randomised after
-    every queue would re-run the node -- and every node fed by its text -- each time."""
+    The frontend puts a "control after generate" next to any INT named seed; web/js/janus_r1.js starts Ask's at
+    "fixed" and idles it while temperature is 0: a greedy answer does not depend on the seed, and a seed
+    randomised after every queue would re-run the node -- and every node fed by its text -- each time."""
     return [
         io.String.Input(
             "question",
@@ -196,7 +211,9 @@ def ask_inputs() -> list:
             default=0,
             min=0,
             max=SEED_MAX,
-            tooltip="Seed of the sampled answer (temperature > 0); a greedy answer does not depend on it.",
+            tooltip="Seed of the sampled answer (temperature > 0). A greedy answer (temperature 0) does not "
+            "depend on it, so the seed then stays as it is whatever the control after it says, and Ask stays "
+            "cached between runs.",
         ),
         io.Int.Input(
             "max_new_tokens",

@@ -131,3 +131,45 @@ def test_no_module_over_350_lines():
     files = [*PKG.rglob("*.py"), *(ROOT / "nodes").rglob("*.py")]
     long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+NODES = ROOT / "nodes"
+
+
+def test_nodes_import_the_engine_plainly():
+    """The nodes reach the engine by ordinary imports of the copy shipped next to them (``from ..janus_r1 import
+    ...``) and call its methods by name, so go-to-definition and call graphs follow a widget into the engine:
+    no importlib, no module loaded by file path, no method looked up by a task string."""
+    bad = []
+    for path in sorted(NODES.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] in ("importlib", "janus_r1") for a in
+                                                     node.names):
+                bad.append((path.name, "import " + ", ".join(a.name for a in node.names)))
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if mod.split(".")[0] == "importlib" or (node.level == 0 and mod.split(".")[0] == "janus_r1"):
+                    bad.append((path.name, f"from {mod}"))
+                if node.level == 2 and not (mod == "janus_r1" or mod.startswith("janus_r1.")
+                                            or (not mod and [a.name for a in node.names] == ["janus_r1"])):
+                    bad.append((path.name, f"from ..{mod}"))
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                    "getattr", "spec_from_file_location") and len(node.args) >= 2 and not isinstance(
+                    node.args[1], ast.Constant):
+                bad.append((path.name, f"{node.func.id}(..., <computed name>) line {node.lineno}"))
+    assert bad == []
+    engine_users = [p.name for p in NODES.glob("*.py") if "..janus_r1" in p.read_text()
+                    or "from .. import janus_r1" in p.read_text()]
+    assert {"widgets.py", "run.py", "handle.py", "loader.py"} <= set(engine_users), engine_users
+
+
+def test_progress_interrupt_and_errors_are_wrapped_in_one_place():
+    """Every task node calls the engine inside ``run.running`` (progress bar, preview, streamed text, interrupt,
+    errors); only ``run.py`` and ``progress.py`` touch ComfyUI's progress bar and interrupt."""
+    names = ("InterruptProcessingException", "ProgressBar", "Cancelled", "processing_interrupted")
+    where = {p.name for p in NODES.glob("*.py") if any(n in p.read_text() for n in names)}
+    assert where <= {"run.py", "progress.py"}, where
+    for name in ("generate.py", "judge.py", "edit.py", "ask.py"):
+        text = (NODES / name).read_text()
+        assert "with running(cls, jr, " in text and "hooks=hooks" in text, name

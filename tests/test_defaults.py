@@ -38,13 +38,18 @@ def test_cli_options_read_the_defaults():
     assert regen.max_rounds == defaults.REGEN_MAX_ROUNDS
 
 
-def test_the_nodes_read_the_engine_file_without_importing_the_engine():
-    """nodes/engine.py loads janus_r1/defaults.py by path (no package import at schema time): same values."""
+def test_the_nodes_widgets_import_the_engines_defaults():
+    """nodes/widgets.py imports janus_r1/defaults.py as a module (``from ..janus_r1 import defaults``), so a
+    widget's default is the engine's and a reader follows it there; defaults.py imports nothing, so every part
+    of the package may read it."""
+    tree = ast.parse((ROOT / "nodes" / "widgets.py").read_text())
+    assert any(isinstance(n, ast.ImportFrom) and n.level == 2 and n.module == "janus_r1"
+               and [a.name for a in n.names] == ["defaults"] for n in ast.walk(tree))
     loaded = runpy.run_path(str(ROOT / "janus_r1" / "defaults.py"))
     assert {k: v for k, v in loaded.items() if k.isupper()} == {k: v for k, v in vars(defaults).items() if k.isupper()}
     tree = ast.parse((ROOT / "janus_r1" / "defaults.py").read_text())
     imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
-    assert [getattr(n, "module", None) for n in imports] == ["__future__"]  # loadable alone
+    assert [getattr(n, "module", None) for n in imports] == ["__future__"]
 
 
 def test_sampling_defaults_match_the_decode_presets():

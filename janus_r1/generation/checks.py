@@ -136,8 +136,38 @@ def check_critiques(critiques, n_images: int) -> list[str | None]:
     return crits
 
 
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a directory (a FIFO would block the
+    reader forever, a device could be endless), else None. Symbolic links to regular files are fine."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # missing or unreadable: the reader's own error names it
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+
+
+def read_regular_file(path: Path, what: str) -> bytes:
+    """The bytes of a regular file; anything else (a FIFO, socket or device) is refused before it is opened."""
+    kind = not_regular(path)
+    if kind:
+        raise JanusR1Error(f"{what} {path} is {kind}; only regular files are read (save the data to a file).")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise JanusR1Error(f"{what} {path}: cannot read it ({e.strerror or e}).") from None
+
+
 def _open(i: int, path: Path, where: str | None = None) -> Image.Image:
     where = where or f"images[{i}]"
+    kind = not_regular(path)
+    if kind:
+        raise JanusR1Error(f"{where}: {str(path)!r} is {kind}; only regular image files are read (save the image "
+                           "to a file).")
     try:
         with Image.open(path) as f:
             f.load()

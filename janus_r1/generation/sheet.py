@@ -2,9 +2,9 @@
 look than read a trace. The CLI writes ``NNN_sheet.png``; the ComfyUI nodes output the same image.
 
 Layout of :func:`contact_sheet`: ``MARGIN`` px around and between thumbnails of ``thumb`` x ``thumb`` px, so the
-width is ``n * thumb + (n + 1) * MARGIN``; under each thumbnail a caption (round and source, verdict and S to
-3 decimals, "chosen"); the chosen attempt is framed by a ``BORDER`` px ``CHOSEN`` rectangle drawn in the margin
-just outside its thumbnail.
+width is ``n * thumb + (n + 1) * MARGIN``; a non-square image sits whole in its tile, letterboxed on the
+background; under each thumbnail a caption (round and source, verdict and S to 3 decimals, "chosen"); the chosen
+attempt is framed by a ``BORDER`` px ``CHOSEN`` rectangle drawn in the margin just outside its thumbnail.
 """
 
 from __future__ import annotations
@@ -38,6 +38,19 @@ def _line_height(font) -> int:
     return box[3] - box[1] + 4
 
 
+def _tile(image: Image.Image, thumb: int) -> Image.Image:
+    """``image`` whole in a ``thumb`` x ``thumb`` tile, its aspect ratio kept: a non-square input (a 300x500
+    portrait given to Regenerate) is letterboxed on the sheet's background, never squashed into the square."""
+    image = image.convert("RGB")
+    if image.width == image.height:
+        return image.resize((thumb, thumb), Image.BICUBIC)
+    scale = thumb / max(image.width, image.height)
+    w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    tile = Image.new("RGB", (thumb, thumb), BACKGROUND)
+    tile.paste(image.resize((w, h), Image.BICUBIC), ((thumb - w) // 2, (thumb - h) // 2))
+    return tile
+
+
 def _caption(a: Attempt) -> list[str]:
     src = "input" if a.source == "input" else "generated"
     if a.judgement is None:
@@ -60,7 +73,7 @@ def _row(result: SampleResult, thumb: int, font, mark: bool) -> Image.Image:
     chosen = result.final % n if mark else -1
     for k, a in enumerate(result.attempts):
         x = MARGIN + k * (thumb + MARGIN)
-        sheet.paste(a.image.convert("RGB").resize((thumb, thumb), Image.BICUBIC), (x, MARGIN))
+        sheet.paste(_tile(a.image, thumb), (x, MARGIN))
         if k == chosen:
             draw.rectangle([x - BORDER, MARGIN - BORDER, x + thumb + BORDER - 1, MARGIN + thumb + BORDER - 1],
                            outline=CHOSEN, width=BORDER)
@@ -131,7 +144,7 @@ def ranked_sheet(results: list[SampleResult], thumb: int = 256, columns: int | N
         a = r.final_attempt
         x = MARGIN + ((rank - 1) % cols) * (thumb + MARGIN)
         y = MARGIN + ((rank - 1) // cols) * cell_h
-        sheet.paste(a.image.convert("RGB").resize((thumb, thumb), Image.BICUBIC), (x, y))
+        sheet.paste(_tile(a.image, thumb), (x, y))
         if rank == 1:
             draw.rectangle([x - BORDER, y - BORDER, x + thumb + BORDER - 1, y + thumb + BORDER - 1],
                            outline=CHOSEN, width=BORDER)

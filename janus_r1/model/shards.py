@@ -98,6 +98,11 @@ def read_shard(path: Path) -> dict[str, torch.Tensor]:
             "to safetensors there (safetensors.torch.save_file(state_dict, 'model.safetensors')) and load that."
         ) from None
     except Exception as e:  # safetensors, zipfile and unpickler errors have no common base class
+        from ..out_of_memory import OutOfMemory, recognise
+
+        oom = recognise(e)
+        if oom is not None:  # mmap or a copy failed for want of memory: the file is fine (issue 24)
+            raise OutOfMemory(f"weight file {path}: {oom}") from e
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise JanusR1Error(
             f"Cannot read weight file {path} ({type(e).__name__}: {first}). The file is corrupt or truncated, or "
@@ -135,6 +140,10 @@ def check_readable(path: Path) -> None:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
     except Exception as e:
+        from ..out_of_memory import OutOfMemory, recognise
+
+        if recognise(e) is not None:  # mapping the file failed for want of memory: the file is fine
+            raise OutOfMemory(f"weight file {path}: {recognise(e)}") from e
         raise JanusR1Error(
             f"Cannot read weight file {path}: {type(e).__name__}: {e}. The file is corrupt or truncated; "
             "download it again."

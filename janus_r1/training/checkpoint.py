@@ -3,12 +3,15 @@
 Layout: ``OUT/checkpoints/step-00000042/{model,optimizer,rng-rank<r>}.safetensors + state.json`` and
 ``OUT/checkpoints/latest`` (the name of the newest complete checkpoint). A checkpoint is written into a hidden
 temporary directory and renamed into place only when complete, so a run killed at any moment leaves either the
-previous or the new checkpoint, never half of one. Nothing is pickled; loading never runs code.
+previous or the new checkpoint, never half of one. Every published checkpoint carries the SHA-256 of each file
+(``checksums.sha256``, checksums.py), checked before a resume or an export reads it. Nothing is pickled; loading
+never runs code.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -19,7 +22,10 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import JanusR1Error
 from . import dcp_checkpoint as DC
-from .atomic import _fsync_dir, fsync_tree, publish, replaced_folder
+from .atomic import _fsync_dir, fsync_tree, publish, replaced_folder, write_failure
+from .checksums import CheckpointDamaged, newest_verified, verify, write_checksums
+
+logger = logging.getLogger("janus_r1.training")
 
 
 def write_json(path: Path, obj) -> None:
@@ -97,7 +103,8 @@ def write_model_files(model, vocab, directory: Path) -> None:
 
 def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler, extra: dict, acc) -> Path:
     """All ranks call this; rank 0 writes the full model and optimizer ``states`` (``Run.full_state``: full weights,
-    name-keyed optimizer state) and the scheduler, every rank its RNG state."""
+    name-keyed optimizer state) and the scheduler, every rank its RNG state. Rank 0 hashes the files
+    (checksums.py) before the checkpoint is renamed into place; a full disk is one line (atomic.write_failure)."""
     model_sd, opt_sd = states
     ckdir = root / "checkpoints"
     name = f"step-{step:08d}"
@@ -107,15 +114,25 @@ def save_checkpoint(root: Path, step: int, states: tuple[dict, dict], scheduler,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     acc.wait_for_everyone()
-    write_rng(tmp, acc.process_index)
-    if acc.is_main_process:
-        save_file({k: v.contiguous() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
-        ot, ometa = optimizer_tensors(opt_sd)
-        save_file(ot, str(tmp / "optimizer.safetensors"))
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        write_json(tmp / "state.json", {"step": step, "optimizer": ometa, "scheduler": sched, **extra})
+    try:
+        write_rng(tmp, acc.process_index)
+        if acc.is_main_process:
+            save_file({k: v.contiguous() for k, v in model_sd.items()}, str(tmp / "model.safetensors"))
+            ot, ometa = optimizer_tensors(opt_sd)
+            save_file(ot, str(tmp / "optimizer.safetensors"))
+            sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+            write_json(tmp / "state.json", {"step": step, "optimizer": ometa, "scheduler": sched, **extra})
+    except BaseException as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        need = 3 * sum(t.numel() * t.element_size() for t in model_sd.values())  # weights + AdamW's two moments
+        err = write_failure(e, tmp, need)
+        if err is e:
+            raise
+        raise err from e
     acc.wait_for_everyone()
     if acc.is_main_process:
+        write_checksums(tmp)
         fsync_tree(tmp)
         final = ckdir / name
         shutil.rmtree(final, ignore_errors=True)
@@ -132,16 +149,46 @@ def prune(root: Path, keep: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def find_checkpoint(root: Path, resume: str | None) -> Path | None:
-    """``auto``: the latest complete checkpoint under ``root`` if any; a path: that checkpoint; None: none."""
+def find_checkpoint(root: Path, resume: str | None, acc=None) -> Path | None:
+    """``auto``: the latest checkpoint under ``root`` that verifies (checksums.py), falling back to the newest
+    earlier one that does, and saying so; a path: that checkpoint, which must verify; None: none. The main process
+    reads and hashes; the others get its answer (or its error), so a run never hashes its checkpoint once per
+    rank."""
+    main = acc is None or acc.is_main_process
+    answer: list = [None]
+    if main:
+        try:
+            answer = [("ok", _find_verified(root, resume))]
+        except JanusR1Error as e:
+            answer = [("error", str(e))]
+    if acc is not None and acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(answer, from_process=0)
+    kind, value = answer[0]
+    if kind == "error":
+        raise (CheckpointDamaged if main else JanusR1Error)(value)
+    return value
+
+
+def _find_verified(root: Path, resume: str | None) -> Path | None:
     if not resume or resume == "none":
         return None
     if resume == "auto":
-        latest = root / "checkpoints" / "latest"
-        return root / "checkpoints" / latest.read_text().strip() if latest.is_file() else None
+        ckdir = root / "checkpoints"
+        latest = ckdir / "latest"
+        if not latest.is_file() and not any(ckdir.glob("step-*")):
+            return None
+        found, failed = newest_verified(ckdir, latest.read_text().strip() if latest.is_file() else None)
+        if found is None:
+            raise CheckpointDamaged(f"{failed[0]}; no checkpoint in {ckdir} verifies: --resume none starts over")
+        for msg in failed:
+            logger.warning(f"{msg}; --resume auto falls back to {found.name}, the newest checkpoint that verifies")
+        return found
     p = Path(resume)
     if not (p / "state.json").is_file():
         raise JanusR1Error(f"{p} is not a checkpoint directory (no state.json)")
+    verify(p)
     return p
 
 

@@ -102,6 +102,7 @@ def add_training_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from ..errors import JanusR1Error
+    from .atomic import CheckpointWriteFailed
 
     p = argparse.ArgumentParser(prog="janus-r1")
     add_training_commands(p.add_subparsers(dest="command", required=True))
@@ -111,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     except JanusR1Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except CheckpointWriteFailed as e:  # disk full: a failure while writing, exit 1 as the main CLI's OSErrors
+        print(f"error: {e.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

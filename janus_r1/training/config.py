@@ -24,6 +24,9 @@ class Common:
     dtype: str = "fp32"  # master weights: fp32 (with mixed_precision bf16: bf16 compute) | bf16 (pure bf16, lossy)
     mixed_precision: str = "no"  # no | bf16 | fp16: autocast over the master weights (FSDP: its param_dtype)
     sharding: str = "none"  # none (one replica per process: DDP) | fsdp (FSDP2) | zero2 | zero3 (DeepSpeed)
+    # FSDP over several nodes: 0 shards over every process (a 1-D mesh: every all-gather crosses the network);
+    # N (the processes per node, e.g. 8) is HSDP: shard within each group of N ranks, replicate across groups
+    fsdp_shard_group: int = 0
     gradient_checkpointing: bool = False
     # optimiser (paper Table 5): AdamW (0.9, 0.95), eps 1e-6, wd 0.05, clip 1.0; no decay on biases and norms
     lr: float = 2e-5
@@ -53,6 +56,10 @@ class Common:
     log_with: str = "auto"  # auto (TensorBoard when installed) | none | tensorboard | wandb | tensorboard,wandb
     eval_prompts: str | None = None  # held-out prompt file (.txt, or .jsonl such as GenEval's metadata)
     eval_every: int = 0  # evaluate every N steps and at the last step (0: never)
+    # the process group's timeout (NCCL's watchdog kills a collective waiting longer; torch's default is 10 min):
+    # longer than anything one rank may do while the others wait in a collective -- a served judge's retry budget
+    # (GRPO reward_budget_minutes), a vLLM restart, a checkpoint write
+    collective_timeout_minutes: float = 60.0
 
 
 @dataclass
@@ -88,11 +95,18 @@ class GRPOConfig(Common):
     prompts: str = ""  # text file (one prompt per line) or JSONL; editing: JSONL {"image1"|"input", "text"}
     ref_model: str | None = None  # frozen KL reference; default a copy of the initial policy
     reward: str = "self"  # self | self:PATH | vlm:PATH | openai:URL?model=NAME (served judge) | http:URL (deprecated)
-    reward_retries: int = 5
-    reward_timeout: float = 120.0
+    reward_retries: int = 10  # tries of a served judge's request after the first (backoff 1, 2, 4 ... 60 s)
+    reward_timeout: float = 120.0  # seconds per try
+    # a served judge's whole scoring of a step, retries included, must end within this; then every rank stops
+    # with the judge's error (less than collective_timeout_minutes, so the error is the judge's, not a timeout)
+    reward_budget_minutes: float = 20.0
     group_size: int = 7  # G (paper 7; code 8)
     prompts_per_step: int = 1  # per process and rollout batch; each prompt's group lives on one process
     rollout_batches: int = 1  # rollout batches per update (each seeded by its slot, like grad_accum in SFT)
+    # trajectories one rollout decode takes at most (whole batches): 0 = every batch that fits the accelerator's
+    # memory by the memory formula (the CPU: all); prompts_per_step * group_size = one batch per decode, each
+    # seeded by its slot (1 process x n batches draws what n processes draw)
+    rollout_rows: int = 0
     micro_batch: int = 0  # trajectories per forward/backward of the update (gradient accumulation); 0 = all
     max_rounds: int = 2  # T images per trajectory (paper inference <= 3; code 2)
     advantage: str = "trajectory"  # trajectory (paper R_Gen + R_Comp) | segments (code: A(r1), A(r2), A(r3))
@@ -188,8 +202,14 @@ def validate(cfg) -> None:
     if cfg.sharding in ("zero2", "zero3") and cfg.dtype != "fp32":
         bad(f"sharding {cfg.sharding} keeps fp32 master weights: set dtype fp32 (mixed_precision bf16 computes in "
             "bf16)")
+    if isinstance(cfg.fsdp_shard_group, bool) or not isinstance(cfg.fsdp_shard_group, int) or cfg.fsdp_shard_group < 0:
+        bad(f"fsdp_shard_group must be a whole number >= 0 (got {cfg.fsdp_shard_group!r})")
+    if cfg.fsdp_shard_group and cfg.sharding != "fsdp":
+        bad(f"fsdp_shard_group (HSDP) needs sharding: fsdp (got {cfg.sharding})")
     if cfg.checkpoint_format not in ("sharded", "full"):
         bad(f"checkpoint_format must be sharded or full (got {cfg.checkpoint_format!r})")
+    if not cfg.collective_timeout_minutes > 0:
+        bad(f"collective_timeout_minutes must be > 0 (got {cfg.collective_timeout_minutes!r})")
     if cfg.eval_every < 0 or (cfg.eval_every and not cfg.eval_prompts):
         bad("eval_every must be >= 0 and needs eval_prompts (a held-out prompt file)")
     if isinstance(cfg, SFTConfig):
@@ -208,8 +228,14 @@ def validate(cfg) -> None:
         if cfg.num_workers < 0 or cfg.prefetch < 1:
             bad("num_workers must be >= 0 and prefetch >= 1")
     else:
-        if cfg.prompts_per_step < 1 or cfg.rollout_batches < 1 or cfg.micro_batch < 0:
-            bad("need prompts_per_step >= 1, rollout_batches >= 1 and micro_batch >= 0")
+        if cfg.prompts_per_step < 1 or cfg.rollout_batches < 1 or cfg.micro_batch < 0 or cfg.rollout_rows < 0:
+            bad("need prompts_per_step >= 1, rollout_batches >= 1, micro_batch >= 0 and rollout_rows >= 0")
+        if cfg.reward_retries < 0 or not cfg.reward_timeout > 0:
+            bad("need reward_retries >= 0 and reward_timeout > 0")
+        if not 0 < cfg.reward_budget_minutes < cfg.collective_timeout_minutes:
+            bad(f"reward_budget_minutes ({cfg.reward_budget_minutes}) must be > 0 and below "
+                f"collective_timeout_minutes ({cfg.collective_timeout_minutes}): the other ranks wait for the judge "
+                "in a collective")
         if cfg.group_size < 2:
             bad("group_size must be >= 2 (advantages are normalised within a group)")
         if cfg.inner_iterations < 1:

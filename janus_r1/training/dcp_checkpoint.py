@@ -22,8 +22,9 @@ per rank (tensors serialised by ``torch.save``, read back with ``torch.load(weig
 
 Saves are asynchronous where ``dcp.async_save`` exists (torch >= 2.4; 2.13 and 2.14 have it): the shard is staged
 to host memory, the step continues, and a background thread writes on its own gloo group. The checkpoint directory
-is renamed into place (and ``latest`` updated) only once DCP's coordinator has written the metadata, i.e. once every
-rank's shard is on disk, so a kill at any moment leaves the previous complete checkpoint.
+is renamed into place (and ``latest`` updated) as soon as DCP's coordinator has written the metadata, i.e. once every
+rank's shard is on disk, and the files' checksums are written (checksums.py), so a kill at any moment leaves the
+previous complete checkpoint, and a complete one is the resume point at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -38,7 +40,8 @@ from pathlib import Path
 import torch
 
 from ..errors import JanusR1Error
-from .atomic import _fsync_dir, fsync_tree, publish
+from .atomic import _fsync_dir, dir_bytes, fsync_tree, publish, write_failure
+from .checksums import write_checksums
 
 logger = logging.getLogger("janus_r1.training")
 W, OPT = "weights.", "optim."
@@ -138,7 +141,12 @@ def flatten(model_sd: dict, optim_sd: dict) -> tuple[dict[str, torch.Tensor], di
 
 
 class Saver:
-    """Writes checkpoints (every rank calls :meth:`save`); at most one asynchronous save in flight."""
+    """Writes checkpoints (every rank calls :meth:`save`); at most one asynchronous save in flight.
+
+    A background save is published as soon as its write completes: a finisher thread waits for DCP's future,
+    then (rank 0) hashes the files (checksums.py), renames the folder into place and updates ``latest``. Before,
+    that happened only in :meth:`wait` at the next save, so a crash resumed up to ``2 * save_every - 1`` steps
+    back. :meth:`poll` (every step end) re-raises a failure of the background write at once."""
 
     def __init__(self, root: Path, acc, use_async: bool) -> None:
         import torch.distributed as dist
@@ -148,8 +156,10 @@ class Saver:
         self.use_async = use_async and hasattr(_dcp(), "async_save")
         # the background writer's collectives must never interleave with the training's on one group
         self.group = dist.new_group(backend="gloo") if self.dist and self.use_async else None
-        self.pending = None
+        self.pending: threading.Thread | None = None
+        self.error: BaseException | None = None
         self.seconds = 0.0  # time the training waited on checkpoints (blocking part), for the log
+        self.hashed = (0, 0.0)  # bytes hashed and seconds spent on the checksums (rank 0), for the docs' figure
 
     def save(self, step: int, tensors: dict, write_small, on_done=None) -> None:
         """``tensors``: this rank's DCP state; ``write_small(tmp)``: the JSON / RNG / model files (every rank,
@@ -158,36 +168,77 @@ class Saver:
         self.wait()
         ckdir, name = self.root / "checkpoints", f"step-{step:08d}"
         tmp = ckdir / f".tmp-{name}"
+        need = self._need(ckdir, tensors)
         if self.acc.is_main_process:
             ckdir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / DIR).mkdir(parents=True)
         self.acc.wait_for_everyone()
-        write_small(tmp)
         kw = {"checkpoint_id": str(tmp / DIR), "no_dist": not self.dist}
-        if self.use_async:
-            fut = _dcp().async_save(tensors, process_group=self.group, **kw)
-            fut = getattr(fut, "upload_completion", fut)  # AsyncSaveResponse (staging + upload) on newer torch
-            self.written_at = None
-            fut.add_done_callback(lambda _: setattr(self, "written_at", time.perf_counter()))
-            self.pending = (fut, tmp, ckdir / name, on_done, t0)
-        else:
-            _dcp().save(tensors, **kw)
-            self._finalize(tmp, ckdir / name, on_done, t0)
+        try:
+            write_small(tmp)
+            if self.use_async:
+                fut = _dcp().async_save(tensors, process_group=self.group, **kw)
+                fut = getattr(fut, "upload_completion", fut)  # AsyncSaveResponse (staging + upload) on newer torch
+                self.written_at = None
+                self.pending = threading.Thread(target=self._finish, args=(fut, tmp, ckdir / name, on_done, t0, need),
+                                                name="janus-r1-checkpoint", daemon=True)
+                self.pending.start()
+            else:
+                _dcp().save(tensors, **kw)
+                self._finalize(tmp, ckdir / name, on_done, t0)
+        except BaseException as e:  # DCP's CheckpointException is a BaseException
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            err = write_failure(e, tmp, need)
+            if err is e:
+                raise
+            raise err from e
         self.seconds += time.perf_counter() - t0
 
+    def _need(self, ckdir: Path, tensors: dict) -> int:
+        """About how many bytes a checkpoint takes: the last complete one's size, else this rank's tensors times
+        the number of ranks (for the disk-full message)."""
+        latest = ckdir / "latest"
+        if latest.is_file():
+            size = dir_bytes(ckdir / latest.read_text().strip())
+            if size:
+                return size
+        world = self.acc.num_processes
+        return world * sum(t.numel() * t.element_size() for t in tensors.values() if torch.is_tensor(t))
+
+    def _finish(self, fut, tmp: Path, final: Path, on_done, t0: float, need: int) -> None:
+        """The finisher thread: wait for the background write, then publish (rank 0); a failure is kept for
+        :meth:`poll` / :meth:`wait` to raise on the training thread."""
+        try:
+            fut.result()
+            self.written_at = time.perf_counter()
+            self._finalize(tmp, final, on_done, t0)
+        except BaseException as e:  # noqa: BLE001 -- re-raised on the training thread
+            self.error = write_failure(e, tmp, need)
+            if self.error is not e:
+                self.error.__cause__ = e
+
+    def poll(self) -> None:
+        """Step end: raise a failed background save now; forget a finished one."""
+        if self.pending is not None and not self.pending.is_alive():
+            self.pending.join()
+            self.pending = None
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise e
+
     def wait(self) -> None:
-        """Block until the save in flight is complete and renamed into place (rank 0)."""
-        if self.pending is None:
-            return
-        fut, tmp, final, on_done, t0 = self.pending
-        self.pending = None
-        fut.result()
-        self._finalize(tmp, final, on_done, t0)
+        """Block until the save in flight is complete and published (rank 0)."""
+        if self.pending is not None:
+            self.pending.join()
+            self.pending = None
+        self.poll()
 
     def _finalize(self, tmp: Path, final: Path, on_done, t0: float) -> None:
         """Rank 0 only, and without a barrier: DCP's coordinator (rank 0) returns after every rank's write result
-        reached it and the metadata is written, so the directory is complete."""
+        reached it and the metadata is written, so the directory is complete. The checksums are written before
+        the rename, so a published checkpoint always has them."""
         trace = os.environ.get("JANUS_R1_MEMORY_TRACE")
         if trace:  # bench/train_memory.py: when this rank's shard was on disk, and how big it is
             from .memtrace import mark
@@ -199,6 +250,9 @@ class Saver:
                  bytes=shard.stat().st_size if shard.is_file() else 0)
         if not self.acc.is_main_process:
             return
+        h0 = time.perf_counter()
+        n = write_checksums(tmp)
+        self.hashed = (self.hashed[0] + n, self.hashed[1] + time.perf_counter() - h0)
         fsync_tree(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.replace(final)

@@ -25,6 +25,7 @@ import torch
 from ..errors import JanusR1Error
 from . import dcp_checkpoint as DC
 from .atomic import replaced_folder
+from .checksums import verify
 
 DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -103,7 +104,8 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A step directory, or a run directory (its ``checkpoints/latest``)."""
+    """A step directory, or a run directory (its ``checkpoints/latest``); it must verify (checksums.py): an export
+    of a damaged checkpoint is one line naming the file, never a model with corrupted tensors."""
     p = Path(path)
     latest = p / "checkpoints" / "latest"
     if latest.is_file():
@@ -111,6 +113,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not (p / "state.json").is_file():
         raise JanusR1Error(f"{path} is neither a checkpoint directory (with state.json) nor a run directory "
                            "(with checkpoints/latest)")
+    verify(p)
     return p
 
 

@@ -256,37 +256,42 @@ def old_logprobs_needed(cfg) -> bool:
 
 
 def stream_rows(segs: list[Segment]) -> torch.Tensor:
-    """(1, 3): this process's rows of the code's streams 1..3 (segments mode)."""
+    """(1, 3): this process's rows of the code's streams 1..3 (segments mode); stream 1's rows are its
+    trajectories (every trajectory has an image 1)."""
     rows = {(s.stream, s.traj) for s in segs if s.stream}
     return torch.tensor([[sum(1 for st, _ in rows if st == k) for k in (1, 2, 3)]], dtype=torch.float64)
 
 
 def global_rows(segs: list[Segment], gather) -> dict:
     """Rows per stream over every process and the number of processes (``gather``: collective, rows stacked):
-    segments-mode normalisation must use global counts, or ranks with fewer regenerations weight theirs more."""
+    segments-mode normalisation must use global counts, or ranks with fewer trajectories weight theirs more."""
     g = gather(stream_rows(segs))
     return {"rows": {k: float(g[:, k - 1].sum()) for k in (1, 2, 3)}, "world": g.shape[0]}
 
 
+STREAMS = 3  # the released loss is (loss_1 + loss_2 + loss_3) / 3 whatever the verdicts
+
+
 def loss_coefficients(segs: list[Segment], lps: list[torch.Tensor], glob: dict | None = None) -> list[float]:
-    """Each segment's factor on its summed per-token loss. Paper: 1 / (its trajectory's token count) / (number of
-    trajectories). Segments mode (code): 1 / (the row's token count) / (rows of its stream) / (streams), with
-    ``glob`` (:func:`global_rows`) the rows and streams of every process, times the number of processes (their
-    gradients are averaged), so every stream row weighs the same on every rank. Computed once over the whole
-    update, so micro-batches sum to exactly the one-shot loss."""
+    """Each segment's factor on its summed per-token loss, computed once over the whole update so micro-batches
+    sum to exactly the one-shot loss.
+
+    * Paper (``advantage: trajectory``): 1 / (its trajectory's token count) / (number of trajectories).
+    * Released code (``segments``): ``loss_k = mean over the batch's rows of (row's token mean)``, then
+      ``(loss_1 + loss_2 + loss_3) / 3``. Every row of the code's batch has a stream-3 segment (a "Yes" row's is
+      image 1 again, R8, which we train once), so stream 3 is divided by the number of trajectories -- not by the
+      number of regenerations, which would weigh it 1 / regeneration-rate times more (8x at one "No" in 8).
+      With ``glob`` (:func:`global_rows`) the trajectories are counted over every process, times the number of
+      processes (their gradients are averaged)."""
     keys = [(s.traj, None) if not s.stream else (s.stream, s.traj) for s in segs]
     count: dict = {}
     for k, s, x in zip(keys, segs, lps):
         count[k] = count.get(k, 0.0) + float(_mask(s, x).sum())
-    rows: dict = {}
-    for k in count:
-        outer = k[0] if k[1] is not None else None
-        rows[outer] = rows.get(outer, 0) + 1
-    if glob is not None and any(k[1] is not None for k in keys):
-        streams = [k for k, n in glob["rows"].items() if n > 0]
-        return [glob["world"] / max(count[k], 1.0) / glob["rows"][k[0]] / len(streams) if k[1] is not None
-                else 1.0 / max(count[k], 1.0) / rows[None] / len(rows) for k in keys]
-    return [1.0 / max(count[k], 1.0) / rows[k[0] if k[1] is not None else None] / len(rows) for k in keys]
+    n_traj = len({s.traj for s in segs})
+    if not any(k[1] is not None for k in keys):
+        return [1.0 / max(count[k], 1.0) / n_traj for k in keys]
+    per_traj = glob["world"] / glob["rows"][1] if glob is not None else 1.0 / n_traj
+    return [per_traj / max(count[k], 1.0) / STREAMS for k in keys]
 
 
 def grpo_terms(lp, lp_old, lp_ref, segs: list[Segment], adv: torch.Tensor, cfg,
@@ -315,7 +320,8 @@ def token_stats(sums: dict) -> dict:
 
 def grpo_loss(lp, lp_old, lp_ref, segs: list[Segment], adv: torch.Tensor, cfg) -> tuple[torch.Tensor, dict]:
     """Paper: per-trajectory token mean over all its segments, then the mean over trajectories.
-    Segments mode (code): per stream, mean over rows of the row's token mean; then the mean over streams."""
+    Segments mode (code): per stream, the row's token mean summed over rows / trajectories; the mean of the
+    three streams (:func:`loss_coefficients`)."""
     total, sums = grpo_terms(lp, lp_old, lp_ref, segs, adv, cfg, loss_coefficients(segs, lp))
     return total, token_stats(sums)
 

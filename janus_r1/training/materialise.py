@@ -28,7 +28,8 @@ from ..errors import JanusR1Error
 
 
 def skeleton(name: str, dtype: torch.dtype):
-    """``(model, vocab)``: ``tiny-random`` built for real (it is tiny), anything else with meta parameters."""
+    """``(model, vocab)``: ``tiny-random`` built for real (it is tiny), anything else with meta parameters of
+    ``dtype`` (a model folder: the parameters' dtype is what :func:`fill` allocates)."""
     from ..model.vocabulary import Vocabulary
 
     if name == "tiny-random":
@@ -55,6 +56,11 @@ def skeleton(name: str, dtype: torch.dtype):
         model = JanusForConditionalGeneration(config)
     if any(v >= config.text_config.vocab_size for v in vars(vocab.ids).values()):
         raise JanusR1Error(f"the tokenizer of {name} has ids outside the model's vocabulary")
+    # the meta parameters take ``dtype`` now: ``fill`` allocates (``to_empty``) in the parameter's own dtype, so
+    # a bf16 reference built from fp32 skeleton parameters would silently be fp32 (2x its memory and all-gathers).
+    # Buffers (rotary tables) stay as built, like the engine loader keeps them.
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
     return model.eval(), vocab
 
 
@@ -101,6 +107,11 @@ def _row_range(n: int, rank: int, world: int) -> tuple[int, int]:
     return lo, min(lo + c, n)
 
 
+def _shard_dim(t) -> int:
+    """The mesh dimension a parameter is sharded on (the last: FSDP's only one, or HSDP's shard dim)."""
+    return max(d for d, pl in enumerate(t.placements) if pl.is_shard())
+
+
 @torch.no_grad()
 def fill(root: torch.nn.Module, name: str, dtype: torch.dtype, device, copy: bool = True) -> None:
     """Allocate ``root``'s (sharded, meta) parameters on ``device`` and (``copy``) copy into each this rank's rows
@@ -124,7 +135,8 @@ def fill(root: torch.nn.Module, name: str, dtype: torch.dtype, device, copy: boo
         cast = dtype if full.is_floating_point() and t.is_floating_point() else t.dtype
         if hasattr(t, "device_mesh"):
             local = t.to_local()
-            lo, hi = _row_range(full.shape[0], t.device_mesh.get_local_rank(), t.device_mesh.size())
+            dim = _shard_dim(t)
+            lo, hi = _row_range(full.shape[0], t.device_mesh.get_local_rank(dim), t.device_mesh.size(dim))
             if tuple(t.shape) != tuple(full.shape) or local.shape[0] != hi - lo:
                 raise JanusR1Error(f"{name}: {key} has shape {list(full.shape)}, the model expects {list(t.shape)}")
             local.copy_(full[lo:hi].to(cast))
@@ -168,11 +180,12 @@ def build_reference(cfg, device, world: int, sharded_load: bool) -> Reference:
     name = cfg.ref_model or cfg.model
     dtype = reference_dtype(cfg)
     shard = world > 1 and cfg.sharding != "none"
+    group = cfg.fsdp_shard_group if cfg.sharding == "fsdp" else 0  # HSDP: the policy's mesh
     if shard and sharded_load:
         model, _ = skeleton(name, dtype)
         model.requires_grad_(False)
         root = Policy(model)
-        sharding.shard(root, "no", torch.device(device))
+        sharding.shard(root, "no", torch.device(device), group)
         if any(p.is_meta for p in model.parameters()):
             fill(root, name, dtype, device)
         else:  # tiny-random: built for real, already sharded from its values
@@ -182,6 +195,6 @@ def build_reference(cfg, device, world: int, sharded_load: bool) -> Reference:
         model.requires_grad_(False)
         root = Policy(model)
         if shard:
-            sharding.shard(root, "no", torch.device(device))
+            sharding.shard(root, "no", torch.device(device), group)
     model.eval()
     return Reference(model, root, shard)

@@ -1,4 +1,5 @@
-"""Per-phase peak host memory of a training process, for bench/train_memory.py (``JANUS_R1_MEMORY_TRACE=DIR``).
+"""Per-phase peak host (and GPU) memory of a training process, for bench/train_memory.py and bench/train_step.py
+(``JANUS_R1_MEMORY_TRACE=DIR``).
 
 Linux keeps a process's peak resident set (``VmHWM`` in ``/proc/self/status``) and lets the process reset it
 (``5`` into ``/proc/self/clear_refs``), so the peak of each phase (loading, the reference, a training step, a
@@ -34,9 +35,22 @@ def reset_peak() -> None:
         pass
 
 
+def peak_gpu_bytes(reset: bool) -> int | None:
+    """The CUDA allocator's peak since the last reset (None without an initialised GPU)."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    peak = torch.cuda.max_memory_allocated()
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+    return int(peak)
+
+
 def mark(directory: Path, rank: int, phase: str, reset: bool = True, **extra) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    rec = {"rank": rank, "phase": phase, "peak_rss": peak_rss_bytes(), "rss": rss_bytes(), "time": time.time(), **extra}
+    rec = {"rank": rank, "phase": phase, "peak_rss": peak_rss_bytes(), "rss": rss_bytes(),
+           "peak_gpu": peak_gpu_bytes(reset), "time": time.time(), **extra}
     with open(directory / f"rank{rank}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(rec) + "\n")
     if reset:

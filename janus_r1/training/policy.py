@@ -45,7 +45,9 @@ def param_groups(model, weight_decay: float) -> list[dict]:
 
 
 def make_accelerator(cfg):
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from datetime import timedelta
+
+    from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     # A CPU-only machine launched with several processes (torchrun / `accelerate launch --multi_gpu`) trains on
     # gloo; accelerate's own `--cpu` launcher needs mpirun for that.
@@ -53,7 +55,8 @@ def make_accelerator(cfg):
 
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu,
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True),
+                                       InitProcessGroupKwargs(timeout=timedelta(minutes=cfg.collective_timeout_minutes))])
     if acc.distributed_type == DistributedType.DEEPSPEED:
         raise JanusR1Error("accelerate's DeepSpeed plugin would wrap the model a second time: launch with "
                            "recipes/accelerate_zero2.yaml or accelerate_zero3.yaml (plain processes) and set "

@@ -81,15 +81,19 @@ class HTTPJudge(Reward):
     """Deprecated (``http:URL``; use ``openai:URL``): POST ``{"task": "t2i", "images": [png base64], "prompts"}``
     -> ``{"scores": [...]}``; edits: ``{"task": "edit", "sources", "outputs", "instructions"}`` -> ``[[f, p]]``."""
 
-    def __init__(self, url: str, retries: int = 5, timeout: float = 120.0, backoff: float = 1.0) -> None:
+    def __init__(self, url: str, retries: int = 5, timeout: float = 120.0, backoff: float = 1.0,
+                 budget: float | None = None) -> None:
         warnings.warn("the http: reward protocol is deprecated: serve the judge with vLLM or SGLang and use "
                       "openai:URL (docs/training.md)", DeprecationWarning, stacklevel=2)
-        self.url, self.retries, self.timeout, self.backoff = url, retries, timeout, backoff
+        self.url, self.retries, self.timeout, self.backoff, self.budget = url, retries, timeout, backoff, budget
 
     def _post(self, payload: dict) -> list:
+        import time
+
         from .served_judge import request_json
 
-        scores = request_json(self.url, payload, self.timeout, self.retries, self.backoff).get("scores")
+        deadline = None if self.budget is None else time.monotonic() + self.budget
+        scores = request_json(self.url, payload, self.timeout, self.retries, self.backoff, None, deadline).get("scores")
         if not isinstance(scores, list):
             raise JanusR1Error(f"reward endpoint {self.url} answered without a 'scores' list")
         return scores
@@ -110,9 +114,10 @@ def _b64(image) -> str:
 
 
 def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 120.0, device: str = "cpu",
-                questions: dict[str, list[str]] | None = None) -> Reward:
+                questions: dict[str, list[str]] | None = None, budget: float | None = None) -> Reward:
     """``self`` (the frozen reference model judges), ``self:PATH``, ``vlm:PATH``, ``openai:URL?model=NAME`` (a
-    served judge), or the deprecated ``http:URL``. ``questions`` maps a prompt to its decomposed questions."""
+    served judge), or the deprecated ``http:URL``. ``questions`` maps a prompt to its decomposed questions;
+    ``budget``: seconds a served judge may spend on one score call's requests and retries, all together."""
     if spec == "self":
         if ref_janus is None:
             raise JanusR1Error("reward 'self' needs the reference model")
@@ -132,12 +137,12 @@ def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 12
         from .served_judge import OpenAIJudge, parse_openai_spec
 
         base, opts = parse_openai_spec(arg)
-        judge = OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, **opts)
+        judge = OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, budget=budget, **opts)
         judge.remote = True  # scored in a thread while the log-probs are computed (trainer._overlaps)
         return judge
     if kind in ("http", "https") and arg:
         url = spec if arg.startswith("//") else arg
-        judge = HTTPJudge(url, retries=retries, timeout=timeout)
+        judge = HTTPJudge(url, retries=retries, timeout=timeout, budget=budget)
         judge.remote = True
         return judge
     raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH or openai:URL?model=NAME")

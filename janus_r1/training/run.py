@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import JanusR1Error
 from ..generation.tasks import Janus
 from ..model.compat import enable_checkpointing
 from . import checkpoint as ck
@@ -38,7 +39,7 @@ class Run:
         self.mark("start")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"))
+        found = ck.find_checkpoint(self.out, getattr(cfg, "resume", "auto"), acc)  # verified (checksums.py)
         sharded_ck = found is not None and DC.is_sharded_checkpoint(found)
         self.sharded = cfg.sharding == "fsdp" and acc.num_processes > 1  # one process has nothing to shard
         # meta skeleton, sharded, each rank reading its rows (materialise.py); the old format loads in full
@@ -73,7 +74,7 @@ class Run:
         self.j = Janus(self.model, self.vocab)
         self.root = Policy(self.model)  # the unwrapped policy: state dicts are keyed by its parameter names
         if self.sharded:
-            sharding.shard(self.root, cfg.mixed_precision, acc.device)
+            sharding.shard(self.root, cfg.mixed_precision, acc.device, cfg.fsdp_shard_group)
             if lazy and any(p.is_meta for p in self.model.parameters()):
                 M.fill(self.root, cfg.model, dtype, acc.device, copy=not sharded_ck)
             if sharded_ck:  # each rank reads only the chunks of its shards
@@ -146,8 +147,11 @@ class Run:
             logger.warning(msg)
 
     def sync(self, last: bool):
-        """Gradient all-reduce only on the last micro-batch of an update (DDP); FSDP reduce-scatters every
-        backward so that no rank ever holds full-size gradients."""
+        """Gradient all-reduce only on the last micro-batch of an update: DDP's ``no_sync``, HSDP's all-reduce
+        between replicas (``sharding.set_gradient_sync``); FSDP reduce-scatters every backward so that no rank
+        ever holds full-size gradients."""
+        if self.sharded:
+            sharding.set_gradient_sync(self.root, last)
         return contextlib.nullcontext() if last or self.sharded or self.zero else self.acc.no_sync(self.policy)
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
@@ -182,6 +186,8 @@ class Run:
                 self.bar.set_postfix({k: round(v, 4) for k, v in record.items()
                                       if isinstance(v, float) and k in ("loss", "reward", "kl", "aha_rate")})
         last = self.step == self.cfg.max_steps
+        if self.saver is not None:
+            self.saver.poll()  # a background save that failed raises now, not at the next save
         self.mark("train")
         if self.step % self.cfg.save_every == 0 or last:
             self.save()
@@ -189,6 +195,9 @@ class Run:
             if os.environ.get("JANUS_R1_KILL_AFTER_STEP") == str(self.step):
                 if self.saver is not None:
                     self.saver.wait()
+                # every rank dies only after rank 0 has published: else the launcher may tear rank 0 down as soon
+                # as another rank's kill is seen, before `latest` names this step (a flaky race in the tests)
+                self.acc.wait_for_everyone()
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self) -> None:
@@ -260,7 +269,8 @@ class Run:
                 _, digest = export_checkpoint(self.out, target)
             if self.sharded or self.zero:
                 digests = torch.tensor([digest])
-                replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes}
+                replicas = {"sharding": self.cfg.sharding, "processes": self.acc.num_processes,
+                            **({"mesh": sharding.mesh_of(self.root)} if self.sharded else {})}
             else:
                 digests = self.acc.gather(torch.tensor([weights_digest(self.model.state_dict())],
                                                        device=self.acc.device))
@@ -285,6 +295,25 @@ class Run:
         self.mark("export")
         self.acc.wait_for_everyone()
         return target
+
+    def fail_together(self, error: BaseException | None, what: str = "the judge") -> None:
+        """Raise on every rank if any rank's ``error`` is set (collective: one all-reduced flag per call, the
+        messages gathered only when one is set). The failing rank raises its own exception; the others a
+        :class:`JanusR1Error` with its message -- instead of waiting in the next collective for a rank that is
+        gone until the process group's timeout kills them with a message that names no cause."""
+        if self.acc.num_processes > 1:
+            flag = self.acc.reduce(torch.tensor([float(error is not None)], device=self.acc.device), "sum")
+            if float(flag.item()) > 0:
+                from accelerate.utils import gather_object
+
+                mine = None if error is None else str(error) if isinstance(error, JanusR1Error) else \
+                    f"{type(error).__name__}: {error}"
+                told = [(r, m) for r, m in enumerate(gather_object([mine])) if m is not None]
+                if error is None:
+                    rank, msg = told[0]
+                    raise JanusR1Error(f"{what} failed on rank {rank}: {msg}")
+        if error is not None:
+            raise error
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """Every process's rows of ``t``, concatenated, on the CPU (collective)."""

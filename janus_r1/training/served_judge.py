@@ -25,6 +25,7 @@ from ..errors import JanusR1Error
 from .judges import QuestionJudge
 
 IMAGE_SLOT = "<image>"
+MAX_PAUSE = 60.0  # seconds between two tries at most: a restarting server (minutes) is polled, not abandoned
 
 
 def png_data_url(image) -> str:
@@ -34,16 +35,25 @@ def png_data_url(image) -> str:
 
 
 def request_json(url: str, payload: dict | None, timeout: float, retries: int, backoff: float,
-                 headers: dict | None = None):
+                 headers: dict | None = None, deadline: float | None = None):
     """POST ``payload`` (GET when None) and decode the JSON answer. Connection errors, timeouts, HTTP 408/429/5xx
-    are retried ``retries`` times with backoff ``backoff * 2**k``; another HTTP error or a body that is not JSON
-    is raised at once (retrying cannot fix it). Every failure is a :class:`JanusR1Error`."""
+    are retried ``retries`` times with backoff ``backoff * 2**k`` (at most a minute); another HTTP error or a body that is not JSON
+    is raised at once (retrying cannot fix it). Every failure is a :class:`JanusR1Error`.
+
+    ``deadline`` (``time.monotonic()`` seconds): the retry budget. No try starts, and no try waits, past it -- so a
+    training step learns of a dead judge within the budget, before the collectives' timeout kills the job with a
+    message that names no judge."""
     body = None if payload is None else json.dumps(payload).encode()
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     last, t0 = "", time.monotonic()
+    tries = 0
     for attempt in range(retries + 1):
+        wait = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        tries += 1
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, body, hdrs), timeout=timeout) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, body, hdrs), timeout=wait) as r:
                 raw = r.read()
         except urllib.error.HTTPError as e:
             detail = e.read()[:300].decode("utf-8", "replace")
@@ -59,9 +69,14 @@ def request_json(url: str, payload: dict | None, timeout: float, retries: int, b
                 raise JanusR1Error(f"reward server {url} answered with something that is not JSON: "
                                    f"{raw[:200]!r}") from None
         if attempt < retries:
-            time.sleep(backoff * 2**attempt)
-    raise JanusR1Error(f"reward server {url} failed after {retries + 1} tries in {time.monotonic() - t0:.1f} s "
-                       f"(timeout {timeout} s each; last: {last}); refusing to train on a made-up reward")
+            pause = min(backoff * 2**attempt, MAX_PAUSE)
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+    budget = "" if deadline is None else "; retry budget spent"
+    raise JanusR1Error(f"reward server {url} failed after {tries} tries in {time.monotonic() - t0:.1f} s "
+                       f"(timeout {timeout} s each; last: {last or 'none'}{budget}); refusing to train on a made-up "
+                       "reward")
 
 
 def first_token_yes_no(top: list, question: str, missing: str = "error") -> float:
@@ -103,7 +118,7 @@ class OpenAIJudge(QuestionJudge):
     def __init__(self, base_url: str, model: str | None = None, top_logprobs: int = 20, timeout: float = 120.0,
                  retries: int = 5, backoff: float = 1.0, concurrency: int = 16, missing: str = "error",
                  questions: dict[str, list[str]] | None = None,
-                 decompose: Callable[[str], list[str]] | None = None) -> None:
+                 decompose: Callable[[str], list[str]] | None = None, budget: float | None = None) -> None:
         super().__init__(questions, decompose)
         if missing not in ("error", "zero"):
             raise JanusR1Error(f"missing must be error or zero (got {missing!r})")
@@ -112,11 +127,13 @@ class OpenAIJudge(QuestionJudge):
         self.base, self.model, self.top = base_url.rstrip("/"), model, top_logprobs
         self.timeout, self.retries, self.backoff, self.concurrency = timeout, retries, backoff, concurrency
         self.missing = missing
+        self.budget, self.deadline = budget, None  # seconds for one score call's tries, all requests together
         key = os.environ.get("JANUS_R1_JUDGE_API_KEY")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def _call(self, path: str, payload: dict | None):
-        return request_json(self.base + path, payload, self.timeout, self.retries, self.backoff, self.headers)
+        return request_json(self.base + path, payload, self.timeout, self.retries, self.backoff, self.headers,
+                            self.deadline)
 
     def served_model(self) -> str:
         """The ``model`` of the spec, or the one model ``GET {base}/models`` lists."""
@@ -160,6 +177,7 @@ class OpenAIJudge(QuestionJudge):
                 f"{json.dumps(answer)[:300]}") from None
 
     def _ask_all(self, jobs):
+        self.deadline = None if self.budget is None else time.monotonic() + self.budget
         self.served_model()
         if self.concurrency == 1 or len(jobs) < 2:
             return [self._ask(ims, q) for ims, q in jobs]

@@ -29,19 +29,53 @@ def _fsdp():
     return FSDPModule, MixedPrecisionPolicy, fully_shard
 
 
-def shard(policy: torch.nn.Module, mixed_precision: str, device: torch.device) -> torch.nn.Module:
-    """``fully_shard`` each decoder layer, then the root, over a 1-D mesh of every process."""
+def mesh_shape(world: int, shard_group: int) -> tuple[int, ...]:
+    """The device mesh of ``world`` processes: ``(world,)`` (FSDP: every process holds a 1/world shard) or, with
+    ``shard_group`` g (HSDP), ``(world / g, g)``: shards within groups of g consecutive ranks (a node), replicas
+    across the groups -- the all-gathers and reduce-scatters stay inside a node, only the gradient all-reduce
+    between replicas crosses the network."""
+    if shard_group in (0, world):
+        return (world,)
+    if shard_group < 0 or world % shard_group:
+        from ..errors import JanusR1Error
+
+        raise JanusR1Error(f"fsdp_shard_group {shard_group} does not divide the {world} processes: set it to the "
+                           "processes per node (0: shard over every process)")
+    return (world // shard_group, shard_group)
+
+
+def shard(policy: torch.nn.Module, mixed_precision: str, device: torch.device,
+          shard_group: int = 0) -> torch.nn.Module:
+    """``fully_shard`` each decoder layer, then the root, over the mesh of :func:`mesh_shape` (a 2-D mesh makes
+    FSDP2 hybrid: replicate on dim 0, shard on dim 1)."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
 
     _, MixedPrecisionPolicy, fully_shard = _fsdp()
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    shape = mesh_shape(dist.get_world_size(), shard_group)
+    mesh = init_device_mesh(device.type, shape, mesh_dim_names=("replicate", "shard")[-len(shape):])
     mp = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
           if mixed_precision == "bf16" else MixedPrecisionPolicy())
     for layer in policy.model.model.language_model.layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(policy, mesh=mesh, mp_policy=mp)
     return policy
+
+
+def mesh_of(policy: torch.nn.Module) -> list[int]:
+    """The mesh shape a sharded policy's parameters live on (``[]`` when not sharded)."""
+    p = next(iter(policy.parameters()))
+    return list(p.device_mesh.shape) if hasattr(p, "device_mesh") else []
+
+
+def set_gradient_sync(policy: torch.nn.Module, last: bool) -> None:
+    """Before a micro-batch's backward: gradients cross between HSDP replicas (an all-reduce over the network)
+    only on the update's last micro-batch; the others only reduce-scatter within the shard group, and FSDP2 adds
+    their partial sums into that final all-reduce. The reduce-scatter itself runs every micro-batch on purpose:
+    skipping it (``set_requires_gradient_sync(False)``) would keep full-size unsharded gradients on every rank
+    (28 GB in fp32 at 7B). A 1-D mesh has no all-reduce to skip."""
+    if is_sharded(policy) and len(mesh_of(policy)) == 2:
+        policy.set_requires_all_reduce(last, recurse=True)
 
 
 def is_sharded(policy: torch.nn.Module) -> bool:

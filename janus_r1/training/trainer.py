@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -97,24 +97,82 @@ def _prompt_batch(items: list, step: int, slot: int, slots: int, per: int, seed:
     return out
 
 
+def batches_per_decode(model, cfg, budget: int | None) -> int:
+    """How many of a process's ``rollout_batches`` one decode takes. Decoding is bandwidth-bound (every step reads
+    every weight once, whatever the rows), so one decode of all the trajectories that fit costs about what one
+    batch costs. ``rollout_rows`` > 0 caps the trajectories per decode (whole batches); 0 takes as many batches
+    as ``budget`` bytes hold by the memory formula (``model.memory.memory_needed``: the KV cache of the longest
+    introspective context, CFG rows counted, prefill and logits), all of them when ``budget`` is None (CPU)."""
+    per = cfg.prompts_per_step * cfg.group_size
+    if cfg.rollout_rows:
+        return max(1, min(cfg.rollout_batches, cfg.rollout_rows // per))
+    if budget is None:
+        return cfg.rollout_batches
+    from ..model.memory import memory_needed
+
+    def need(n: int) -> int:
+        if cfg.task == "edit":
+            return memory_needed(model, "edit", n * per)
+        return memory_needed(model, "generate", n * per, cfg.max_rounds, cfg.max_reflection, cfg.max_prompt_tokens)
+
+    n = cfg.rollout_batches
+    while n > 1 and need(n) > budget:
+        n -= 1
+    return n
+
+
+def rollout_budget(run) -> int | None:
+    """Bytes a rollout decode may use on this process's accelerator, computed once per run (inside the first
+    rollout, the policy gathered) so every step groups its batches the same way: 90 % of the card minus what is
+    allocated, minus the AdamW states a run that has not stepped yet will allocate (a resumed run holds them
+    already: both compute the same budget). None on the CPU: no limit."""
+    if getattr(run, "_rollout_budget", "unset") != "unset":
+        return run._rollout_budget
+    budget = None
+    dev = run.acc.device
+    if dev.type == "cuda":
+        total = torch.cuda.get_device_properties(dev).total_memory
+        used = torch.cuda.memory_allocated(dev)
+        opt = getattr(run, "opt", None)
+        if opt is not None and not getattr(opt, "state", None):
+            used += 2 * sum(_local(p).numel() * 4 for p in run.trainable)
+        budget = max(int(0.9 * total) - used, 0)
+    run._rollout_budget = budget
+    return budget
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
 def _rollouts(run, cfg, items) -> list:
-    """This process's rollouts of a step: batch k is slot ``k * world + rank``, seeded by (step, slot), so a run
-    on one process with ``rollout_batches = n`` draws what n processes draw with 1. Unscored (see :func:`_score`)."""
+    """This process's rollouts of a step: batch k is slot ``k * world + rank``, its prompts chosen by its slot.
+    Batches are decoded together, as many as fit (:func:`batches_per_decode`); a decode is seeded by (step, its
+    first slot). A decode of one batch draws exactly what that slot always drew, so a run on one process with
+    ``rollout_batches = n`` and ``rollout_rows = prompts_per_step * group_size`` draws what n processes draw with
+    1; merged decodes draw other, equally random samples. Unscored (see :func:`_score`)."""
     acc, j, world = run.acc, run.j, run.acc.num_processes
+    per = cfg.prompts_per_step
     trajs: list = []
     set_train(run.model, False)
     with torch.no_grad(), run.full_params(), run.rollout_precision(), borrowed_weights(run.j.model):
-        for k in range(cfg.rollout_batches):
-            slot = k * world + acc.process_index
-            batch = _prompt_batch(items, run.step, slot, world * cfg.rollout_batches, cfg.prompts_per_step, cfg.seed)
-            seed = derive_seed(cfg.seed, "rollout", run.step, slot) % (2**62)
+        size = batches_per_decode(run.model, cfg, rollout_budget(run))
+        if not getattr(run, "_told_decodes", False):
+            run._told_decodes = True
+            run.log_main(f"rollouts: {size * per * cfg.group_size} trajectories per decode, "
+                         f"{-(-cfg.rollout_batches // size)} decode(s) per update")
+        for k0 in range(0, cfg.rollout_batches, size):
+            slots = [k * world + acc.process_index for k in range(k0, min(k0 + size, cfg.rollout_batches))]
+            batch = [b for slot in slots
+                     for b in _prompt_batch(items, run.step, slot, world * cfg.rollout_batches, per, cfg.seed)]
+            seed = derive_seed(cfg.seed, "rollout", run.step, slots[0]) % (2**62)
             if cfg.task == "edit":
                 new = G.edit_rollout(j, load_images([b.input for b in batch]), [b.instruction for b in batch],
                                      cfg, seed)
             else:
                 new = G.rollout(j, batch, cfg, seed)
             for t in new:
-                t.group += k * cfg.prompts_per_step
+                t.group += k0 * per
             trajs += new
     return trajs
 
@@ -124,6 +182,17 @@ def _score(run, cfg, trajs: list, reward) -> None:
     gather = run.ref.full_params() if getattr(reward, "uses_reference", False) else contextlib.nullcontext()
     with torch.no_grad(), gather:  # the judge builds no graph
         G.score_trajectories(trajs, reward, cfg, run.j.image_size)
+
+
+def _now(fn, *args) -> Future:
+    """``fn(*args)`` run here and now, its result or exception kept like a thread's (:func:`_grpo_update` agrees
+    on failures across ranks the same way for both)."""
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args))
+    except Exception as e:  # noqa: BLE001  (re-raised by Run.fail_together, on every rank)
+        done.set_exception(e)
+    return done
 
 
 def _overlaps(reward, cfg) -> bool:
@@ -153,8 +222,8 @@ def _grpo_update(run, cfg, trajs: list, ref_j: Janus, scored=None) -> dict:
                     lp_old[i] = a.detach().float()
             for i, b in zip(c, run.ref.root(G.segment_logprobs, ref_j, trajs, sub, cfg)):
                 lp_ref[i] = b.float()
-    if scored is not None:
-        scored.result()
+    if scored is not None:  # every rank learns whether any judge failed before the update's collectives
+        run.fail_together(scored.exception())
     adv = G.advantages(trajs, cfg.group_size)
     coef = G.loss_coefficients(segs, lp_ref, G.global_rows(segs, run.gather) if cfg.advantage == "segments" else None)
     set_train(run.model, True)
@@ -181,7 +250,7 @@ def train_grpo(cfg: GRPOConfig) -> Path:
     ref_j = Janus(run.ref.model, run.vocab)
     questions = D.load_questions(cfg.prompts) if cfg.task == "t2i" and cfg.prompts else None  # paper B.2
     reward = make_reward(cfg.reward, ref_janus=ref_j, retries=cfg.reward_retries, timeout=cfg.reward_timeout,
-                         device=str(run.acc.device), questions=questions)
+                         device=str(run.acc.device), questions=questions, budget=cfg.reward_budget_minutes * 60)
     if cfg.task == "edit" and cfg.reward.split(":")[0] == "self":
         raise JanusR1Error("editing GRPO needs a judge that scores edits: --reward vlm:PATH or http:URL")
     if not cfg.prompts:
@@ -194,9 +263,8 @@ def train_grpo(cfg: GRPOConfig) -> Path:
     pool = ThreadPoolExecutor(1, thread_name_prefix="janus-r1-reward") if _overlaps(reward, cfg) else None
     while run.step < cfg.max_steps:
         trajs = _rollouts(run, cfg, items)
-        scored = pool.submit(_score, run, cfg, trajs, reward) if pool else None
-        if pool is None:
-            _score(run, cfg, trajs, reward)
+        run.mark("rollout")
+        scored = pool.submit(_score, run, cfg, trajs, reward) if pool else _now(_score, run, cfg, trajs, reward)
         stats = {**_grpo_update(run, cfg, trajs, ref_j, scored), **G.rollout_stats(trajs, cfg),
                  **TR.reward_spread(trajs, run.gather)}
         run.end_step(run.mean_across(stats))

@@ -35,6 +35,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "prompts.txt").write_text("a red cat\na blue dog\n")
     (d / "a_dir").mkdir()
     (d / "a_file").write_text("I am a file")
+    (d / "dangling").symlink_to(d / "nowhere")  # issue 24: links that lead nowhere, a FIFO, an over-budget line
+    (d / "loop").symlink_to(d / "loop")
+    os.mkfifo(d / "fifo")
+    (d / "long.txt").write_text("a red cat\n# a comment\n\n" + "a very long prompt " * 60 + "\n")
     tiny = write_tiny(d / "tiny", geometry="micro", seed=0)
     pickled = write_tiny(d / "pickled", geometry="micro", seed=0, weights="bin")
     sd = torch.load(pickled / "pytorch_model.bin", weights_only=True)
@@ -50,7 +54,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     save_file(sd, st, metadata={"format": "pt"})
     return {"img": str(img), "corrupt": str(d / "corrupt.png"), "latin1": str(d / "latin1.txt"),
             "prompts": str(d / "prompts.txt"), "dir": str(d / "a_dir"), "file": str(d / "a_file"),
-            "tiny": str(tiny), "pickled": str(pickled), "mismatch": str(mism), "missing": str(d / "nope.png"),
+            "dangling": str(d / "dangling"), "loop": str(d / "loop"), "fifo": str(d / "fifo"),
+            "long": str(d / "long.txt"), "tiny": str(tiny), "pickled": str(pickled), "mismatch": str(mism), "missing": str(d / "nope.png"),
             **_malformed_dirs({"deepseek": tiny, "transformers": mism}, d)}
 
 
@@ -117,6 +122,28 @@ CLI_CASES = [
     (["generate", CAT, "--out", "{file}/sub", "--model", "/no/model"], "is not a directory"),
     (["generate", CAT, "--out", "/proc/janus-r1-out", "--model", "/no/model"], "cannot write into /proc"),
     (["generate", CAT, "--out", "/sys/janus-r1-out", "--model", "/no/model"], "cannot write into /sys"),
+    (["generate", CAT, "--out", "{dangling}", "--model", "/no/model"], "dangling is a symbolic link to nothing"),
+    (["generate", CAT, "--out", "{dangling}/sub", "--model", "/no/model"], "is a symbolic link to nothing"),
+    (["generate", CAT, "--out", "{loop}/sub", "--model", "/no/model"], "loop is a symbolic link to nothing"),
+    (["generate", CAT, "--out", "{file}/sub/deeper", "--model", "/no/model"], "a_file is not a directory"),
+    (["generate", CAT, "--out", "{fifo}", "--model", "/no/model"], "exists and is not a directory"),
+    # FIFOs (and other non-regular files) are refused, never opened: reading one would block forever
+    (["regenerate", "{fifo}", "--prompt", CAT, "--out", "{out}", "--model", "/no/model"],
+     "is a FIFO (named pipe); only regular image files are read"),
+    (["score", "{fifo}", "--prompt", CAT, "--model", "/no/model"], "is a FIFO (named pipe)"),
+    (["ask", "{fifo}", "--model", "/no/model"], "is a FIFO (named pipe)"),
+    (["batch", "{fifo}", "--out", "{out}", "--model", "/no/model"],
+     "fifo is a FIFO (named pipe); only regular files are read"),
+    # the whole prompt file is checked before the first prompt is drawn (issue 24)
+    (["batch", "{long}", "--out", "{out}", "--model", "{tiny}", "--quiet"], "long.txt:4: prompt is"),
+    # a question over the model's context (16,384 positions) with the image rows (issue 24)
+    (["ask", "{img}", "--question", "word " * 5000, "--model", "{tiny}", "--quiet"],
+     "over the model's context of 16384 positions"),
+    (["ask", "{img}", "--question", "word " * 4000, "--max-new-tokens", "2000", "--model", "{tiny}", "--quiet"],
+     "with max_new_tokens 2000 that is over the model's context"),
+    # one critique for every image, or one per image (issue 24)
+    (["regenerate", "{img}", "--prompt", CAT, "--critique", "a", "--critique", "b", "--out", "{out}", "--model",
+      "/no/model"], "--critique given 2 times for 1 image(s)"),
     # prompts, instructions, critiques, images: checked before the model loads
     (["generate", "", "--out", "{out}", "--model", "/no/model"], "empty"),
     (["generate", "  \n ", "--out", "{out}", "--model", "/no/model"], "empty"),
@@ -192,6 +219,24 @@ def test_cli_refuses_what_the_models_geometry_cannot_hold(files, tmp_path, capsy
                       out)
 
 
+def test_cli_one_critique_per_image(files, tmp_path, capsys):
+    """``--critique`` repeated: one per image, in order (issue 24: the earlier ones were dropped silently)."""
+    import json
+
+    out = tmp_path / "out"
+    argv = ["regenerate", files["img"], files["img"], "--prompt", CAT, "--critique", "too red", "--critique",
+            "too small", "--out", str(out), "--model", files["tiny"], "--quiet", "--max-rounds", "1"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    trace = json.loads((out / "trace.json").read_text())
+    assert [s["attempts"][0]["reflection"] for s in trace["samples"]] == ["No, too red", "No, too small"]
+
+
+def test_api_refuses_a_fifo_as_an_image(micro, files):
+    for call in (lambda: micro.score(files["fifo"], CAT), lambda: micro.ask(files["fifo"])):
+        with pytest.raises(JanusR1Error, match="is a FIFO \\(named pipe\\); only regular image files are read"):
+            call()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_cli_read_only_out(files, tmp_path, capsys):
     ro = tmp_path / "ro"
@@ -259,6 +304,8 @@ API_CASES = [
     (lambda m, i: m.generate(CAT, max_prompt_tokens=0), "max_prompt_tokens must be"),
     (lambda m, i: m.generate("cat " * 400), "raise max_prompt_tokens"),
     (lambda m, i: m.best_of_n(5), "prompt must be one text"),
+    (lambda m, i: m.ask(i, "word " * 5000), "question is 20"),
+    (lambda m, i: m.ask([i, i], ["Why?", "word " * 5000]), "question 1 is 20"),
     (lambda m, i: m.best_of_n(CAT, n=0), "n must be an integer >= 1"),
 ]
 

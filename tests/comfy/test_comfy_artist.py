@@ -85,12 +85,23 @@ def test_regenerate_returns_an_accepted_input_untouched(worker):
         regen(),  # 3
         save("3", 0, "accepted"),  # 4
         save("2", 0, "loaded"),  # 5
+        save("3", 4, "tall_sheet"),  # 6
     )
     out = run_ok(worker, p)["outputs"]
     text = out["3"]["text"][0]
     assert "=> final: image 1 of 1 (accepted, the input" in text, text
     [final], [given] = saved(worker, out, "4"), saved(worker, out, "5")
     assert final.shape == (500, 300, 3) and np.array_equal(final, given)
+    # issue 25, finding 4: the contact sheet shows the 300x500 input whole, letterboxed in its 256 px tile (bars of
+    # the sheet's background left and right), never squashed into the square
+    [sheet] = saved(worker, out, "6")
+    from janus_r1.generation.sheet import BACKGROUND, MARGIN
+
+    w = round(300 * 256 / 500)
+    row = sheet[MARGIN + 128]
+    assert tuple(row[MARGIN + 5]) == BACKGROUND and tuple(row[MARGIN + 250]) == BACKGROUND
+    inner = row[MARGIN + (256 - w) // 2 + 2 : MARGIN + (256 + w) // 2 - 2]
+    assert np.abs(inner.astype(int) - np.array(BACKGROUND)).sum(axis=1).min() > 30  # the picture spans its width
     assert "note: Yes/No is the answer the model wrote" in text  # Yes with S < 0.5 (finding 9)
 
 
@@ -238,6 +249,9 @@ def test_judge_ranks_a_list_of_mixed_size_images_as_one_set(worker):
     assert "ranking (best first): " in report and report.count("image ") == 4 + 4, report
     best = int(out["5"]["text"][0])
     assert best == int(np.argmax(scores))
+    # issue 25: one index convention, labelled -- the report's first pick is best_index itself (from 0)
+    assert report.split("ranking (best first): ")[1].startswith(f"image {best}, "), report
+    assert "images counted from 0, as best_index" in report and "image 0: S=" in report
     sizes = [(64, 96), (120, 40), (120, 40), (33, 33)]
     [best_img] = saved(worker, out, "7")
     assert best_img.shape[:2] == sizes[best]  # the best image itself, untouched

@@ -134,7 +134,9 @@ def test_ask_schema_reads_the_engines_defaults(object_info):
     req = info["input"]["required"]
     assert info["input_order"]["required"] == ["model", "image", "question", "seed", "max_new_tokens",
                                                "temperature", "top_p"]
-    assert info["input_order"]["optional"] == ["image_b"] and info["input"]["optional"]["image_b"][0] == "IMAGE"
+    assert info["input_order"]["optional"] == ["image_b", "prompt_budget"]
+    assert info["input"]["optional"]["image_b"][0] == "IMAGE"
+    assert info["input"]["optional"]["prompt_budget"][1]["default"] == defaults.MAX_PROMPT_TOKENS
     assert req["question"][1]["default"] == defaults.ASK_QUESTION == "Describe this image in detail."
     assert req["question"][1]["multiline"] is True
     assert req["max_new_tokens"][1]["default"] == defaults.ASK_MAX_NEW_TOKENS
@@ -154,3 +156,45 @@ def test_bad_image_batch_is_one_clear_error(worker, socket, kind):
     assert len(errs) == 1 and errs[0]["node_id"] == "4", errs
     msg = errs[0]["exception_message"]
     assert msg.startswith(f"Janus-R1: {socket} must be an IMAGE batch [B, H, W, C]") and "got shape [" in msg, msg
+
+
+def defaults_of(info: dict, **links) -> dict:
+    """A node's inputs as a new node on the canvas has them: every widget at its default, sockets linked."""
+    inputs = dict(links)
+    for section in ("required", "optional"):
+        for name, spec in info["input"].get(section, {}).items():
+            if name not in inputs and len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]:
+                inputs[name] = spec[1]["default"]
+    return inputs
+
+
+def test_ask_into_cot_generate_runs_with_default_widgets(worker, object_info, engine, pics):
+    """Issue 25, finding 2: Load Image -> Ask (every widget at its default) -> CoT Generate's prompt (defaults)
+    runs: Ask keeps its answer within the generators' 200-token prompt budget and says so on the node when it
+    shortened it. The same graph with prompt_budget 0 (answers up to 512 tokens) fails at CoT's prompt check --
+    what artists hit before."""
+    from janus_r1 import defaults
+    from janus_r1.generation.prompt_fit import prompt_tokens
+
+    ask_node = {"class_type": "JanusR1Ask",
+                "inputs": defaults_of(object_info["JanusR1Ask"], model=["1", 0], image=["2", 0])}
+    cot_node = {"class_type": "JanusR1CoTGenerate",
+                "inputs": defaults_of(object_info["JanusR1CoTGenerate"], model=["1", 0], prompt=["3", 0])}
+    p = graph(load("janus_r1_example_a.png"), ask_node, cot_node, preview("4"))  # 2, 3, 4, 5
+    res = worker.execute(p)
+    assert res.get("success"), [e[1].get("exception_message") for e in res["events"] if e[0] == "execution_error"]
+    [answer] = engine.ask([pics["janus_r1_example_a.png"]], prompt_budget=defaults.MAX_PROMPT_TOKENS)
+    assert prompt_tokens(engine.janus, answer.text) <= defaults.MAX_PROMPT_TOKENS
+    shown = res["outputs"]["3"]["text"][0]
+    assert shown.startswith(answer.text)
+    assert ("[shortened to its last whole sentence within the 200-token prompt budget]" in shown) == answer.shortened
+    assert res["outputs"]["4"]["images"]  # CoT drew from Ask's answer
+
+    p["3"]["inputs"]["prompt_budget"] = 0
+    res = worker.execute(p)
+    long = res["outputs"].get("3", {}).get("text", [""])[0].removesuffix(" [...] (cut at max_new_tokens)")
+    if prompt_tokens(engine.janus, long) > defaults.MAX_PROMPT_TOKENS:  # the tiny model's gibberish is long
+        errs = [e[1] for e in res["events"] if e[0] == "execution_error"]
+        assert len(errs) == 1 and errs[0]["node_id"] == "4" and "over the budget of 200" in errs[0]["exception_message"]
+    else:
+        assert res.get("success")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -174,16 +175,23 @@ def test_regenerate_final_rule_and_sheet(worker):
     assert sheet.shape[1] == len(attempts) * 256 + (len(attempts) + 1) * 8
 
 
-def test_live_preview_is_throttled_by_wall_clock(worker):
+def test_live_preview_is_throttled_by_wall_clock_and_one_bar_moves_forward(worker):
+    """The live preview is throttled by wall-clock time within each image phase; and (issue 25, finding 7) the
+    node's progress is ONE bar over its whole run -- every report has the same total (three rounds of an image
+    and a judgement), the value never goes back, and the run ends at 100 %."""
     res = run_ok(worker, graph(cot(seed=SEED, max_reflection=20), save("2")))
-    n_img = 16  # the micro model's image tokens (reflections are 20 tokens, so phases are told apart)
-    phases: list[list] = []
-    for node, step, total, preview, t in res["progress"]:
-        if node != "2" or total != n_img:
-            continue
-        if not phases or step <= phases[-1][-1][0]:
-            phases.append([])
-        phases[-1].append((step, preview, t))
+    n_img, refl, rounds = 16, 20, 3  # the micro model's image tokens; reflections of 20 tokens
+    mine = [(v, tot, preview, t) for node, v, tot, preview, t in res["progress"] if node == "2"]
+    total = rounds * (n_img + refl)
+    assert {tot for _, tot, _, _ in mine} == {total}, {tot for _, tot, _, _ in mine}
+    values = [v for v, *_ in mine]
+    assert values == sorted(values) and values[-1] == total and values[0] < n_img
+    phases: dict[int, list] = {}  # round k's image phase fills values (k * 36, k * 36 + 16]
+    for v, _, preview, t in mine:
+        k, within = divmod(v - 1, n_img + refl)
+        if within < n_img:
+            phases.setdefault(k, []).append((within + 1, preview, t))
+    phases = [phases[k] for k in sorted(phases)]
     assert len(phases) == 3, phases
     for ph in phases:
         assert ph[-1][:2] == (n_img, True)  # the finished image is always previewed
@@ -193,11 +201,33 @@ def test_live_preview_is_throttled_by_wall_clock(worker):
         assert len(previews) <= 2 + (ph[-1][2] - ph[0][2]) / 0.5
 
 
-def _throttle_module():
-    spec = importlib.util.spec_from_file_location("janus_r1_nodes_throttle", REPO / "nodes" / "throttle.py")
+def _throttle_module(name: str = "throttle"):
+    spec = importlib.util.spec_from_file_location(f"janus_r1_nodes_{name}", REPO / "nodes" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_work_bar_moves_forward_over_every_phase():
+    """Issue 25, finding 7: one bar over a run of phases that restart their own counts (image 1, judge 1 ending
+    early at EOS, image 2 started without a phase label, ...): it never goes back, never passes its total,
+    and ``finish`` brings a run that stopped early to the end."""
+    mod = _throttle_module("work")
+    bar = mod.WorkBar(mod.Work(images=3, texts=3, text_steps=20), image_steps=16)
+    assert bar.total == 3 * (16 + 20)
+    seen = []
+    for k in range(2):
+        bar.phase()  # the engine names the image phase
+        seen += [bar.step("image", s, 16) for s in range(1, 17)]
+        if k == 0:
+            bar.phase()
+        seen += [bar.step("text", s, 24) for s in range(1, 9)]  # ends at EOS after 8 of 24 steps
+    assert seen == sorted(seen) and seen[-1] < bar.total
+    assert seen[15] == 16 and seen[16 + 8] == 36 + 1  # judge 1 fills its own slot; image 2 starts after it
+    assert bar.step("image", 1, 16) > seen[-1]  # an unnamed phase (its steps restart) closes the last
+    assert bar.finish() == bar.total
+    assert mod.WorkBar(mod.Work(), image_steps=16).total == 1  # nothing planned: still a bar
 
 
 @pytest.mark.parametrize("step_s, decode_s", [(0.01, 0.0), (0.001, 0.0), (0.01, 0.2)])

@@ -71,3 +71,8 @@ def test_node_docs_fit_the_help_sidebar():
         text = doc.read_text()
         assert not [ln for ln in text.splitlines() if ln.lstrip().startswith("|")], f"{doc.name} has a table"
         assert not re.search(r"(?<![\w-])--[a-z]", text), f"{doc.name} mentions a CLI flag"
+        # code does not wrap in the sidebar: a long line of it was cut off (issue 25, Save Reasoning's)
+        long = [c for c in re.findall(r"`([^`\n]+)`", text) if len(c) > 36]
+        blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.M | re.S)
+        long += [ln for b in blocks for ln in b.splitlines() if len(ln) > 40]
+        assert long == [], f"{doc.name}: code too wide for the help sidebar: {long}"

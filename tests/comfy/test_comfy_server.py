@@ -100,3 +100,29 @@ def test_every_template_has_the_thumbnail_the_frontend_asks_for(server):
         assert jpg[:3] == b"\xff\xd8\xff", f"{name}.jpg is not a JPEG"
         assert "_" not in name and name.startswith("Janus-R1 "), name
     assert any("text to image" in n.lower() and "cot" not in n.lower() for n in names), names
+
+
+def test_a_pack_whose_engine_cannot_import_fails_to_load_like_comfyui_packs_do(comfy_tree, tmp_path):
+    """The nodes import the engine plainly (issue 25). When it cannot import -- here a dependency of the engine
+    is missing -- ComfyUI's start-up log names the missing module and the install command and lists the pack as
+    "(IMPORT FAILED)" (what ComfyUI-Manager reports); no Janus-R1 node registers, and the server runs on."""
+    from conftest import start_server
+
+    base = tmp_path / "base"
+    pack = base / "custom_nodes" / "janus-r1"
+    (pack / "janus_r1").mkdir(parents=True)
+    for sub in ("input", "output", "temp", "user"):
+        (base / sub).mkdir()
+    (pack / "__init__.py").write_text((REPO / "__init__.py").read_text())
+    (pack / "requirements.txt").write_text((REPO / "requirements.txt").read_text())
+    (pack / "nodes").symlink_to(REPO / "nodes", target_is_directory=True)
+    (pack / "janus_r1" / "__init__.py").write_text("import janus_r1_missing_dependency  # noqa: F401\n")
+    with start_server(comfy_tree, base) as srv:
+        info = srv.get("/object_info")
+        log = srv.log.read_text()
+    assert not [n for n in info if n.startswith("JanusR1")]
+    assert "LoadImage" in info
+    line = next(ln for ln in log.splitlines() if "Janus-R1 cannot import its engine" in ln)
+    assert "No module named 'janus_r1_missing_dependency'" in line, line
+    assert f"python -m pip install -r {pack / 'requirements.txt'}" in line, line
+    assert any("(IMPORT FAILED)" in ln and ln.rstrip().endswith("janus-r1") for ln in log.splitlines()), log[-3000:]

@@ -244,3 +244,26 @@ PIC = Image.new("RGB", (64, 64), (200, 30, 30))
 def test_bad_input_is_one_clear_error(micro, call, match):
     with pytest.raises(JanusR1Error, match=match):
         call(micro)
+
+
+def test_prompt_budget_keeps_each_answer_a_usable_prompt(micro):
+    """Issue 25, finding 2: ``prompt_budget`` answers fit a text-to-image prompt of that many tokens with its
+    template (what ``generate`` accepts), ending at a whole sentence when shortened; without it the answer runs
+    to max_new_tokens and does not fit."""
+    from janus_r1.generation.prompt_fit import fit_text, prompt_tokens
+
+    j = micro.janus
+    text = "A red cube. It sits on a blue sphere! Behind them a green wall rises"
+    assert fit_text(j, text, 1000) == text  # fits: untouched
+    budget = prompt_tokens(j, "A red cube. It sits on a blue sphere!")
+    assert fit_text(j, text, budget) == "A red cube. It sits on a blue sphere!"  # the last whole sentence that fits
+    assert fit_text(j, text, budget - 1) == "A red cube."
+    pic = Image.new("RGB", (32, 32), (200, 30, 30))
+    [long] = micro.ask(pic, max_new_tokens=300)
+    [kept] = micro.ask(pic, max_new_tokens=300, prompt_budget=60)
+    assert prompt_tokens(j, long.text) > 60 and not long.shortened  # the tiny model's gibberish runs long
+    assert prompt_tokens(j, kept.text) <= 60 and kept.shortened and kept.text
+    assert long.text.startswith(kept.text[: len(kept.text) // 2])  # the same answer, shortened (greedy)
+    micro.generate(kept.text, max_rounds=1, max_reflection=2, seed=0, max_prompt_tokens=60)  # accepted as a prompt
+    with pytest.raises(JanusR1Error, match="prompt_budget"):
+        micro.ask(pic, prompt_budget=-1)

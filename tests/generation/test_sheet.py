@@ -151,3 +151,25 @@ def test_ranked_sheet_is_a_grid_labelled_with_rank_and_score(monkeypatch):
     assert ranked_sheet(ranked[:1], thumb=64).width == 64 + 2 * MARGIN
     with pytest.raises(JanusR1Error, match="non-empty list"):
         ranked_sheet([])
+
+
+def test_non_square_images_are_letterboxed_never_stretched():
+    """Issue 25, finding 4: a 300x500 portrait (Regenerate's input) sits whole in its tile at its own aspect
+    ratio, centred on the background; a square redraw fills its tile. Same in the ranked grid."""
+    from janus_r1.generation.sheet import BACKGROUND
+
+    portrait = Image.new("RGB", (300, 500), (255, 0, 0))
+    first = Attempt(1, portrait, [0] * 16, source="input", judgement=Judgement("No", 0.2, "No."))
+    second = Attempt(2, Image.new("RGB", (32, 32), (0, 0, 255)), [0] * 16, judgement=Judgement("Yes", 0.7, "Yes."))
+    thumb = 100
+    px = contact_sheet(SampleResult("a cat", 0, [first, second], final=1), thumb=thumb).load()
+    y = MARGIN + thumb // 2
+    w = round(300 * thumb / 500)  # 60 px wide, 100 high
+    left = MARGIN + (thumb - w) // 2
+    assert px[MARGIN + 2, y] == BACKGROUND and px[MARGIN + thumb - 3, y] == BACKGROUND  # bars left and right
+    assert px[left + 1, y] == (255, 0, 0) and px[left + w - 2, y] == (255, 0, 0)  # the image, not wider
+    assert px[MARGIN + thumb // 2, MARGIN + 1] == (255, 0, 0)  # full height
+    x2 = MARGIN + thumb + MARGIN
+    assert px[x2 + 1, y] == (0, 0, 255) and px[x2 + thumb - 2, y] == (0, 0, 255)  # a square fills its tile
+    grid = ranked_sheet([SampleResult("a cat", 0, [first], final=0)], thumb=thumb).load()
+    assert grid[MARGIN + 2, y] == BACKGROUND and grid[left + 1, y] == (255, 0, 0)

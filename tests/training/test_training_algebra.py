@@ -130,5 +130,24 @@ def test_loss_normalisation_trajectory_and_segments():
     segs, lp = _segs([[4, 2, 5], [3, 1]], stream=True)
     adv = torch.tensor([[1.0, 2.0, 4.0], [-1.0, -4.0, 0.0]])
     loss, _ = G.grpo_loss(lp, lp, lp, segs, adv, cfg)
-    # streams 1 and 2 have two rows, stream 3 one row
-    assert loss.item() == pytest.approx(-((1.0 - 1.0) / 2 + (2.0 - 4.0) / 2 + 4.0) / 3)
+    # every stream is a mean over the two trajectories (the released code): stream 3's one row counts 1/2
+    assert loss.item() == pytest.approx(-((1.0 - 1.0) / 2 + (2.0 - 4.0) / 2 + 4.0 / 2) / 3)
+
+
+def test_loss_coefficients_by_hand():
+    """Two trajectories: 0 accepted its image (4 tokens; verdict text 2 tokens), 1 said "No" (image 4 tokens,
+    text mask [1, 0, 1], image 2 of 4 tokens). Paper: 1 / (trajectory tokens) / 2. Released code: 1 / (segment
+    tokens) / 2 trajectories / 3 streams -- stream 3 divided by the trajectories, not by its one "No" row."""
+    S = G.Segment
+    segs = [S(0, "image", 1), S(0, "text", 1, mask=[1, 1]), S(1, "image", 1), S(1, "text", 1, mask=[1, 0, 1]),
+            S(1, "image", 2)]
+    lp = [torch.zeros(4), torch.zeros(2), torch.zeros(4), torch.zeros(3), torch.zeros(4)]
+    assert G.loss_coefficients(segs, lp) == pytest.approx([1 / 6 / 2] * 2 + [1 / 10 / 2] * 3)
+    code = [S(s.traj, s.kind, s.round, {("image", 1): 1, ("text", 1): 2, ("image", 2): 3}[(s.kind, s.round)],
+              s.mask) for s in segs]
+    want = [1 / 4 / 2 / 3, 1 / 2 / 2 / 3, 1 / 4 / 2 / 3, 1 / 2 / 2 / 3, 1 / 4 / 2 / 3]
+    assert G.loss_coefficients(code, lp) == pytest.approx(want)
+    # over 2 processes holding 2 trajectories each: world / global trajectories = 2 / 4, the same factors
+    glob = G.global_rows(code, lambda t: torch.cat([t, torch.tensor([[2.0, 2.0, 0.0]], dtype=t.dtype)]))
+    assert glob == {"rows": {1: 4.0, 2: 4.0, 3: 1.0}, "world": 2}
+    assert G.loss_coefficients(code, lp, glob) == pytest.approx(want)

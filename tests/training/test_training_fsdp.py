@@ -24,7 +24,8 @@ SFT = {"warmup_steps": 1, "lr": 1e-3, "batch_size": 2, "save_every": 1, "num_wor
        "mix": [0.0, 0.0, 1.0], "gradient_checkpointing": True}  # one task: the task is drawn per micro-step
 GRPO = {"group_size": 2, "max_rounds": 2, "max_reflection": 4, "warmup_steps": 1, "convert_steps": 2, "lr": 1e-3,
         "convert_lr": 5e-4, "min_lr": 1e-4, "save_every": 1, "inner_iterations": 2, "micro_batch": 1,
-        "log_with": "none", "gradient_checkpointing": True}
+        "log_with": "none", "gradient_checkpointing": True,
+        "rollout_rows": 2}  # one rollout batch per decode: 1 process x 2 batches draws what 2 processes draw
 CASES = [("train-sft", SFT, "grad_accum"), ("train-grpo", GRPO, "rollout_batches")]
 
 

@@ -62,8 +62,13 @@ def _fake_run(j, cfg, calls: list):
     acc = SimpleNamespace(autocast=contextlib.nullcontext)
     run = SimpleNamespace(acc=acc, j=pj, model=policy_model, policy=policy, ref=ref, optimizer_step=optimizer_step,
                           sync=lambda last: contextlib.nullcontext(), backward=lambda loss, last: loss.backward(),
-                          gather=lambda t: t)
+                          gather=lambda t: t, fail_together=_raise_if)
     return run, grads
+
+
+def _raise_if(error, what: str = "the judge") -> None:
+    if error is not None:
+        raise error
 
 
 @pytest.mark.parametrize("advantage", ["trajectory", "segments"])

@@ -33,8 +33,9 @@ WORKFLOWS = {
             ("save", "SaveImage", {"filename_prefix": "janus_r1/t2i"}),
         ],
         [("loader", 0, "t2i", "model"), ("t2i", 0, "save", "images")],
-        "Plain Janus-Pro text to image: one pass, no self-check (the fastest). For pictures the model checks "
-        "and redraws itself, see the CoT template.",
+        "**Type a prompt, get a picture.** Janus-Pro draws it in one pass, without checking its work: the "
+        "fastest way to try prompts and seeds. For pictures the model judges and redraws itself, open the CoT "
+        "template.",
     ),
     "Janus-R1 CoT Text to Image": (
         [
@@ -54,11 +55,10 @@ WORKFLOWS = {
             ("cot", 5, "sheet", "images"),
             ("cot", 2, "text", "text"),
         ],
-        "Janus-Pro-R1 draws, judges its picture against the prompt, explains what is wrong and redraws (at most "
-        "max_rounds images). The node shows the final image and its reasoning; the saved PNG carries the "
-        "verdicts and scores, and Save Reasoning writes the reasoning as a .txt beside it. The contact sheet "
-        "shows every attempt with its verdict and score. `final` picks the last image (the paper) or the best "
-        "score.",
+        "**A picture the model checks itself.** Janus-Pro-R1 draws the prompt, judges its picture (Yes/No and a "
+        "score), writes what is wrong and redraws, up to max_rounds images. You get the final image (saved with "
+        "its verdicts and scores inside the PNG), the reasoning on the node and as a .txt, and a sheet of every "
+        "attempt. `final` keeps the last image (the paper) or the best-scored one.",
     ),
     "Janus-R1 Judge - rank images": (
         [
@@ -77,10 +77,10 @@ WORKFLOWS = {
             ("batch", 0, "judge", "images"),
             ("judge", 5, "best", "images"),
         ],
-        "Rank pictures made by any model: the Judge scores each against the prompt, S in [0, 1], with its Yes/No "
-        "verdict and reason, and shows the report. Here the second picture is the first one inverted, so there "
-        "is something to tell apart: load your own pictures instead (ImageBatch resizes the second to the "
-        "first; `best` is the top-scored one, `ranked` has them all, `best_index` its place in the batch).",
+        "**Which picture matches the prompt best?** The Judge scores pictures from any model against your "
+        "prompt (S from 0 to 1, a Yes/No verdict and its reason), ranks them and previews the best one. Here "
+        "the second picture is the first one inverted: load your own instead (ImageBatch resizes the second to "
+        "the first). `ranked` has them all, `best_index` counts from 0.",
     ),
     "Janus-R1 Edit Image": (
         [
@@ -94,8 +94,9 @@ WORKFLOWS = {
             ("save", "SaveImage", {"filename_prefix": "janus_r1/edit"}),
         ],
         [("loader", 0, "edit", "model"), ("img", 0, "edit", "image"), ("edit", 0, "save", "images")],
-        "Edit a picture with a text instruction (CFG 4 as in the paper). The model sees the centre square of the "
-        "input; `output_size` = input size stretches its edit back to the input's shape.",
+        "**Change a picture with words.** Load a picture, type what to change (\"make the sky purple\"), and "
+        "Janus draws the edited picture. The model sees the centre square of the input; `output_size` = input "
+        "size brings its edit back to the input's shape.",
     ),
     "Janus-R1 Regenerate Image": (
         [
@@ -120,14 +121,15 @@ WORKFLOWS = {
             ("regen", 0, "save", "images"),
             ("regen", 4, "sheet", "images"),
         ],
-        "Improve an image made elsewhere: Janus judges it against the prompt (or uses your critique), writes what "
-        "is wrong and redraws. An image it accepts comes back untouched (turn off always_redraw for that).",
+        "**Fix a picture made elsewhere.** Janus judges your picture against the prompt (or takes your critique), "
+        "writes what is wrong and redraws it; the sheet shows the input and each redraw with its score. With "
+        "always_redraw off, a picture it accepts comes back untouched.",
     ),
     "Janus-R1 Ask - describe and redraw": (
         [
             LOADER,
             ("img", "LoadImage", {"image": "example.png"}),
-            ("ask", "JanusR1Ask", {"max_new_tokens": 120}),
+            ("ask", "JanusR1Ask", {}),
             ("cot", "JanusR1CoTGenerate", {"prompt": "", "seed": 42}),
             ("save", "SaveImage", {"filename_prefix": "janus_r1/redrawn"}),
         ],
@@ -138,10 +140,10 @@ WORKFLOWS = {
             ("ask", 0, "cot", "prompt"),
             ("cot", 0, "save", "images"),
         ],
-        "Janus-Pro also understands pictures: Ask describes the loaded image (its question is editable), and the "
-        "description becomes CoT Generate's prompt, so Janus redraws the picture from its own words. "
-        "max_new_tokens 120 keeps the description inside the 200-token prompt budget the model was trained on. "
-        "Feed Ask's text to any other model's prompt the same way.",
+        "**Describe a picture, then redraw it from the description.** Ask writes what it sees in the loaded "
+        "picture (edit its question for other answers), kept to the 200-token prompt budget by its "
+        "prompt_budget; CoT Generate draws from those words. Feed Ask's text to any other model's prompt the same "
+        "way.",
     ),
     "Janus-R1 Ask - rank descriptions": (
         [
@@ -149,7 +151,7 @@ WORKFLOWS = {
             ("img", "LoadImage", {"image": "example.png"}),
             ("other", "ImageInvert", {}),
             ("batch", "ImageBatch", {}),
-            ("ask", "JanusR1Ask", {"max_new_tokens": 120}),
+            ("ask", "JanusR1Ask", {}),
             ("judge", "JanusR1Judge", {"prompt": "", "seed": 0}),
             ("best", "PreviewImage", {}),
         ],
@@ -164,9 +166,9 @@ WORKFLOWS = {
             ("ask", 0, "judge", "prompt"),
             ("judge", 5, "best", "images"),
         ],
-        "How well does each picture match its own description? Ask describes every picture (one answer each), "
-        "and the Judge scores each picture against its description (S in [0, 1]) and ranks them: a caption "
-        "check. Load your own pictures in place of the example and its inverted copy.",
+        "**Check captions.** Ask describes every picture (one answer each); the Judge scores each picture "
+        "against its own description (S from 0 to 1) and ranks them, previewing the best-described one. Load "
+        "your own pictures in place of the example and its inverted copy.",
     ),
     "Janus-R1 Best of N": (
         [
@@ -184,33 +186,48 @@ WORKFLOWS = {
             ("bon", 0, "save", "images"),
             ("bon", 4, "sheet", "images"),
         ],
-        "Inference-time scaling: draw N candidates and keep the one the model itself scores highest. The node "
-        "shows the pick and the ranking; the sheet shows every candidate with its rank and score.",
+        "**Draw several, keep the best.** Janus draws n candidates for the prompt and keeps the one it scores "
+        "highest itself. The node shows the pick and the ranking; the sheet shows every candidate with its rank "
+        "and score.",
     ),
 }
 
-# Room each node needs once it has run, so nothing grows over its neighbours (issue 17, finding 4): image
-# outputs show a 384 px picture, contact sheets are wide, Janus-R1 nodes show their image (and reasoning).
-NODE_WIDTH = {"PreviewImage": 640, "SaveImage": 440}
-JANUS_IMAGE_ROOM = 300  # web/js/janus_r1.js IMAGE_ROOM
-JANUS_TEXT_ROOM = 220  # web/js/janus_r1.js BOX_MIN_HEIGHT
-TEXT_NODES = {"JanusR1CoTGenerate", "JanusR1Judge", "JanusR1Regenerate", "JanusR1BestOfN"}
-IMAGE_NODES = {"JanusR1TextToImage", "JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Edit"}
-TEXT_NODES |= {"JanusR1Ask"}
-COLUMN_GAP, ROW_GAP = 60, 60
+# Layout (issue 25, finding 6): a template must read at Fit View, where frontend 1.32.9 fits the graph's box at 75 %
+# of the canvas and draws every node as a blank box below the level-of-detail zoom (8 px text: scale 8 / 14 =
+# 0.57 at the default setting). So every template is laid out in a few columns (COLUMNS below), each node at the
+# height the frontend gives it (its sockets and widgets, estimated by node_height), and the whole graph kept
+# within FIT_BOX: on a 1600 x 900 canvas that fits at scale >= 0.6 (tested in the browser). Room to grow after
+# a run: a Janus-R1 node with an image or a reasoning box grows downwards once it has run (web/js/janus_r1.js),
+# so nothing is placed below one, except under Ask, which keeps ASK_TEXT_ROOM for its answer box.
+FIT_BOX = (1950, 1100)
+NODE_WIDTH = {"PreviewImage": 520, "SaveImage": 400, "LoadImage": 340, "JanusR1Loader": 340, "ImageInvert": 300,
+              "ImageBatch": 300, "MarkdownNote": 340}
+CORE_HEIGHT = {"LoadImage": 360, "SaveImage": 400, "PreviewImage": 400, "ImageInvert": 60, "ImageBatch": 80,
+               "MarkdownNote": 250}
+JANUS_WIDTH = 420  # web/js/janus_r1.js widens a node with a reasoning box to 420
+ASK_TEXT_ROOM = 260  # web/js/janus_r1.js BOX_MIN_HEIGHT (220) and its margins
+COLUMN_GAP, ROW_GAP, TITLE = 60, 40, 30
+# per template: its columns, left to right, each a list of node keys top to bottom ("note" is the Markdown note)
+COLUMNS = {
+    "Janus-R1 Text to Image": [["loader", "note"], ["t2i"], ["save"]],
+    "Janus-R1 CoT Text to Image": [["loader", "note"], ["cot"], ["save", "text"], ["sheet"]],
+    "Janus-R1 Judge - rank images": [["loader", "img"], ["other", "batch", "note"], ["judge"], ["best"]],
+    "Janus-R1 Edit Image": [["loader", "img", "note"], ["edit"], ["save"]],
+    "Janus-R1 Regenerate Image": [["loader", "img", "note"], ["regen"], ["save"], ["sheet"]],
+    "Janus-R1 Ask - describe and redraw": [["loader", "img"], ["ask", "note"], ["cot"], ["save"]],
+    "Janus-R1 Ask - rank descriptions": [["loader", "img"], ["other", "batch", "note"], ["ask", "judge"], ["best"]],
+    "Janus-R1 Best of N": [["loader", "note"], ["bon"], ["save"], ["sheet"]],
+}
 
 
 def node_height(typ: str, widgets: int, sockets: int, multiline: int) -> int:
-    """The height a node needs after a run (title bar excluded, as LiteGraph counts)."""
-    h = 40 + 24 * (widgets - multiline) + 24 * sockets + 110 * multiline
-    if typ == "LoadImage":
-        return h + 300  # the frontend shows the picture
-    if typ in ("SaveImage", "PreviewImage"):
-        return max(h, 420)  # a 384 px picture under its widgets
-    if typ in IMAGE_NODES:
-        h += JANUS_IMAGE_ROOM
-    if typ in TEXT_NODES:
-        h += JANUS_TEXT_ROOM
+    """The height frontend 1.32.9 gives a node before a run (title bar excluded, as LiteGraph counts): 20 px per
+    socket row, 24 per widget, 54 more per multiline text, measured on these nodes; a few px to spare."""
+    if typ in CORE_HEIGHT:
+        return CORE_HEIGHT[typ]
+    h = 14 + 20 * sockets + 24 * (widgets - multiline) + 78 * multiline + 24
+    if typ == "JanusR1Ask":
+        h += ASK_TEXT_ROOM
     return h
 
 
@@ -243,13 +260,7 @@ def build(name: str, object_info: dict) -> dict:
     for lid, (src, slot, dst, inp) in enumerate(links_spec, 1):
         src_type = object_info[node_specs[ids[src] - 1][1]]["output"][slot]
         links.append([lid, ids[src], slot, ids[dst], inp, src_type])
-    widths: dict[int, int] = {}
-    placed: list[tuple[int, int, int, int]] = []
-    depth = {key: 0 for key in ids}
-    for _ in range(len(ids)):
-        for src, _, dst, _ in links_spec:
-            depth[dst] = max(depth[dst], depth[src] + 1)
-    rows: dict[int, int] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     for order, (key, typ, values) in enumerate(node_specs):
         info = object_info[typ]
         inputs = []
@@ -295,14 +306,11 @@ def build(name: str, object_info: dict) -> dict:
                 widgets.append("fixed")
             if opts.get("image_upload"):
                 widgets.append("image")
-        d = depth[key]
         multiline = sum(1 for _, opts, _t in widget_names(info) if opts.get("multiline"))
-        w = NODE_WIDTH.get(typ, 420)
-        h = node_height(typ, len(widgets), max(len(inputs), len(outputs)), multiline)
-        widths[d] = max(widths.get(d, 0), w)
-        y = 70 + rows.get(d, 0)  # below the title bar
-        rows[d] = rows.get(d, 0) + h + ROW_GAP + 30  # + the title bar
-        placed.append((d, y, w, h))
+        w = NODE_WIDTH.get(typ, JANUS_WIDTH)
+        shown = len(widgets) - sum(1 for _, o, _t in widget_names(info) if o.get("image_upload"))
+        h = node_height(typ, shown, max(len(inputs), len(outputs)), multiline)
+        sizes[key] = (w, h)
         props = {"Node name for S&R": typ}
         if typ.startswith("JanusR1"):
             props.update({"cnr_id": PACK_ID, "ver": PACK_VERSION})
@@ -312,7 +320,7 @@ def build(name: str, object_info: dict) -> dict:
             {
                 "id": ids[key],
                 "type": typ,
-                "pos": [0, y],  # x once every column's width is known
+                "pos": [0, 0],  # placed below, column by column
                 "size": [w, h],
                 "flags": {},
                 "order": order,
@@ -323,19 +331,14 @@ def build(name: str, object_info: dict) -> dict:
                 "widgets_values": widgets,
             }
         )
-    col_x, x = {}, 40
-    for d in sorted(widths):
-        col_x[d] = x
-        x += widths[d] + COLUMN_GAP
-    for node, (d, _, _, _) in zip(nodes, placed):
-        node["pos"][0] = col_x[d]
     note_id = len(nodes) + 1
+    sizes["note"] = (NODE_WIDTH["MarkdownNote"], CORE_HEIGHT["MarkdownNote"])
     nodes.append(
         {
             "id": note_id,
             "type": "MarkdownNote",
-            "pos": [40, 70 + rows.get(0, 0)],
-            "size": [widths.get(0, 420), 200],
+            "pos": [0, 0],
+            "size": list(sizes["note"]),
             "flags": {},
             "order": len(nodes),
             "mode": 0,
@@ -348,6 +351,21 @@ def build(name: str, object_info: dict) -> dict:
             ],
         }
     )
+    by_key = {key: nodes[ids[key] - 1] for key in ids} | {"note": nodes[-1]}
+    columns = COLUMNS[name]
+    assert sorted(k for col in columns for k in col) == sorted(by_key), f"{name}: COLUMNS must place every node"
+    x, bottom = 40, 0
+    for col in columns:
+        y = 40 + TITLE
+        for key in col:
+            w = max(sizes[k][0] for k in col)
+            by_key[key]["pos"] = [x, y]
+            by_key[key]["size"] = [w, sizes[key][1]]
+            y += sizes[key][1] + ROW_GAP + TITLE
+        bottom = max(bottom, y)
+        x += max(sizes[k][0] for k in col) + COLUMN_GAP
+    box = (x - COLUMN_GAP - 40, bottom - ROW_GAP - TITLE - 40)
+    assert box[0] <= FIT_BOX[0] and box[1] <= FIT_BOX[1], f"{name}: {box} does not fit {FIT_BOX} (Fit View)"
     return {
         "id": f"00000000-0000-4000-8000-{abs(hash(name)) % 10**12:012d}",
         "revision": 0,

@@ -69,6 +69,34 @@ function dropLivePreview(node) {
   delete app.nodePreviewImages[key];
 }
 
+function removeWidget(node, name) {
+  const i = node.widgets?.findIndex((x) => x.name === name) ?? -1;
+  if (i > -1) {
+    node.widgets[i].onRemove?.();
+    node.widgets.splice(i, 1);
+  }
+}
+
+// A new run of a Janus-R1 node starts: nothing of the previous run stays on it -- its reasoning box, the images
+// it returned, its live preview -- so the node never shows two runs at once (issue 25, finding 5; also after a
+// Cancel, whose partial preview would otherwise sit beside the older run's text). The live text of the new run
+// is the frontend's own streamed box; the final text comes back in a fresh box when the node reports.
+function clearForNewRun(node) {
+  const key = String(node.id);
+  node.janusR1Runs = (node.janusR1Runs ?? 0) + 1; // streamed chunks of the old run are stale
+  node.janusR1Streamed = false;
+  node.janusR1Final = undefined;
+  removeWidget(node, WIDGET);
+  removeWidget(node, NATIVE_PREVIEW);
+  removeWidget(node, "$$canvas-image-preview");
+  dropLivePreview(node);
+  if (app.nodeOutputs?.[key]) delete app.nodeOutputs[key];
+  node.imgs = undefined;
+  node.images = undefined;
+  node.preview = undefined;
+  node.setDirtyCanvas?.(true, true);
+}
+
 function showText(node, text, streamed = false) {
   if (!node || typeof text !== "string") return;
   let w = node.widgets?.find((x) => x.name === WIDGET);
@@ -80,13 +108,16 @@ function showText(node, text, streamed = false) {
       w = node.addWidget("text", WIDGET, "", () => {}, {});
     }
     w.serialize = false; // never stored in the workflow: widgets_values stay as the backend expects
+    w.options = w.options ?? {};
+    // ... and never sent with the prompt: an input the server does not know still enters ComfyUI's cache key,
+    // so a box sent back would make every Run after the first redo the node (issue 25, finding 1)
+    w.options.serialize = false;
     if (w.inputEl) {
       w.inputEl.readOnly = true;
       w.inputEl.style.opacity = 0.85;
       w.inputEl.dataset.janusR1 = "reasoning";
     }
     // a box that holds a dozen lines however much room the image preview takes, and room for that image
-    w.options = w.options ?? {};
     w.options.getMinHeight = () => BOX_MIN_HEIGHT;
     const room = SHOWS_IMAGE.has(node.comfyClass ?? node.type) ? IMAGE_ROOM : 0;
     node.setSize?.([Math.max(node.size[0], 420), Math.max(node.size[1], node.computeSize()[1] + room)]);
@@ -99,10 +130,42 @@ function showText(node, text, streamed = false) {
   app.graph?.setDirtyCanvas?.(true, true);
 }
 
+// Ask answers greedily by default (temperature 0), and a greedy answer does not depend on the seed: the control
+// the frontend puts next to any "seed" starts at "fixed" on Ask, and does nothing while temperature is 0 whatever
+// it says -- a seed stepped after every Run would redo Ask and every node fed by its text (issue 25, finding 3).
+function keepGreedySeed(node) {
+  const control = node.widgets?.find((w) => w.name === "control_after_generate");
+  if (!control || control.janusR1Greedy) return;
+  control.janusR1Greedy = true;
+  control.value = "fixed"; // a new node; a loaded workflow's saved choice is put back by configure
+  const greedy = () => Number(node.widgets?.find((w) => w.name === "temperature")?.value) === 0;
+  for (const hook of ["beforeQueued", "afterQueued"]) {
+    const original = control[hook];
+    if (typeof original !== "function") continue;
+    control[hook] = function () {
+      if (!greedy()) return original.apply(this, arguments);
+    };
+  }
+}
+
+function executingNode(detail) {
+  const id = detail && typeof detail === "object" ? (detail.display_node ?? detail.node) : detail;
+  if (id == null) return null;
+  return app.graph?.getNodeById?.(Number(String(id).split(":").pop())) ?? null;
+}
+
 app.registerExtension({
   name: "JanusR1.ReasoningText",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!String(nodeData.name).startsWith("JanusR1")) return;
+    if (nodeData.name === "JanusR1Ask") {
+      const created = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = created?.apply(this, arguments);
+        keepGreedySeed(this);
+        return r;
+      };
+    }
     const first = SHOWN_FIRST[nodeData.name];
     if (first) {
       const onNodeCreated = nodeType.prototype.onNodeCreated;
@@ -155,6 +218,10 @@ app.registerExtension({
         if (node.janusR1Runs !== runs) return;
         if (!node.widgets?.some((x) => x.name === NATIVE_PREVIEW)) showText(node, text, true);
       }, 0);
+    });
+    api.addEventListener("executing", (e) => {
+      const node = executingNode(e.detail);
+      if (node && isJanus(node)) clearForNewRun(node);
     });
     for (const ev of ["execution_success", "execution_error", "execution_interrupted"]) {
       api.addEventListener(ev, () => setTimeout(clearProgressLabels, 0));
