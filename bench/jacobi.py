@@ -9,7 +9,9 @@ without it, "trained" is ``null`` with the reason under ``trained_reason``.
 
 The last line is one JSON object ``{"random": {...}, "trained": {...} | null}``, each with ``forward_ratio``
 (one-token forward passes / Jacobi forward passes per image at the paper's sampling), ``accepted_per_forward``,
-``seconds_per_image_ar``, ``seconds_per_image_jacobi``, ``tokens_identical`` (greedy), and the window.
+``seconds_per_image_ar``, ``seconds_per_image_jacobi``, ``tokens_identical`` (greedy), the window and the batch.
+``--device cuda --batch 16`` gives the GPU figures per image at batch 16 (batch 1 by default); the window step is
+not captured as a CUDA graph yet, so on a GPU the Jacobi side runs eagerly while ``ar`` replays its graph.
 Each pair is timed in alternation (best of ``--repeats``) so both see the same load on a shared machine.
 """
 
@@ -33,9 +35,9 @@ def _with(s: Sampling, decoding: str, window: int) -> Sampling:
     return Sampling(s.temperature, s.top_k, s.top_p, s.greedy, decoding=decoding, window=window)
 
 
-def measure(jr, window: int, repeats: int, runner: str) -> dict:
+def measure(jr, window: int, repeats: int, runner: str, batch: int = 1) -> dict:
     j = jr.janus
-    ctx = build(cfg_rows([[j.prompt_piece(j.prompt_ids(PROMPT))]], jr.vocab.ids.pad),
+    ctx = build(cfg_rows([[j.prompt_piece(j.prompt_ids(PROMPT))]] * batch, jr.vocab.ids.pad),
                 jr.model.get_input_embeddings(), jr.vocab.ids.pad)
     n = j.num_image_tokens
 
@@ -56,14 +58,15 @@ def measure(jr, window: int, repeats: int, runner: str) -> dict:
                 forwards.append(jacobi.LAST_STATS.forwards)
     jac_forwards = sum(forwards) / len(forwards)
     return {
+        "batch": batch,
         "image_tokens": n,
         "window": window,
         "forwards_per_image_ar": n,  # the prefill, then one step per further token
         "forwards_per_image_jacobi": round(jac_forwards, 2),
         "forward_ratio": round(n / jac_forwards, 3),
         "accepted_per_forward": round(n / jac_forwards, 3),
-        "seconds_per_image_ar": round(min(times["ar"]), 4),
-        "seconds_per_image_jacobi": round(min(times["jacobi"]), 4),
+        "seconds_per_image_ar": round(min(times["ar"]) / batch, 4),
+        "seconds_per_image_jacobi": round(min(times["jacobi"]) / batch, 4),
         "tokens_identical": identical,
     }
 
@@ -75,7 +78,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--runner", default="auto")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (on a GPU: the figures per image at --batch)")
+    ap.add_argument("--batch", type=int, default=1, help="images per call (a batch runs at its slowest pair's pace)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     from janus_r1 import JanusR1
@@ -84,11 +88,11 @@ def main() -> None:
 
     model, tok = build_tiny_model(args.geometry, seed=0)
     out: dict = {"random": measure(JanusR1(model.to(args.device), Vocabulary(tok), source="tiny"), args.window,
-                                   args.repeats, args.runner)}
+                                   args.repeats, args.runner, args.batch)}
     print(json.dumps({"random_detail": out["random"]}), flush=True)
     if args.model:
         jr = JanusR1.from_pretrained(args.model, device=args.device, progress=False)
-        out["trained"] = measure(jr, args.window, args.repeats, args.runner)
+        out["trained"] = measure(jr, args.window, args.repeats, args.runner, args.batch)
     else:
         out["trained"] = None
         out["trained_reason"] = ("not measured: no trained model given (--model PATH, the shapes-world model of "
