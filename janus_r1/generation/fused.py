@@ -1,7 +1,10 @@
 """One GEMM for q/k/v and one for gate/up: a decoder layer reads its weights in 4 matrix products, not 7.
 
-Concatenating along the output rows gives the same numbers (each output element is the same dot product; tested
-on the CPU in fp32 and bf16), so the static runners stay token-identical to transformers' own forward.
+Concatenating along the output rows computes each output element as the same dot product, but in a GEMM of
+another shape, for which a BLAS may pick another kernel and accumulation order (cuBLAS does; MKL on an AVX-512 CPU
+differs by 1 ulp). So only the fast numerics (:mod:`.numerics`, CUDA's default) fuse; the exact ones call
+transformers' own projections (:func:`separate_linear`), and tests bound fused against separate outputs, never
+compare them bit for bit.
 
 * Float weights: the fused ``(N_q+N_k+N_v, K)`` tensor *is* the storage. It is built once by concatenation, then
   each projection's ``Parameter`` is re-pointed (``.data``) at its own rows. No second copy exists, the modules
@@ -144,6 +147,13 @@ def _int4_fused(mods: Sequence[nn.Module]) -> nn.Module | None:
     _INT4[id(key)] = ([weakref.ref(m.weight_packed) for m in mods], fused)
     weakref.finalize(key, _INT4.pop, id(key), None)
     return fused
+
+
+def separate_linear(mods: Sequence[nn.Module], inplace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``cat([m(x) for m in mods], -1)`` with each module's own GEMM, at the shape transformers runs it: what the
+    exact numerics use (:mod:`.numerics`). ``inplace`` is accepted for :func:`fused_linear`'s signature; nothing is
+    re-pointed here."""
+    return lambda x: torch.cat([m(x) for m in mods], dim=-1)
 
 
 def fused_linear(mods: Sequence[nn.Module], inplace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -107,7 +107,8 @@ class StaticRunner:
         ref = ctx.embeds
         self.geo = Geometry.of(lm.config)
         own = not getattr(model, BORROWED, False)
-        self.layers = [Layer.of(layer, own) for layer in lm.layers]
+        self.fast = fast_numerics(ref.device)  # concatenated GEMMs and one-rounding fusions: CUDA's default
+        self.layers = [Layer.of(layer, own, fuse=self.fast) for layer in lm.layers]
         self.cache = KVCache(len(self.layers), rows, self.geo.kv_heads, self.alloc, self.geo.head_dim, ref.dtype,
                              ref.device)
         self.rope = rope_table(lm, self.alloc, self.geo, ref)
@@ -116,7 +117,6 @@ class StaticRunner:
         self.lut = torch.tensor([float("-inf"), 0.0], dtype=ref.dtype, device=ref.device)  # bit -> bias
         self.holes = bool((ctx.mask == 0).any())
         self.fixed = fixed
-        self.fast = fast_numerics(ref.device)  # one-rounding fusions: CUDA's default (layers.py)
         self.span = self.alloc  # positions the fixed-shape step attends over (see :meth:`stepper`)
         self.ctx = ctx
 
