@@ -207,10 +207,16 @@ def test_int4_fused_gemm_is_the_concatenation_with_the_same_tokens(own):
     parts = [attn.q_proj, attn.k_proj, attn.v_proj]
     x = torch.randn(4, 1, attn.q_proj.in_features)
     separate = torch.cat([p(x) for p in parts], -1)
+    before = [p.weight_packed for p in parts]
     fused = fused_linear(parts)
-    assert isinstance(fused, Int4Linear) and fused.kernel == "cpu" == parts[0].kernel
-    assert fused.out_features == sum(p.out_features for p in parts)
-    torch.testing.assert_close(fused(x), separate, rtol=1e-5, atol=1e-5)  # another GEMM shape: bounded
+    if isinstance(fused, Int4Linear):  # one GEMM, the projections' buffers views of its rows
+        assert fused.kernel == "cpu" == parts[0].kernel
+        assert fused.out_features == sum(p.out_features for p in parts)
+        storage = fused.weight_packed.untyped_storage().data_ptr()
+        assert all(p.weight_packed.untyped_storage().data_ptr() == storage for p in parts)
+        torch.testing.assert_close(fused(x), separate, rtol=1e-5, atol=1e-5)  # another GEMM shape: bounded
+    else:  # micro's 32-row projections do not split by rows in the CPU kernel's layout: one by one, untouched
+        assert all(p.weight_packed is b for p, b in zip(parts, before)) and torch.equal(fused(x), separate)
     ctx = _ctx(model, vocab, janus)
     codes = _codes(model, ctx, "dynamic")
     with numerics("exact"):  # each Int4Linear's own GEMM, as transformers' forward calls it: the same tokens
@@ -376,3 +382,47 @@ def test_a_trainers_rollouts_borrow_the_weights(own):
     assert {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()} == ptrs
     _close_to_transformers(fresh, ctx, expected, "eager")  # the fast numerics fuse the model's own weights ...
     assert {n: p.untyped_storage().data_ptr() for n, p in fresh.named_parameters()} != ptrs  # ... in place
+
+
+def test_rms_norm_counts_as_one_kernel_only_on_a_torch_that_fuses_it(own, monkeypatch):
+    """Before ``aten._fused_rms_norm`` (torch 2.8) CUDA runs ``F.rms_norm`` as its decomposition too: each of its
+    operators is a kernel there, and the count says so."""
+    from janus_r1.generation import oplog
+
+    model, vocab, janus = own
+    assert oplog.rms_norm_is_one_kernel() == hasattr(torch.ops.aten, "_fused_rms_norm")
+    ctx = _ctx(model, vocab, janus)
+    counts = {}
+    for fused in (True, False):
+        monkeypatch.setattr(oplog, "rms_norm_is_one_kernel", lambda fused=fused: fused)
+        with numerics("fast"):
+            counts[fused] = step_kernels(model, ctx, TOP8, lambda: torch.Generator().manual_seed(0))
+    # two norms per layer, each several operators when not fused; the CPU's own count is the same either way
+    assert counts[False]["per_layer"] >= counts[True]["per_layer"] + 2 * 2, counts
+    assert counts[False]["cpu_ops"] == counts[True]["cpu_ops"]
+
+
+def test_int4_fusion_falls_back_to_the_projections_when_the_fused_layout_is_not_their_weights(monkeypatch):
+    """A fused int4 buffer that does not unpack to the concatenated weights (a kernel layout that does not split
+    by rows) is never used, nor kept beside the projections: they run one by one, unchanged, and the outcome is
+    cached (no second pack)."""
+    from janus_r1.model import int4 as q4
+    from janus_r1.model.int4 import Int4Linear
+
+    _needs_int4_cpu()
+    torch.manual_seed(0)
+    parts = [Int4Linear.from_linear(torch.nn.Linear(128, 64, bias=False), "cpu", 32) for _ in range(3)]
+    before = [p.weight_packed for p in parts]
+    x = torch.randn(2, 128)
+    separate = torch.cat([p(x) for p in parts], -1)
+    real, packs = q4.pack, []
+
+    def scrambled(q, kernel):  # the fused shape packs into a layout whose rows are not the projections' rows
+        packs.append(q.shape)
+        return real(q.flip(0) if q.shape[0] == 3 * 64 else q, kernel)
+
+    monkeypatch.setattr(q4, "pack", scrambled)
+    fused = fused_linear(parts)
+    assert not isinstance(fused, Int4Linear) and torch.equal(fused(x), separate)  # the very same GEMMs
+    assert all(p.weight_packed is b for p, b in zip(parts, before))  # untouched: no view, no second copy
+    assert not isinstance(fused_linear(parts), Int4Linear) and len(packs) == 1  # cached: checked once
