@@ -547,3 +547,27 @@ def test_a_text_phase_reads_finished_every_k_tokens_with_the_same_result(micro, 
         hook.remove()
     assert a.ids.shape[1] == stop + 1 and torch.equal(a.ids, b.ids) and torch.equal(a.mask, b.mask)
     assert steps_a == stop + 1 and stop + 1 < steps_b < stop + 1 + 4  # a few PAD-only steps, cut from the result
+
+
+def test_features_an_old_torch_lacks_are_warned_once(monkeypatch, caplog):
+    """Unfused rms_norm on a GPU (torch < 2.8) and int4's slow reference kernel (no CPU int4 kernel before torch
+    2.6): each said once, as a warning naming the torch that would have it."""
+    from janus_r1.generation import oplog, runners
+    from janus_r1.model import int4
+
+    monkeypatch.setattr(graphs, "_WARNED", set())
+    monkeypatch.setattr(runners, "rms_norm_is_one_kernel", lambda: False)
+    monkeypatch.setattr(int4, "_WARNED_OLD_TORCH", False)
+    monkeypatch.setattr(int4, "has_op", lambda name: False)
+    with caplog.at_level(logging.WARNING):
+        assert not runners.warn_if_unfused_rms_norm(torch.device("cpu"))  # the CPU never had a fused kernel
+        assert runners.warn_if_unfused_rms_norm(torch.device("cuda", 0))
+        assert runners.warn_if_unfused_rms_norm(torch.device("cuda", 1))
+        assert int4.fast_kernel(torch.device("cpu")) is None and int4.fast_kernel(torch.device("cpu")) is None
+        assert int4.layer_kernel(torch.device("cpu"), 64, 64) == "reference"
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "F.rms_norm runs unfused on this GPU" in lines[0] and "torch >= 2.8" in lines[0]
+    assert "int4 on cpu runs the slow reference kernel" in lines[1] and "torch >= 2.6" in lines[1]
+    monkeypatch.undo()
+    assert oplog.rms_norm_is_one_kernel() == hasattr(torch.ops.aten, "_fused_rms_norm")
