@@ -201,7 +201,8 @@ def decode_text(
     after its EOS on; EOS and those PADs get attention 0 so later positions never see them (spec §2.2). Early
     stopping reads "all rows finished" back to the host every :func:`stop_check_every` tokens (each read waits
     for the device: on CUDA, every :data:`TEXT_CHECK_EVERY` tokens), and the result is cut where the last row
-    finished (a device counter of the steps with a row still running), so the ids are the same either way.
+    finished (a device counter of the steps with a row still running), so the ids are the same either way
+    (progress hooks may see up to ``TEXT_CHECK_EVERY - 1`` of those PAD-only steps).
     """
     rows = ctx.embeds.shape[0]
     device = ctx.embeds.device

@@ -40,3 +40,9 @@ def numerics(mode: str | None) -> Iterator[None]:
         os.environ.pop(NUMERICS_ENV, None)
         if saved is not None:
             os.environ[NUMERICS_ENV] = saved
+
+
+def rms_norm_fused() -> bool:
+    """Whether this torch has the fused CUDA kernel of ``F.rms_norm`` (``aten._fused_rms_norm``, torch 2.8 on);
+    before it CUDA runs the decomposition too (more kernels, the same numbers)."""
+    return hasattr(torch.ops.aten, "_fused_rms_norm")

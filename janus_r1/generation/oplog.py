@@ -19,14 +19,16 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .numerics import rms_norm_fused
+
 NOT_KERNELS = ("aten._unsafe_view.", "aten.empty.", "aten.empty_like.", "aten.empty_strided.", "aten.detach.",
                "aten.lift_fresh.", "aten._reshape_alias.", "aten.alias.", "aten.set_.")
 FUSED_ON_CUDA = (F.rms_norm,)
 
 
 def rms_norm_is_one_kernel() -> bool:
-    """Whether this torch runs ``F.rms_norm`` on CUDA as one fused kernel (``aten._fused_rms_norm``)."""
-    return hasattr(torch.ops.aten, "_fused_rms_norm")
+    """Whether this torch runs ``F.rms_norm`` on CUDA as one fused kernel (:func:`.numerics.rms_norm_fused`)."""
+    return rms_norm_fused()
 
 
 class OpLog(TorchDispatchMode):

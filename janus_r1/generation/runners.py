@@ -27,8 +27,7 @@ from .fused import BORROWED
 from .graphs import warn_once
 from .kv_cache import KVCache
 from .layers import Geometry, Layer, rope_table, run_layers
-from .numerics import fast_numerics
-from .oplog import rms_norm_is_one_kernel
+from .numerics import fast_numerics, rms_norm_fused
 
 BUCKET = 256  # cache positions per attention bucket of the fixed-shape step (one captured graph each)
 ALIGN = 16  # the fixed-shape cache is a whole number of these positions
@@ -48,7 +47,7 @@ def cache_keyword() -> str:
 def warn_if_unfused_rms_norm(device: torch.device) -> bool:
     """Warn once where ``F.rms_norm`` runs as its decomposition on a GPU (torch < 2.8 has no fused CUDA kernel);
     returns whether it does."""
-    if device.type != "cuda" or rms_norm_is_one_kernel():
+    if device.type != "cuda" or rms_norm_fused():
         return False
     warn_once("rms_norm", f"F.rms_norm runs unfused on this GPU: torch {torch.__version__} has no fused CUDA kernel "
                           "for it (torch >= 2.8 has one); a few more kernels per layer, the same numbers")

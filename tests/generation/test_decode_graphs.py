@@ -556,7 +556,7 @@ def test_features_an_old_torch_lacks_are_warned_once(monkeypatch, caplog):
     from janus_r1.model import int4
 
     monkeypatch.setattr(graphs, "_WARNED", set())
-    monkeypatch.setattr(runners, "rms_norm_is_one_kernel", lambda: False)
+    monkeypatch.setattr(runners, "rms_norm_fused", lambda: False)
     monkeypatch.setattr(int4, "_WARNED_OLD_TORCH", False)
     monkeypatch.setattr(int4, "has_op", lambda name: False)
     with caplog.at_level(logging.WARNING):
