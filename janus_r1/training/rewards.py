@@ -112,7 +112,7 @@ def _b64(image) -> str:
 def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 120.0, device: str = "cpu",
                 questions: dict[str, list[str]] | None = None) -> Reward:
     """``self`` (the frozen reference model judges), ``self:PATH``, ``vlm:PATH``, ``openai:URL?model=NAME`` (a
-    served judge), or the deprecated ``http:URL``. ``questions`` maps a prompt to its decomposed questions."""
+    served judge), ``shapes:`` (the shapes world's rule judge), or the deprecated ``http:URL``. ``questions`` maps a prompt to its decomposed questions."""
     if spec == "self":
         if ref_janus is None:
             raise JanusR1Error("reward 'self' needs the reference model")
@@ -135,9 +135,13 @@ def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 12
         judge = OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, **opts)
         judge.remote = True  # scored in a thread while the log-probs are computed (trainer._overlaps)
         return judge
+    if kind == "shapes":  # the shapes world's rule judge (shapes.py): pixels in, S and a reason out
+        from .shapes import make_shapes_judge
+
+        return make_shapes_judge(arg)
     if kind in ("http", "https") and arg:
         url = spec if arg.startswith("//") else arg
         judge = HTTPJudge(url, retries=retries, timeout=timeout)
         judge.remote = True
         return judge
-    raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH or openai:URL?model=NAME")
+    raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH, openai:URL?model=NAME or shapes:")
