@@ -31,6 +31,7 @@ commands:
   ask          ask the model about images (default: describe them), one JSON line per image
   batch        a prompt file -> GenEval-style folders, resumable, data-parallel under accelerate/torchrun
   make-tiny    write a tiny random model (for tests and demos: it draws noise)
+  build-data   prompts -> images from several sources -> judge S + reason -> the label files train-sft reads
   train-sft    supervised fine-tuning (tasks I/II/III, or editing)
   train-grpo   GRPO with bi-level rewards on introspective rollouts (or editing)
   train-export a training checkpoint (any engine, any world size) -> a model folder

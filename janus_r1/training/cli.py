@@ -95,6 +95,10 @@ def add_training_commands(sub) -> None:
 
     add_export_command(sub)
 
+    from .build_data import add_build_data_command
+
+    add_build_data_command(sub)
+
 
 def main(argv: list[str] | None = None) -> int:
     from ..errors import JanusR1Error

@@ -55,13 +55,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b"<html>proxy error</html>")
         if mode == "no-logprobs":
             return self._send(200, json.dumps({"choices": [{"message": {"content": "Yes"}, "logprobs": None}]}).encode())
+        if req.get("max_tokens", 1) > 1:  # a reason or a long prompt (build-data): a few greedy tokens of the VLM
+            choice = {"index": 0, "message": {"role": "assistant", "content": self._text(req)}, "finish_reason": "length"}
+            return self._send(200, json.dumps({"object": "chat.completion", "choices": [choice]}).encode())
         top = [{"token": "Maybe", "logprob": -0.1}] if mode == "neither" else self._top(req)
         choice = {"index": 0, "message": {"role": "assistant", "content": top[0]["token"]}, "finish_reason": "length",
                   "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}
         self._send(200, json.dumps({"object": "chat.completion", "model": req["model"], "choices": [choice]}).encode())
 
     @staticmethod
-    def _top(req: dict) -> list[dict]:
+    def _inputs(req: dict):
         model, proc = _Handler.vlm
         parts = req["messages"][0]["content"]
         images = [Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1])))
@@ -69,8 +72,21 @@ class _Handler(BaseHTTPRequestHandler):
         content = [{"type": "image"} if p["type"] == "image_url" else {"type": "text", "text": p["text"]}
                    for p in parts]
         text = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        return proc(images=images or None, text=text, return_tensors="pt")
+
+    @staticmethod
+    def _text(req: dict) -> str:
+        model, proc = _Handler.vlm
+        inputs = _Handler._inputs(req)
         with torch.no_grad():
-            logits = model(**proc(images=images, text=text, return_tensors="pt")).logits[0, -1]
+            ids = model.generate(**inputs, max_new_tokens=min(8, req["max_tokens"]), do_sample=False)
+        return proc.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    @staticmethod
+    def _top(req: dict) -> list[dict]:
+        model, proc = _Handler.vlm
+        with torch.no_grad():
+            logits = model(**_Handler._inputs(req)).logits[0, -1]
         lp, ids = torch.log_softmax(logits.float(), -1).topk(req["top_logprobs"])
         return [{"token": proc.tokenizer.decode([i]), "logprob": float(v)} for v, i in zip(lp, ids.tolist())]
 
