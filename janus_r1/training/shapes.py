@@ -313,3 +313,42 @@ def corpus() -> list[str]:
     words += ["Let me think Does this image match the prompt...", "Next, I will draw a new image",
               "Please generate an image."]
     return words
+
+
+def wrong_scene(prompt: str, rng: random.Random) -> list[Placed]:
+    """A scene that almost matches ``prompt`` -- one object recoloured, reshaped, dropped, added or moved to the
+    wrong side -- and that the rule judge rejects: the negatives an imperfect generator would draw."""
+    for _ in range(50):
+        scene = sample_scene(prompt, rng)
+        k = rng.randrange(len(scene))
+        o = scene[k]
+        kind = rng.choice(["colour", "shape", "drop", "add", "swap"])
+        if kind == "colour":
+            scene[k] = Placed(rng.choice([c for c in COLOURS if c != o.colour]), o.shape, o.row, o.col)
+        elif kind == "shape":
+            scene[k] = Placed(o.colour, rng.choice([s for s in SHAPES if s != o.shape]), o.row, o.col)
+        elif kind == "drop":
+            scene.pop(k)
+        elif kind == "add":
+            free = [(r, c) for r in range(GRID) for c in range(GRID) if all((x.row, x.col) != (r, c) for x in scene)]
+            scene.append(Placed(rng.choice(list(COLOURS)), rng.choice(SHAPES), *rng.choice(free)))
+        elif len(scene) == 2:
+            a, b = scene
+            scene = [Placed(a.colour, a.shape, a.row, b.col), Placed(b.colour, b.shape, b.row, a.col)]
+        if judge(render(scene), prompt)[0] < 0.5:
+            return scene
+    raise RuntimeError(f"no wrong scene found for {prompt!r}")
+
+
+def write_world_folder(root, prompts: list[str], right: int = 3, wrong: int = 3, seed: int = 0) -> Path:
+    """Renderings in the layout ``build-data --folder`` reads (``root/<promptid:05d>/samples/*.png``): per prompt
+    ``right`` correct scenes and ``wrong`` near misses -- the shapes world's stand-in for another generator."""
+    root = Path(root)
+    rng = random.Random(seed)
+    for i, p in enumerate(prompts):
+        d = root / f"{i:05d}" / "samples"
+        d.mkdir(parents=True, exist_ok=True)
+        scenes = [sample_scene(p, rng) for _ in range(right)] + [wrong_scene(p, rng) for _ in range(wrong)]
+        for k, scene in enumerate(scenes):
+            render(scene).save(d / f"{k:04d}.png")
+    return root

@@ -69,14 +69,24 @@ def shapes_config(tokenizer):
                        image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"))
 
 
-def _batch(rng: random.Random, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    scenes = [W.random_scene(rng, max_objects=6) for _ in range(n)]
-    px = np.stack([np.asarray(W.render(s), dtype=np.float32) for s in scenes]) / 127.5 - 1.0
-    return torch.from_numpy(px).permute(0, 3, 1, 2).contiguous(), torch.tensor([scene_codes(s) for s in scenes])
+def _batch(rng: random.Random, n: int, cells: int = W.GRID) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random scenes as pixels in [-1, 1] and their codes; ``cells`` < 4: a cell-aligned crop of that many
+    cells a side (the fit runs on 2 x 2 crops: a quarter of the convolutions' cost, same per-cell content)."""
+    xs, cs = [], []
+    for _ in range(n):
+        scene = W.random_scene(rng, max_objects=7)
+        px = np.asarray(W.render(scene), dtype=np.float32) / 127.5 - 1.0
+        codes = np.asarray(scene_codes(scene)).reshape(W.GRID, W.GRID)
+        r, c = rng.randrange(W.GRID - cells + 1), rng.randrange(W.GRID - cells + 1)
+        xs.append(px[r * W.CELL:(r + cells) * W.CELL, c * W.CELL:(c + cells) * W.CELL])
+        cs.append(codes[r:r + cells, c:c + cells].reshape(-1))
+    return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(cs))
 
 
-def fit_vq(vqmodel, steps: int = 120, batch: int = 8, seed: int = 0, lr: float = 3e-3, log=None) -> dict:
-    """Fit the VQ model to the world (encoder: code classification per cell; decoder: reconstruction)."""
+def fit_vq(vqmodel, steps: int = 150, batch: int = 8, seed: int = 0, lr: float = 3e-3, cells: int = 2,
+           log=None) -> dict:
+    """Fit the VQ model to the world: the encoder classifies each cell's code (cosine logits against the
+    normalised codebook), the decoder redraws the cells from their codebook rows (pixel MSE)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     vqmodel.train()
@@ -90,13 +100,14 @@ def fit_vq(vqmodel, steps: int = 120, batch: int = 8, seed: int = 0, lr: float =
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
     for step in range(steps):
-        x, codes = _batch(rng, batch)
-        z = vqmodel.quant_conv(vqmodel.encoder(x))  # (B, e, 4, 4)
+        x, codes = _batch(rng, batch, cells)
+        z = vqmodel.quant_conv(vqmodel.encoder(x))  # (B, e, cells, cells)
         b, c, h, w = z.shape
         z = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, c), dim=-1)
         book = F.normalize(vqmodel.quantize.embedding.weight, dim=-1)
-        ce = F.cross_entropy(20.0 * z @ book.t(), codes.view(-1))
-        mse = F.mse_loss(vqmodel.decode(codes), x)
+        ce = F.cross_entropy(20.0 * z @ book.t(), codes.reshape(-1))
+        q = book[codes.reshape(-1)].view(b, h, w, c).permute(0, 3, 1, 2)  # what decode() looks up
+        mse = F.mse_loss(vqmodel.decoder(vqmodel.post_quant_conv(q)), x)
         loss = ce + 10.0 * mse
         opt.zero_grad()
         loss.backward()
@@ -127,7 +138,7 @@ def check_vq(vqmodel, seed: int = 1, n: int = 64) -> dict:
     return {"code_acc": float((got == codes).float().mean()), "decode_read_acc": scenes_ok / n}
 
 
-def build_base(out, seed: int = 0, vq_steps: int = 120, log=None) -> tuple[Path, dict]:
+def build_base(out, seed: int = 0, vq_steps: int = 150, log=None) -> tuple[Path, dict]:
     """Write the untrained shapes Janus (fitted VQ, random everything else) as a transformers-layout model folder."""
     from safetensors.torch import save_file
     from transformers import JanusForConditionalGeneration
@@ -144,3 +155,40 @@ def build_base(out, seed: int = 0, vq_steps: int = 120, log=None) -> tuple[Path,
               metadata={"format": "pt"})
     (out / "vq_fit.json").write_text(json.dumps(report) + "\n")
     return out, report
+
+
+@torch.no_grad()
+def build_flat_decoder(vqmodel) -> None:
+    """Set the VQ *decoder* by hand (no fit, for the fast learning test): each circle code draws its cell filled
+    with its colour (the rule judge reads a filled cell as a circle), every other code draws ground.
+
+    How: the residual and attention branches are zeroed (each block is its shortcut), every convolution is the
+    identity on the first 8 channels (centre tap), nearest upsampling copies a code's vector over its 16 x 16
+    cell; the last GroupNorm (one channel per group) turns each colour channel into "this colour here" vs
+    "elsewhere", and ``conv_out`` maps it to a saturated colour. The encoder is left untouched."""
+    e = vqmodel.quantize.embedding.weight
+    e.zero_()
+    e[:, 0] = 1.0
+    for ci, colour in enumerate(W.COLOURS):
+        k = code_of(colour, "circle")
+        e[k, 0], e[k, 1 + ci] = 0.0, 1.0
+    for name, m in [("post_quant_conv", vqmodel.post_quant_conv), *vqmodel.decoder.named_modules()]:
+        if not isinstance(m, torch.nn.Conv2d):
+            continue
+        m.weight.zero_()
+        m.bias.zero_()
+        if name.endswith(("conv2", "proj_out")) or name == "conv_out":
+            continue
+        c = min(m.in_channels, m.out_channels, 8)
+        kh, kw = m.kernel_size
+        m.weight[torch.arange(c), torch.arange(c), kh // 2, kw // 2] = 1.0
+    norm = vqmodel.decoder.norm_out
+    norm.weight.zero_()
+    norm.bias.zero_()
+    norm.weight[1:5], norm.bias[1:5] = 5.0, -2.0
+    out = vqmodel.decoder.conv_out
+    bg = torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
+    out.bias.copy_(bg)
+    for ci, rgb in enumerate(W.COLOURS.values()):
+        sign = torch.tensor([1.0 if v > 127 else -1.0 for v in rgb])
+        out.weight[:, 1 + ci, 1, 1] = 0.5 * sign
