@@ -108,8 +108,11 @@ def test_grpo_raises_the_reward(tmp_path):
     base = _model(tmp_path / "base", seed=1)
     prompts = [p for p in W.all_prompts() if "circle" in p and "left of" not in p]
     W.write_prompts(tmp_path / "prompts.txt", prompts)
+    # segments: r1 scores image 1 whatever the verdict (with the trajectory reward a "No" makes r1 cancel, and
+    # a random policy's images are bad enough that it learns to say "No" first -- docs/training.md)
     cfg = {"lr": 3e-3, "warmup_steps": 1, "convert_steps": 2, "convert_lr": 3e-3, "min_lr": 3e-3,
-           "group_size": 8, "prompts_per_step": 2, "max_rounds": 1, "max_reflection": 4, "beta": 0.0,
+           "advantage": "segments", "group_size": 8, "prompts_per_step": 3, "max_rounds": 2, "max_reflection": 4,
+           "beta": 0.0,
            "inner_iterations": 2, "weight_decay": 0.0, "log_with": "none", "save_every": 100000,
            "async_save": False}
     (tmp_path / "grpo.json").write_text(json.dumps(cfg))
