@@ -491,6 +491,8 @@ def make_judge(args, questions: dict | None = None):
     learns works here too."""
     from . import rewards
 
+    if args.judge.strip() == "self":
+        raise JanusR1Error("--judge self needs a model: give self:PATH (a Janus-Pro / R1 folder or tiny-random)")
     device = args.device
     if device == "auto":
         import torch
@@ -542,6 +544,12 @@ def build_t2i(args) -> dict:
             if torch.cuda.is_available():
                 device = f"cuda:{local % torch.cuda.device_count()}"
         jr = JanusR1.from_pretrained(s.path, device=device, progress=not args.quiet)
+        for p in prompts:  # the engine's (and train-sft's) 200-token budget, checked before drawing anything
+            try:
+                jr.janus.prompt_ids(p.prompt)
+            except JanusR1Error as e:
+                what = "its long prompt (OUT/prompts.jsonl)" if p.prompt != p.short else "the prompt"
+                raise JanusR1Error(f"{p.where}: {what}: {e}") from None
         items = [PromptItem(p.promptid, p.prompt, {"prompt": p.prompt, "short": p.short}) for p in prompts]
         root = out / "images" / s.name
         mine = [it for it in items if it.index % world == rank]
@@ -649,7 +657,8 @@ def build_edit(args) -> dict:
 
 def cmd_build_data(args) -> int:
     if (args.prompts is None) == (args.edit is None):
-        raise JanusR1Error("give a prompt file (text-to-image data) or --edit METADATA (editing data), not both")
+        raise JanusR1Error("give a prompt file (text-to-image data) or --edit METADATA (editing data)"
+                           + (", not both" if args.edit else ""))
     summary = build_edit(args) if args.edit else build_t2i(args)
     if summary and not args.quiet:
         for name, s in ({"edit": summary["edit"]} if args.edit else summary["sources"]).items():

@@ -132,7 +132,7 @@ def test_a_killed_run_resumes_without_duplicates_or_torn_rows(tmp_path, monkeypa
     assert main(args) == 0 and _rows(out / "flux_0.7.jsonl") == rows  # a finished run started again: the same
 
 
-@pytest.mark.parametrize("case", ["prompt", "folder", "edit"])
+@pytest.mark.parametrize("case", ["prompt", "folder", "edit", "long"])
 def test_a_bad_row_is_one_error_with_file_and_line_and_nothing_written(tmp_path, capsys, case):
     out = tmp_path / "data"
     if case == "prompt":
@@ -143,6 +143,9 @@ def test_a_bad_row_is_one_error_with_file_and_line_and_nothing_written(tmp_path,
         flux = _folder(tmp_path / "flux")
         (flux / "00001" / "metadata.jsonl").write_text(json.dumps({"prompt": "a yellow cat"}) + "\n")
         args, where = [str(_prompt_file(tmp_path)), "--folder", str(flux)], f"{flux / '00001' / 'metadata.jsonl'}:1:"
+    elif case == "long":  # over the engine's (and train-sft's) 200-token budget: found before anything is drawn
+        f = _prompt_file(tmp_path, ["a red square", "a red square " * 80])
+        args, where = [str(f), "--engine", "tiny-random"], f"{f}:2: the prompt: prompt is "
     else:
         f = tmp_path / "edit.jsonl"
         Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
@@ -152,7 +155,7 @@ def test_a_bad_row_is_one_error_with_file_and_line_and_nothing_written(tmp_path,
     assert main(["build-data", *args, "--out", str(out), "--judge", "openai:http://127.0.0.1:9/v1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and where in err[0], err
-    assert not out.exists()
+    assert not list(out.rglob("*.png")) if case == "long" else not out.exists()
 
 
 def test_edit_pairs_are_kept_only_when_both_scores_reach_the_threshold(tmp_path, monkeypatch):
@@ -301,3 +304,33 @@ def test_a_judge_with_its_own_reasons_gives_them_in_the_released_form():
         ["Yes, the image shows a red square.", "No, the image does not match the prompt. Reason: there is no red square."]
     assert bd.explain(Explaining(_redness), [im, im], ["a red square"] * 2, [0.8, 0.1]) == \
         ["Yes, it is red", "No, " + bd.NO_PREFIX + "it is blue"]
+
+
+def test_served_judge_edit_filter_then_train_sft_edit(server, tmp_path, capsys):  # noqa: F811
+    from janus_r1.training.rewards import make_reward
+
+    spec = f"openai:{server}?model=tiny-vlm&top_logprobs=485"
+    red, blue = Image.new("RGB", (48, 48), COLOURS["red"]), Image.new("RGB", (48, 48), COLOURS["blue"])
+    red.save(tmp_path / "red.png")
+    blue.save(tmp_path / "blue.png")
+    pairs = [("make it blue", "red.png", "blue.png"), ("make it green", "red.png", "red.png"),
+             ("add a cat", "blue.png", "red.png")]
+    meta = tmp_path / "edit.jsonl"
+    meta.write_text("".join(json.dumps({"sample_id": f"s{k}", "text": t, "input": a, "output": b}) + "\n"
+                            for k, (t, a, b) in enumerate(pairs)))
+    ims = {"red.png": red, "blue.png": blue}
+    want = [(round(f, 6), round(p, 6)) for f, p in make_reward(spec, retries=0).score_edit(
+        [ims[a] for _, a, _ in pairs], [ims[b] for _, _, b in pairs], [t for t, _, _ in pairs])]
+    thre = sorted(min(w) for w in want)[1]  # the middle pair's weaker score: two pairs pass, one does not
+    out = tmp_path / "data"
+    assert main(["build-data", "--edit", str(meta), "--out", str(out), "--judge", spec, "--threshold", repr(thre),
+                 "--quiet"]) == 0, capsys.readouterr().err
+    label = out / f"edit_{thre:g}.jsonl"
+    kept = _rows(label)
+    assert [r["sample_id"] for r in kept] == [f"s{k}" for k, w in enumerate(want) if min(w) >= thre]
+    assert len(kept) == 2 and all((r["s_follow"], r["s_preserve"]) == want[int(r["sample_id"][1])] for r in kept)
+    run = tmp_path / "run"
+    assert main(["train-sft", "--task", "edit", "--model", "tiny-random", "--data", str(label), "--out", str(run),
+                 "--max-steps", "1", "--batch-size", "2"]) == 0, capsys.readouterr().err
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1] and 0 < log[0]["loss"] < 100
