@@ -164,6 +164,8 @@ def main() -> int:
     ap.add_argument("--engine-images", type=int, default=4, help="M images per prompt the base draws")
     ap.add_argument("--eval-images", type=int, default=4, help="images per held-out prompt")
     ap.add_argument("--keep", action="store_true", help="reuse finished stages in --work")
+    ap.add_argument("--max-prompts", type=int, default=0,
+                    help="use only this many training and held-out prompts (0: all; a smoke run of the chain)")
     args = ap.parse_args()
     work = Path(args.work).resolve()
     if work.exists() and not args.keep:
@@ -181,6 +183,8 @@ def main() -> int:
     # 1. the world
     t = time.time()
     train, heldout = W.split_prompts(args.seed)
+    if args.max_prompts:
+        train, heldout = train[::max(1, len(train) // args.max_prompts)], heldout[::max(1, len(heldout) // args.max_prompts)]
     W.write_prompts(work / "train.txt", train)
     W.write_prompts(work / "heldout.txt", heldout)
     W.write_world_folder(work / "world", train, right=3, wrong=3, seed=args.seed)
