@@ -42,8 +42,10 @@ from janus_r1.training import shapes_model as M  # noqa: E402
 
 PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 20, "min_lr": 2e-4, "batch_size": 16,
             "weight_decay": 0.0, "num_workers": 0, "log_with": "none", "save_every": 100000, "async_save": False}
+# yes_no_weight 0.8 (the released code's Task-II loss): the one verdict token would otherwise weigh as much as
+# one token of its reason
 SFT = {"lr": 1e-3, "warmup_steps": 20, "min_lr": 1e-4, "batch_size": 16, "weight_decay": 0.0, "num_workers": 0,
-       "log_with": "none", "save_every": 100000, "async_save": False}
+       "yes_no_weight": 0.8, "log_with": "none", "save_every": 100000, "async_save": False}
 # segments (the released code's three advantages): image 1 is rewarded for itself even after a "No" -- with the
 # paper's trajectory reward r1 cancels whenever the first verdict is "No" (docs/training.md, GRPO)
 GRPO = {"lr": 5e-4, "warmup_steps": 3, "convert_steps": 10, "convert_lr": 3e-4, "min_lr": 1e-4, "group_size": 7,
