@@ -138,21 +138,40 @@ def check_vq(vqmodel, seed: int = 1, n: int = 64) -> dict:
     return {"code_acc": float((got == codes).float().mean()), "decode_read_acc": scenes_ok / n}
 
 
-def build_base(out, seed: int = 0, vq_steps: int = 150, log=None) -> tuple[Path, dict]:
-    """Write the untrained shapes Janus (fitted VQ, random everything else) as a transformers-layout model folder."""
-    from safetensors.torch import save_file
+def new_model(seed: int = 0):
+    """The untrained shapes Janus and its tokenizer. The frozen SigLIP tower gets fan-in scaled random weights
+    (``tiny.randomize_``): with transformers' 0.02 init its output barely depends on the image (the position
+    embeddings and the final norm dominate; measured: between-image spread 3 % of the features'), so no amount of
+    SFT could teach the verdict -- a real Janus has a trained tower there."""
     from transformers import JanusForConditionalGeneration
+
+    from ..model.tiny import randomize_
 
     torch.manual_seed(seed)
     tok = build_tokenizer()
     model = JanusForConditionalGeneration(shapes_config(tok)).eval()
-    report = fit_vq(model.model.vqmodel, steps=vq_steps, seed=seed, log=log)
+    randomize_(model.model.vision_model, seed)
+    return model, tok
+
+
+def save_model(model, tok, out) -> Path:
+    """A transformers-layout model folder (config, tokenizer, one safetensors file) the engine loads."""
+    from safetensors.torch import save_file
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"),
               metadata={"format": "pt"})
+    return out
+
+
+def build_base(out, seed: int = 0, vq_steps: int = 150, log=None) -> tuple[Path, dict]:
+    """Write the untrained shapes Janus (fitted VQ, random everything else) as a transformers-layout model folder."""
+    model, tok = new_model(seed)
+    report = fit_vq(model.model.vqmodel, steps=vq_steps, seed=seed, log=log)
+    out = save_model(model, tok, out)
     (out / "vq_fit.json").write_text(json.dumps(report) + "\n")
     return out, report
 

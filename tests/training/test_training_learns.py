@@ -13,25 +13,15 @@ import json
 import random
 
 import pytest
-import torch
 
 from janus_r1.training import shapes as W
 from janus_r1.training import shapes_model as M
 
 
 def _model(path, seed: int = 0):
-    from safetensors.torch import save_file
-    from transformers import JanusForConditionalGeneration
-
-    torch.manual_seed(seed)
-    tok = M.build_tokenizer()
-    model = JanusForConditionalGeneration(M.shapes_config(tok)).eval()
+    model, tok = M.new_model(seed)
     M.build_flat_decoder(model.model.vqmodel)
-    path.mkdir(parents=True)
-    model.config.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    return path
+    return M.save_model(model, tok, path)
 
 
 def _cli(*args: str) -> None:
