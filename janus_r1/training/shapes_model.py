@@ -141,8 +141,9 @@ def check_vq(vqmodel, seed: int = 1, n: int = 64) -> dict:
 def new_model(seed: int = 0):
     """The untrained shapes Janus and its tokenizer. The frozen SigLIP tower gets fan-in scaled random weights
     (``tiny.randomize_``): with transformers' 0.02 init its output barely depends on the image (the position
-    embeddings and the final norm dominate; measured: between-image spread 3 % of the features'), so no amount of
-    SFT could teach the verdict -- a real Janus has a trained tower there."""
+    embeddings and the final norm dominate; measured: the spread between images 3 % of the features', 16 % after)
+    -- a real Janus has a trained tower there. (Not enough on its own: short Task-II runs still leave the verdict
+    at chance, see tests/training/test_training_learns.py.)"""
     from transformers import JanusForConditionalGeneration
 
     from ..model.tiny import randomize_
