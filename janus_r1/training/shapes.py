@@ -20,7 +20,6 @@ released data's form ("Yes, ..." / "No, ... Reason: ...").
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -278,27 +277,6 @@ def write_prompts(path, prompts: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(prompts) + "\n", encoding="utf-8")
     return path
-
-
-def write_world_labels(root, prompts: list[str], per_prompt: int = 4, seed: int = 0) -> Path:
-    """``root/labels.jsonl`` + PNGs: ``per_prompt`` correct renderings per prompt, judged by the rule judge (so
-    S = 1, "Yes" reasons). Plain text-to-image pre-training data for ``train-sft`` with the mix (1, 0, 0)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    lines = []
-    for i, p in enumerate(prompts):
-        data = []
-        for k in range(per_prompt):
-            im = render(sample_scene(p, rng))
-            name = f"w{i}_{k}.png"
-            im.save(root / name)
-            s, reason = judge(im, p)
-            data.append({"id": k, "img_path": name, "reason": reason, "prob": s, "state": 4 if s >= 0.7 else 0})
-        lines.append(json.dumps({"promptid": i, "prompt": p, "data": data}))
-    out = root / "labels.jsonl"
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
 
 
 def corpus() -> list[str]:
