@@ -7,7 +7,7 @@ Figures (one prompt = a CFG pair of rows): kernels per layer and per step of the
 with the device's default numerics (fast on CUDA, exact on the CPU; ``JANUS_R1_NUMERICS``) and with the exact path;
 ms per decode step eager vs CUDA-graphed at batch 1 and 16 and in a regeneration-length context (~2,300
 positions), each from two lengths of the same context (prefill, context building and the warm-up step cancel;
-capture time is measured and subtracted); token identity of the graphed step (against the same step eager on
+capture time is measured, after a synchronisation, and subtracted); token identity of the graphed step (against the same step eager on
 CUDA; against the eager and transformers-cache runners on the CPU, where the step runs eagerly) at batch 1, 16 and
 in a text phase that stops early on EOS; a teacher-forced comparison of the fixed-shape step's logits with
 transformers' forward over a whole image (max |delta logit|, greedy agreement; both numerics); the step against the weights'
@@ -15,8 +15,11 @@ bandwidth limit at the datasheet rate and at the card's measured copy rate; peak
 at batch 1/4/16 and for an introspective image whose verdict is always "No"; speed-ups over the paper's loop and
 over transformers' ``generate``; capture time and first-call latency; the 4-bit step and peak (built after the
 bf16 model is freed; labelled by the 4-bit mode it really ran: int4 or nf4). A figure that cannot be had here
-(GPU-only, a missing baseline, an exception, the time budget spent) is ``null``. The last line printed is one
-JSON object.
+(GPU-only, a missing baseline, an exception, the time budget spent) is ``null``. Every ms-per-step figure is
+checked for sanity first: a step that beats reading its weights and KV cache at the card's measured copy rate (or
+is not positive) is a measuring error, so it is ``null`` and ``implausible`` says which figure and why. The int4
+pack -> unpack -> pack round trip is checked once on the device (``int4_pack_roundtrip``). The last line printed
+is one JSON object.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 
 import torch
 from device_figures import bandwidth_gbps, build, bytes_per_step, sync
-from step_figures import capture_clock, copy_gbps, long_context, ms_per_step
+from step_figures import capture_clock, copy_gbps, implausible_step, long_context, ms_per_step
 
 from janus_r1.generation import graphs, tasks
 from janus_r1.generation.context import build as build_ctx
@@ -50,7 +53,7 @@ KEYS = ("device", "gpu", "geometry", "dtype", "torch", "build_s", "numerics", "k
         "peak_gib_b16", "s_per_image_b1", "s_per_image_b4", "s_per_image_b16", "s_per_introspective_image_all_no",
         "paper_loop_s_per_image_all_no", "speedup_vs_paper_loop", "transformers_ms_per_step",
         "speedup_vs_transformers", "capture_s", "first_call_s", "capture_failures", "quant_mode",
-        "int4_ms_per_step", "int4_peak_gib", "skipped")
+        "int4_ms_per_step", "int4_peak_gib", "int4_pack_roundtrip", "implausible", "skipped")
 
 
 class Report(dict):
@@ -58,8 +61,18 @@ class Report(dict):
 
     def __init__(self, budget_s: float) -> None:
         super().__init__({k: None for k in KEYS})
-        self["skipped"] = []
+        self["skipped"], self["implausible"] = [], {}
         self.start, self.budget_s = time.perf_counter(), budget_s
+        self.gbps: float | None = None  # the card's measured copy rate (None on the CPU)
+
+    def put_step(self, key: str, ms: float | None, bytes_per_step: int) -> None:
+        """An ms-per-step figure, unless it cannot be true (:func:`implausible_step`): then null, and why."""
+        why = implausible_step(ms, bytes_per_step, self.gbps)
+        if why:
+            self["implausible"][key] = why
+            print(f"[device_check] {key}: implausible, reported as null: {why}", flush=True)
+            ms = None
+        self.put(**{key: ms})
 
     def put(self, **figures) -> None:
         for key, value in figures.items():
@@ -106,11 +119,19 @@ def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
+def step_bytes(j, ctx, lengths: tuple[int, int]) -> int:
+    """Bytes a measured step reads: the weights, and the KV cache of ``ctx``'s rows at the mean position of the
+    steps :func:`ms_per_step` compares (those between the two lengths)."""
+    rows, length = ctx.mask.shape
+    return bytes_per_step(j.model, rows, length + sum(lengths) // 2)
+
+
 def steps(j, rep: Report, batch: int, lengths: tuple[int, int], n_id: int, cuda: bool) -> None:
     """ms/step eager vs graphed over the same context and the same two lengths, identity, peak at one batch."""
     dev, n = j.device, j.num_image_tokens
     prompts = [f"{PROMPT} {i}" for i in range(batch)]
     ctx = image_ctx(j, prompts)
+    read = step_bytes(j, ctx, lengths)
     peak_reset(dev)
     if cuda:
         before = graphs.stats.captures
@@ -125,7 +146,7 @@ def steps(j, rep: Report, batch: int, lengths: tuple[int, int], n_id: int, cuda:
     rep.put(**{f"identical_b{batch}": same})
     for runner in ("graph", "eager"):
         ms = ms_per_step(lambda k, r=runner: decode(j, prompts, r, k, ctx=ctx), dev, *lengths)
-        rep.put(**{f"ms_per_step_{runner}_b{batch}": ms})
+        rep.put_step(f"ms_per_step_{runner}_b{batch}", ms, read)
     rep.put(**{f"peak_gib_b{batch}": peak_gib(dev)})
 
 
@@ -133,8 +154,8 @@ def regen(j, rep: Report, positions: int, lengths: tuple[int, int]) -> None:
     """A round-3 regeneration's context length: the step should cost only the attention bytes it really reads."""
     ctx = long_context(image_ctx(j, [PROMPT]), positions)
     rep.put(regen_positions=ctx.embeds.shape[1])
-    rep.put(ms_per_step_graph_regen=ms_per_step(lambda k: decode(j, [PROMPT], "graph", k, ctx=ctx), j.device,
-                                                 *lengths))
+    rep.put_step("ms_per_step_graph_regen", ms_per_step(lambda k: decode(j, [PROMPT], "graph", k, ctx=ctx),
+                                                        j.device, *lengths), step_bytes(j, ctx, lengths))
 
 
 def kernels(j, rep: Report) -> None:
@@ -242,7 +263,27 @@ def int4(args, rep: Report, device: torch.device, dtype: torch.dtype, lengths: t
     peak = peak_gib(device)
     ctx = image_ctx(j, [PROMPT])
     ms = ms_per_step(lambda k: decode(j, [PROMPT], "auto", k, ctx=ctx), device, *lengths)
-    rep.put(**{f"{mode}_ms_per_step": ms, f"{mode}_peak_gib": peak})
+    rep.put_step(f"{mode}_ms_per_step", ms, step_bytes(j, ctx, lengths))
+    rep.put(**{f"{mode}_peak_gib": peak})
+
+
+def int4_roundtrip(rep: Report, device: torch.device) -> None:
+    """pack -> unpack -> pack is the identity for the device's int4 kernel layout, at a fused q/k/v-like shape:
+    the int4 fusion (:mod:`janus_r1.generation.fused`) relies on it, and only the device can check its layout."""
+    from janus_r1.model import int4 as q4
+
+    kernel = q4.fast_kernel(device)
+    if kernel is None:
+        rep.put(int4_pack_roundtrip=None)
+        return
+    gen = torch.Generator(device=device).manual_seed(0)
+    n, k = 3 * 256, 512
+    q = torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device=device, generator=gen)
+    packed = q4.pack(q, kernel)
+    back = q4.unpack(packed, kernel, n, k)
+    same = torch.equal(back, q) and torch.equal(q4.pack(back, kernel), packed)
+    rep.put(int4_pack_roundtrip=same)
+    assert same, f"int4 pack -> unpack -> pack is not the identity for the {kernel} kernel on {device}"
 
 
 def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) -> tuple[int, int]:
@@ -252,10 +293,10 @@ def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) ->
     rep.put(build_s=t)
     n = j.num_image_tokens
     lengths = (min(64, n // 4), n) if cuda else (min(16, n // 4), min(96, n))
+    rep.gbps = measured = copy_gbps(device)  # first: every ms/step figure is checked against it
     rep.section("kernels", lambda: kernels(j, rep))
     rep.section("steps_b1", lambda: steps(j, rep, 1, lengths, min(96, n), cuda))
-    bw, bps = bandwidth_gbps(device, args.bandwidth), bytes_per_step(j.model)
-    measured = copy_gbps(device)
+    bw, bps = bandwidth_gbps(device, args.bandwidth), step_bytes(j, image_ctx(j, [PROMPT]), lengths)
     graph_ms = rep["ms_per_step_graph_b1"]
     limit = bps / (bw * 1e9) * 1e3 if bw else None
     limit_measured = bps / (measured * 1e9) * 1e3 if measured else None
@@ -270,7 +311,8 @@ def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) ->
     rep.section("regen", lambda: regen(j, rep, 2300 if cuda else 600, (lengths[0], min(lengths[1], 192))))
     rep.section("images", lambda: images(j, rep, (1, 4, 16) if cuda else (1,)))  # throughput: a GPU figure
     rep.section("introspective", lambda: introspective(j, rep))
-    rep.section("transformers", lambda: transformers_generate(j, rep, graph_ms or rep["ms_per_step_eager_b1"]))
+    ours = graph_ms if graph_ms or "ms_per_step_graph_b1" in rep["implausible"] else rep["ms_per_step_eager_b1"]
+    rep.section("transformers", lambda: transformers_generate(j, rep, ours))
     rep.put(capture_failures=graphs.stats.failures)
     return lengths
 
@@ -292,6 +334,7 @@ def main() -> None:
             dtype=str(dtype).replace("torch.", ""), torch=torch.__version__)
     lengths = bf16_figures(args, rep, device, dtype)  # returns with the model freed
     gc.collect()
+    rep.section("int4_roundtrip", lambda: int4_roundtrip(rep, device))
     rep.section("int4", lambda: int4(args, rep, device, dtype, lengths))
     print(json.dumps(dict(rep)))
 

@@ -3,8 +3,14 @@
 * :func:`ms_per_step`: decode the *same* context to two lengths and divide the difference by the extra steps: the
   prefill, the context building, the first (eager warm-up) step cancel out, and the time spent capturing CUDA
   graphs in between (one capture per attention bucket) is measured and subtracted.
-* :func:`capture_clock`: total wall time spent in ``graphs.capture`` inside a block.
+* :func:`capture_clock`: total wall time spent in ``graphs.capture`` inside a block. The device is synchronised
+  *before* each capture's clock starts: a capture begins by waiting out the replays the previous bucket queued
+  (nothing paces the host without hooks), and that wait is decode time, not capture time. Counted as capture
+  time, it was subtracted from the long run (more bucket boundaries) more than from the short one, and the step
+  came out far too fast or negative.
 * :func:`copy_gbps`: the card's achievable bandwidth, from a large device-to-device copy (read + write bytes).
+* :func:`implausible_step`: a step cannot beat the bytes it reads at the card's measured copy rate; a figure
+  that does is reported as such (null, with the reason), never printed as a speed.
 * ``teacher_forced`` (from :mod:`janus_r1.generation.logit_check`): logits of the fixed-shape step (what a CUDA graph
   replays) against transformers' own forward (the ``dynamic`` runner) on the same image tokens.
 """
@@ -34,6 +40,9 @@ def capture_clock():
         return
 
     def timed(*args, **kwargs):
+        device = kwargs.get("device", args[2] if len(args) > 2 else None)
+        if device is not None:
+            sync(torch.device(device))  # queued replays of the previous bucket: decode time, not capture time
         t = time.perf_counter()
         try:
             return real(*args, **kwargs)
@@ -61,6 +70,21 @@ def ms_per_step(run_n, device: torch.device, n_short: int, n_long: int, repeats:
                 sync(device)
                 best[n] = min(best[n], time.perf_counter() - t - cap[0])
     return (best[n_long] - best[n_short]) * 1e3 / (n_long - n_short)
+
+
+def implausible_step(ms: float | None, bytes_per_step: int, gbps: float | None, slack: float = 0.9) -> str | None:
+    """Why ``ms`` per step cannot be true, or None: not positive, or faster than reading ``bytes_per_step`` at
+    ``gbps`` (the card's measured copy rate; ``slack`` allows for the copy figure's own error)."""
+    if ms is None:
+        return None
+    if ms <= 0:
+        return f"{ms:.4g} ms per step is not positive"
+    if gbps:
+        floor = bytes_per_step / (gbps * 1e9) * 1e3
+        if ms < slack * floor:
+            return (f"{ms:.4g} ms per step beats reading its {bytes_per_step / 1e9:.3g} GB at the measured "
+                    f"{gbps:.4g} GB/s ({floor:.4g} ms)")
+    return None
 
 
 def copy_gbps(device: torch.device, gib: float = 2.0) -> float | None:

@@ -62,6 +62,15 @@ class Hooks:
 
 NO_HOOKS = Hooks()
 
+TEXT_CHECK_EVERY = 4  # CUDA: tokens between two host reads of "every row has finished" in a text phase
+
+
+def stop_check_every(device: torch.device) -> int:
+    """How often a text phase reads "every row has finished" back to the host: each read waits for the device,
+    so on CUDA every :data:`TEXT_CHECK_EVERY` tokens (at most that many - 1 PAD-only steps more, cut from the
+    result); on the CPU the read is free, so every token."""
+    return TEXT_CHECK_EVERY if device.type == "cuda" else 1
+
 # auto:     "graph" on CUDA, "eager" elsewhere (LLaMA in eval mode without offloaded layers; else "dynamic")
 # graph:    the fixed-shape step (position, rotary rows and mask selected on the device), captured once per
 #           attention bucket of a phase as a CUDA graph and replayed; on CPU, or if capture fails, the same step runs eagerly
@@ -92,6 +101,8 @@ def _runner(model, ctx: Context, max_new: int, runner: str = "auto"):
     if runner == "auto":
         runner = "graph" if ctx.embeds.device.type == "cuda" else "eager"
     why = graphs.host_sync_reason(model) if runner == "graph" else None
+    if runner == "graph" and not why and graphs.can_capture(ctx.embeds.device) and not graphs.capture_supported():
+        why = "this torch is too old for safe captures"  # warned once by capture_supported
     if why:  # a captured graph would be wrong or fail: the eager static step is the next fastest
         log.info("not capturing CUDA graphs: %s", why)
         runner = "eager"
@@ -198,7 +209,10 @@ def decode_text(
 
     ``force_first``: the only ids allowed at step 0 (the Yes/No verdict). A finished row emits PAD from the step
     after its EOS on; EOS and those PADs get attention 0 so later positions never see them (spec §2.2). Early
-    stopping costs one read of "all rows finished" per token.
+    stopping reads "all rows finished" back to the host every :func:`stop_check_every` tokens (each read waits
+    for the device: on CUDA, every :data:`TEXT_CHECK_EVERY` tokens), and the result is cut where the last row
+    finished (a device counter of the steps with a row still running), so the ids are the same either way
+    (progress hooks may see up to ``TEXT_CHECK_EVERY - 1`` of those PAD-only steps).
     """
     rows = ctx.embeds.shape[0]
     device = ctx.embeds.device
@@ -211,12 +225,14 @@ def decode_text(
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     tok = torch.empty(rows, dtype=torch.long, device=device)  # the last sampled token and its attention bit
     bit = torch.empty(rows, dtype=torch.long, device=device)
+    running = torch.zeros((), dtype=torch.long, device=device)  # picks after which some row was still running
 
     def pick(logits: torch.Tensor, col: int | torch.Tensor) -> None:
         nxt = sample(logits, sampling, generator)
         nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
         b = ((nxt != eos_id) & ~finished).long()
         finished.logical_or_(nxt == eos_id)
+        running.add_(finished.logical_not().any().long())
         tok.copy_(nxt)
         bit.copy_(b)
         _put(ids, col, nxt)
@@ -229,6 +245,7 @@ def decode_text(
     step = run.stepper(body, lambda fn, n: Stepper(fn, run.fixed, graph, device, generator, steps=n,
                                                    eager_steps=graphs.TEXT_EAGER_STEPS), max_new - 1)
     pace = Pacer(device, hooks.watching)
+    every = stop_check_every(device)
     n = 0
     try:
         for t in range(max_new):
@@ -241,8 +258,9 @@ def decode_text(
             n = t + 1
             if hooks.on_step is not None:
                 hooks.on_step(StepEvent("text", n, max_new, ids[:, :n]))
-            if n == max_new or bool(finished.all()):
+            if n == max_new or (n % every == 0 and bool(finished.all())):
                 break
     finally:
         step.close()
+    n = min(n, int(running.item()) + 1)  # the steps run after every row had finished are PAD only: cut
     return TextOut(ids=ids[:, :n], mask=bits[:, :n], first_logits=first)

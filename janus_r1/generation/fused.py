@@ -1,7 +1,10 @@
 """One GEMM for q/k/v and one for gate/up: a decoder layer reads its weights in 4 matrix products, not 7.
 
-Concatenating along the output rows gives the same numbers (each output element is the same dot product; tested
-on the CPU in fp32 and bf16), so the static runners stay token-identical to transformers' own forward.
+Concatenating along the output rows computes each output element as the same dot product, but in a GEMM of
+another shape, for which a BLAS may pick another kernel and accumulation order (cuBLAS does; MKL on an AVX-512 CPU
+differs by 1 ulp). So only the fast numerics (:mod:`.numerics`, CUDA's default) fuse; the exact ones call
+transformers' own projections (:func:`separate_linear`), and tests bound fused against separate outputs, never
+compare them bit for bit.
 
 * Float weights: the fused ``(N_q+N_k+N_v, K)`` tensor *is* the storage. It is built once by concatenation, then
   each projection's ``Parameter`` is re-pointed (``.data``) at its own rows. No second copy exists, the modules
@@ -9,11 +12,14 @@ on the CPU in fp32 and bf16), so the static runners stay token-identical to tran
   and nothing but the parameters holds the storage: a device move or dtype cast, which replaces each ``.data``,
   simply leaves the rows non-adjacent, which :func:`fused_linear` notices (storage check) and fuses again.
 * int4 (:class:`~janus_r1.model.int4.Int4Linear`): the canonical 4-bit values are concatenated and packed once
-  for the layer's kernel, so the fused GEMM is still one ``_weight_int4pack_mm``. Where each projection's packed
-  bytes are found verbatim inside the fused buffer (the kernels' tiled layouts keep whole row blocks together),
-  the projection's buffer becomes a view of it, so no second copy of the 4-bit weights exists either; else the
-  fused copy is kept beside them. It is cached per first projection's buffer object, for as long as that object
-  lives (a re-pack, e.g. on a device move, replaces it and drops the entry).
+  for the layer's kernel, so the fused GEMM is still one ``_weight_int4pack_mm``. It is used only if unpacking
+  the fused buffer gives back exactly the concatenated values (the kernel reads the weights we meant) and each
+  projection's packed bytes are found verbatim inside it (the kernels' tiled layouts keep whole row blocks
+  together): then the projection's buffer becomes a view of it, and no second copy of the 4-bit weights exists.
+  Else the projections run one by one: a fused copy beside them would cost ~2 GB at 7B, and one whose layout
+  does not split by rows would compute other weights. The outcome (fused or not) is cached per first
+  projection's buffer object, for as long as that object lives (a re-pack, e.g. on a device move, replaces it
+  and drops the entry).
 * Anything else (bitsandbytes layers): the projections are called one by one and concatenated.
 * Weights whose storage a sharding engine owns -- FSDP2 (the training rollouts run under ``full_params``, on the
   all-gathered copies FSDP2 frees and refills) or DeepSpeed ZeRO (flat buffers the optimizer writes into) -- are
@@ -37,7 +43,7 @@ from torch import nn
 BORROWED = "_janus_r1_borrowed_weights"  # set on a model whose weights' storage someone else owns
 
 log = logging.getLogger(__name__)
-_INT4: dict[int, tuple[list[weakref.ref], nn.Module]] = {}  # id(first projection's packed buffer) -> fused
+_INT4: dict[int, tuple[list[weakref.ref], nn.Module | None]] = {}  # id(first packed buffer) -> fused or None
 
 
 def adjacent_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
@@ -109,24 +115,31 @@ def _is_int4(m: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _build_int4(mods: Sequence[nn.Module]) -> nn.Module:
-    from ..model.int4 import Int4Linear, pack
+def _build_int4(mods: Sequence[nn.Module]) -> nn.Module | None:
+    """The fused layer, its projections' buffers re-pointed at its rows; None where that cannot be exact and
+    shared (module docstring): the caller then runs the projections one by one."""
+    from ..model.int4 import Int4Linear, pack, unpack
 
     first = mods[0]
     canonical = torch.cat([m.canonical() for m in mods])
-    sz = torch.cat([m.scales_and_zeros for m in mods], dim=1).contiguous()
     packed = pack(canonical, first.kernel)
-    bias = None if first.bias is None else torch.cat([m.bias for m in mods])
-    fused = Int4Linear(first.in_features, canonical.shape[0], first.group_size, first.kernel, packed, sz, bias)
+    if not torch.equal(unpack(packed, first.kernel, canonical.shape[0], first.in_features), canonical):
+        log.info("int4 q/k/v and gate/up stay separate GEMMs: the %s kernel's fused layout does not unpack to "
+                 "the same weights", first.kernel)
+        return None
     flat, views, at = packed.view(-1), [], 0
     for m in mods:  # share the bytes where each projection's packed form sits verbatim inside the fused one
         own = m.weight_packed
         view = flat[at:at + own.numel()].view(own.shape) if at + own.numel() <= flat.numel() else None
         if view is None or own.dtype != packed.dtype or not torch.equal(view, own):
-            log.debug("int4 fusion keeps a separate copy (%s layout does not split by rows)", first.kernel)
-            return fused
+            log.info("int4 q/k/v and gate/up stay separate GEMMs: the %s kernel's layout does not split by rows "
+                     "(a fused copy would double the 4-bit weights)", first.kernel)
+            return None
         views.append(view)
         at += own.numel()
+    sz = torch.cat([m.scales_and_zeros for m in mods], dim=1).contiguous()
+    bias = None if first.bias is None else torch.cat([m.bias for m in mods])
+    fused = Int4Linear(first.in_features, canonical.shape[0], first.group_size, first.kernel, packed, sz, bias)
     for m, view in zip(mods, views):
         m.weight_packed = view
     return fused
@@ -135,7 +148,7 @@ def _build_int4(mods: Sequence[nn.Module]) -> nn.Module:
 def _int4_fused(mods: Sequence[nn.Module]) -> nn.Module | None:
     hit = _INT4.get(id(mods[0].weight_packed))
     if hit is not None and all(r() is m.weight_packed for r, m in zip(hit[0], mods)):
-        return hit[1]
+        return hit[1]  # the fused layer, or None: checked before, stays separate
     same = {(m.in_features, m.group_size, m.kernel, m.scales_and_zeros.dtype, m.bias is None) for m in mods}
     if len(same) != 1:
         return None
@@ -144,6 +157,13 @@ def _int4_fused(mods: Sequence[nn.Module]) -> nn.Module | None:
     _INT4[id(key)] = ([weakref.ref(m.weight_packed) for m in mods], fused)
     weakref.finalize(key, _INT4.pop, id(key), None)
     return fused
+
+
+def separate_linear(mods: Sequence[nn.Module], inplace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``cat([m(x) for m in mods], -1)`` with each module's own GEMM, at the shape transformers runs it: what the
+    exact numerics use (:mod:`.numerics`). ``inplace`` is accepted for :func:`fused_linear`'s signature; nothing is
+    re-pointed here."""
+    return lambda x: torch.cat([m(x) for m in mods], dim=-1)
 
 
 def fused_linear(mods: Sequence[nn.Module], inplace: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:

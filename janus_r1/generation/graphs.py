@@ -21,8 +21,16 @@ Rules:
     tokens and the same generator state, because a capture records kernels without running them and the
     generator is restored from its snapshot.
   * A custom ``torch.Generator`` is registered with the graph (``CUDAGraph.register_generator_state``, torch 2.4
-    to 2.13) so each replay advances its Philox offset exactly as the eager launches would. torch 2.14 tracks
-    generator state per capture and deprecates the method: a torch without it has nothing to register.
+    to 2.13) so each replay advances its Philox offset exactly as the eager launches would -- under the model's
+    device, since before torch 2.13 the graph-safe seed/offset tensors are allocated on the *current* device (a
+    model on ``cuda:1`` would read its RNG state from ``cuda:0``). torch 2.14 tracks generator state per capture
+    and deprecates the method: a torch without it has nothing to register.
+  * Captures happen only on torch >= :data:`MIN_CAPTURE_TORCH` (:func:`capture_supported`). On torch 2.4-2.12 a
+    capture that fails half-way leaves the device's generators marked "capturing": the eager fallback and every
+    later random draw on that device (in any ComfyUI node) raise, and no public API restores them. There the
+    ``graph`` runner decodes with the eager static step instead, with one warning saying why.
+  * One side stream per device, made once and reused by every capture: a new stream per capture pins a cuBLAS
+    workspace per stream on older torch (up to ~1 GiB over a long ComfyUI session).
   * Models whose layers synchronise with the host (bitsandbytes 8-bit, accelerate's offload hooks) are never
     captured (:func:`host_sync_reason`).
 
@@ -44,6 +52,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
+MIN_CAPTURE_TORCH = (2, 13)  # the first torch whose failed capture leaves the generators usable
 MIN_STEPS_TO_CAPTURE = 8  # steps left (this one included) below which a capture cannot pay for itself
 TEXT_EAGER_STEPS = 4  # a text phase runs this many steps eagerly first: most judgements end by then
 PACE_STEPS = 6  # with hooks set, the host stays at most this many steps ahead of the device
@@ -59,6 +68,33 @@ class CaptureStats:
 
 
 stats = CaptureStats()
+
+
+def torch_version() -> tuple[int, int]:
+    """(major, minor) of the running torch (tests patch ``torch.__version__``)."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process (a feature that is off)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message)
+
+
+def capture_supported() -> bool:
+    """Whether this torch may capture CUDA graphs (:data:`MIN_CAPTURE_TORCH`, module docstring); warns once if not."""
+    if torch_version() >= MIN_CAPTURE_TORCH:
+        return True
+    warn_once("capture", f"CUDA graphs are off: torch {torch.__version__} is older than "
+                         f"{'.'.join(map(str, MIN_CAPTURE_TORCH))}, where a failed capture leaves the GPU's random "
+                         "generators unusable; decoding eagerly (slower per token, the same tokens). Upgrade torch "
+                         "to get CUDA graphs.")
+    return False
 
 
 def can_capture(device: torch.device) -> bool:
@@ -99,17 +135,33 @@ def register_generator(graph, generator: torch.Generator | None) -> bool:
     return True
 
 
-def capture(fn: Callable[[], None], generator: torch.Generator | None, device: torch.device):
-    """Record ``fn`` into a new ``torch.cuda.CUDAGraph`` on a side stream of ``device`` (nothing runs).
+_STREAMS: dict[torch.device, object] = {}  # one capture side stream per device, reused by every capture
 
-    The stream context is our own, so a body that raises ends the capture and leaves the stream before the
-    original error propagates (``capture_end`` after a failed body raises its own, less useful error: ignored).
+
+def side_stream(device: torch.device):
+    """The capture side stream of ``device``, made on first use (a stream per capture pins a cuBLAS workspace
+    each on older torch)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    stream = _STREAMS.get(device)
+    if stream is None:
+        stream = _STREAMS[device] = torch.cuda.Stream(device=device)
+    return stream
+
+
+def capture(fn: Callable[[], None], generator: torch.Generator | None, device: torch.device):
+    """Record ``fn`` into a new ``torch.cuda.CUDAGraph`` on ``device``'s side stream (nothing runs).
+
+    Everything, the generator's registration included, happens under ``device`` (module docstring). The stream
+    context is our own, so a body that raises ends the capture and leaves the stream before the original error
+    propagates (``capture_end`` after a failed body raises its own, less useful error: ignored).
     """
-    graph = torch.cuda.CUDAGraph()
-    register_generator(graph, generator)
     with torch.cuda.device(device):
+        graph = torch.cuda.CUDAGraph()
+        register_generator(graph, generator)
         current = torch.cuda.current_stream(device)
-        side = torch.cuda.Stream(device=device)
+        side = side_stream(device)
         side.wait_stream(current)
         current.synchronize()
         with torch.cuda.stream(side):
@@ -136,7 +188,7 @@ class GraphedStep:
     def __init__(self, fn: Callable[[], None], device: torch.device, generator: torch.Generator | None,
                  eager_steps: int = 1) -> None:
         self.fn, self.device, self.generator = fn, device, generator
-        self.eager = not can_capture(device)
+        self.eager = not (can_capture(device) and capture_supported())
         self.eager_steps = max(1, eager_steps)
         self.calls = 0
         self.graph = None
@@ -224,8 +276,9 @@ class Stepper:
 
 
 def new_event(device: torch.device):
-    """A CUDA event recorded on ``device``'s current stream (tests patch this to pace on the CPU)."""
-    event = torch.cuda.Event()
+    """A CUDA event recorded on ``device``'s current stream (tests patch this to pace on the CPU). Blocking: the
+    host sleeps in ``synchronize`` instead of spinning a CPU core for the whole decode."""
+    event = torch.cuda.Event(blocking=True)
     event.record(torch.cuda.current_stream(device))
     return event
 

@@ -1,27 +1,31 @@
-"""The LLaMA decoder layers of the static runners, written for few kernels and the same numbers as transformers.
+"""The LLaMA decoder layers of the static runners, written for few kernels and, by default on the CPU, transformers'
+numbers bit for bit.
 
 Per layer, on the pure-torch path: RMSNorm through ``F.rms_norm`` (one fused kernel on CUDA; the composite on
-the CPU), one q/k/v GEMM and one gate/up GEMM (:mod:`.fused`), RoPE in 4 elementwise kernels over q, k *and* v
-at once (v gets cos 1, sin 0), one copy of the new keys and values into the cache, SDPA, o_proj, SiLU * up,
-down_proj and the two residual adds -- 16 kernels in fp32 (18 in bf16, where the norm weight is applied after
-the cast as transformers does), against ~39 for the layer's own modules. The attention mask is built by the
-caller once per step (an additive 0 / -inf row, never converted per layer).
+the CPU), the q/k/v and gate/up projections, RoPE in 4 elementwise kernels over q, k *and* v at once (v gets
+cos 1, sin 0), one copy of the new keys and values into the cache, SDPA, o_proj, SiLU * up, down_proj and the two
+residual adds. The attention mask is built by the caller once per step (an additive 0 / -inf row, never converted
+per layer).
 
-Every rewrite is exact on the CPU, so the tokens do not change (tested against every runner):
+The exact numerics (:mod:`.numerics`, the CPU's default): every rewrite keeps transformers' roundings, and the
+projections are transformers' own GEMMs at its shapes (7 per layer, then one concatenation each for q/k/v and
+gate/up): 21 kernels per layer in fp32, 23 in bf16 (the norm weight multiplies the cast result, as transformers
+does), against ~39 for the layer's own modules.
 
 * RMSNorm: ``F.rms_norm`` computes ``x * rsqrt(mean(x^2) + eps)`` in fp32 exactly as ``LlamaRMSNorm``; in
   fp32 the weight goes inside, otherwise it multiplies the cast result, as transformers does;
 * RoPE: ``rotate_half(x) * sin == flip_halves(x) * sin'`` with ``sin'`` the sine with its first half negated
   (``(-a) * b == a * (-b)`` in IEEE arithmetic); ``flip_halves`` is one ``flip`` of a ``(2, head_dim/2)`` view
   where ``rotate_half`` is a slice, a negation and a ``cat``;
-* concatenated GEMMs: each output element is the same dot product.
+* GEMMs: not concatenated. A concatenated GEMM computes each output element as the same dot product, but it has
+  another shape, and a BLAS picks its kernel (blocking, accumulation order) per shape: MKL on an AVX-512 CPU
+  differs by 1 ulp. Only the same call at the same shape is the same number on every CPU.
 
-On CUDA the default is :func:`fast_numerics`: two fusions that are one rounding away from transformers (the norm
-weight inside ``F.rms_norm``, RoPE's product and sum as one ``addcmul``), 15 kernels per layer in bf16 and fp32.
-Why they are acceptable there: on a GPU the concatenated GEMMs already pick other cuBLAS kernels than transformers'
-separate ones, so bit identity is lost anyway; what bounds the difference is the teacher-forced logit check of
-``bench/device_check.py`` (max |delta logit|, greedy agreement). On the CPU the default stays exact (every runner
-token-identical); ``JANUS_R1_NUMERICS=exact|fast`` chooses either anywhere (:mod:`.numerics`).
+The fast numerics (:func:`fast_numerics`, CUDA's default): one GEMM for q/k/v and one for gate/up (:mod:`.fused`)
+and two fusions one rounding away from transformers (the norm weight inside ``F.rms_norm``, RoPE's product and
+sum as one ``addcmul``), 15 kernels per layer in bf16 and fp32. On a GPU cuBLAS gives up bit identity for any
+change of shape anyway; what bounds the difference is the teacher-forced logit check (:mod:`.logit_check`: a test
+on the CPU, ``bench/device_check.py`` on a GPU). ``JANUS_R1_NUMERICS=exact|fast`` chooses either anywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .fused import fused_linear, sharded_by_an_engine
+from .fused import fused_linear, separate_linear, sharded_by_an_engine
 from .kv_cache import KVCache
 
 
@@ -52,14 +56,17 @@ class Layer:
     scaling: float
 
     @classmethod
-    def of(cls, layer, own: bool = True) -> Layer:
-        """``own=False``: the weights' storage is not ours to re-point (:func:`~.fused.borrowed_weights`)."""
+    def of(cls, layer, own: bool = True, fuse: bool = True) -> Layer:
+        """``own=False``: the weights' storage is not ours to re-point (:func:`~.fused.borrowed_weights`);
+        ``fuse=False`` (exact numerics): q/k/v and gate/up run as transformers runs them, one GEMM each, because a
+        concatenated GEMM has another shape, for which a BLAS may pick another kernel (1 ulp on AVX-512 CPUs)."""
         a, m = layer.self_attn, layer.mlp
         n1, n2 = layer.input_layernorm, layer.post_attention_layernorm
         own = own and not sharded_by_an_engine(layer)  # under FSDP2/ZeRO the engine owns the weights' storage
-        return cls(n1.weight, n1.variance_epsilon, fused_linear([a.q_proj, a.k_proj, a.v_proj], own),
+        grouped = fused_linear if fuse else separate_linear
+        return cls(n1.weight, n1.variance_epsilon, grouped([a.q_proj, a.k_proj, a.v_proj], own),
                    fused_linear([a.o_proj]), n2.weight, n2.variance_epsilon,
-                   fused_linear([m.gate_proj, m.up_proj], own), fused_linear([m.down_proj]), m.act_fn, a.scaling)
+                   grouped([m.gate_proj, m.up_proj], own), fused_linear([m.down_proj]), m.act_fn, a.scaling)
 
 
 @dataclass(frozen=True)

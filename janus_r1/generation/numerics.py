@@ -1,6 +1,8 @@
-"""Which numerics the static runners use: exact (transformers' roundings, the CPU's default) or the two
-one-rounding fusions of :mod:`.layers` (norm weight inside ``F.rms_norm``, RoPE as one ``addcmul``), CUDA's
-default, where the concatenated GEMMs already cost bit identity. :mod:`.logit_check` bounds the difference.
+"""Which numerics the static runners use: exact (transformers' own GEMMs at its shapes and its roundings, the CPU's
+default: the eager runner's logits equal transformers' on any CPU) or fast (concatenated q/k/v and gate/up GEMMs,
+:mod:`.fused`, and the two one-rounding fusions of :mod:`.layers`: norm weight inside ``F.rms_norm``, RoPE as one
+``addcmul``), CUDA's default, where any change of GEMM shape already costs bit identity. :mod:`.logit_check`
+bounds the difference.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ NUMERICS_ENV = "JANUS_R1_NUMERICS"
 
 
 def fast_numerics(device: torch.device) -> bool:
-    """Whether the static runners use the two one-rounding fusions (module docstring): ``JANUS_R1_NUMERICS`` if
+    """Whether the static runners use the fused GEMMs and one-rounding fusions (module docstring): ``JANUS_R1_NUMERICS`` if
     set (``exact`` or ``fast``), else on CUDA only."""
     choice = os.environ.get(NUMERICS_ENV, "").strip().lower()
     if choice not in ("", "exact", "fast"):
@@ -38,3 +40,9 @@ def numerics(mode: str | None) -> Iterator[None]:
         os.environ.pop(NUMERICS_ENV, None)
         if saved is not None:
             os.environ[NUMERICS_ENV] = saved
+
+
+def rms_norm_fused() -> bool:
+    """Whether this torch has the fused CUDA kernel of ``F.rms_norm`` (``aten._fused_rms_norm``, torch 2.8 on);
+    before it CUDA runs the decomposition too (more kernels, the same numbers)."""
+    return hasattr(torch.ops.aten, "_fused_rms_norm")

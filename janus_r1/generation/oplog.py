@@ -7,7 +7,9 @@ once with every decoder layer and once with the first layer only, which splits t
 *per step* (embedding, heads, sampler, bookkeeping).
 
 What counts as a kernel: every operator except views and allocations (they launch nothing). ``F.rms_norm`` counts
-as one: on CUDA torch runs it as one fused kernel; on the CPU it decomposes into six, which ``cpu_ops`` shows.
+as one where this torch has the fused CUDA kernel (``aten._fused_rms_norm``, torch 2.8 on; on the CPU it still
+decomposes into six, which ``cpu_ops`` shows); on an older torch CUDA runs the same decomposition, so each of its
+operators counts (:func:`rms_norm_is_one_kernel`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,16 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .numerics import rms_norm_fused
+
 NOT_KERNELS = ("aten._unsafe_view.", "aten.empty.", "aten.empty_like.", "aten.empty_strided.", "aten.detach.",
                "aten.lift_fresh.", "aten._reshape_alias.", "aten.alias.", "aten.set_.")
 FUSED_ON_CUDA = (F.rms_norm,)
+
+
+def rms_norm_is_one_kernel() -> bool:
+    """Whether this torch runs ``F.rms_norm`` on CUDA as one fused kernel (:func:`.numerics.rms_norm_fused`)."""
+    return rms_norm_fused()
 
 
 class OpLog(TorchDispatchMode):
@@ -57,7 +66,7 @@ class _Fused(TorchFunctionMode):
         self.log = log
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func not in FUSED_ON_CUDA:
+        if func not in FUSED_ON_CUDA or (func is F.rms_norm and not rms_norm_is_one_kernel()):
             return func(*args, **(kwargs or {}))
         self.log.ops.append((f"fused.{func.__name__}", (), ()))
         self.log.kernel.append(True)

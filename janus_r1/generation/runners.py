@@ -24,9 +24,10 @@ import torch
 
 from .context import Context
 from .fused import BORROWED
+from .graphs import warn_once
 from .kv_cache import KVCache
 from .layers import Geometry, Layer, rope_table, run_layers
-from .numerics import fast_numerics
+from .numerics import fast_numerics, rms_norm_fused
 
 BUCKET = 256  # cache positions per attention bucket of the fixed-shape step (one captured graph each)
 ALIGN = 16  # the fixed-shape cache is a whole number of these positions
@@ -41,6 +42,16 @@ def cache_keyword() -> str:
 
     params = inspect.signature(LlamaModel.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+def warn_if_unfused_rms_norm(device: torch.device) -> bool:
+    """Warn once where ``F.rms_norm`` runs as its decomposition on a GPU (torch < 2.8 has no fused CUDA kernel);
+    returns whether it does."""
+    if device.type != "cuda" or rms_norm_fused():
+        return False
+    warn_once("rms_norm", f"F.rms_norm runs unfused on this GPU: torch {torch.__version__} has no fused CUDA kernel "
+                          "for it (torch >= 2.8 has one); a few more kernels per layer, the same numbers")
+    return True
 
 
 class TransformersRunner:
@@ -119,7 +130,9 @@ class StaticRunner:
         ref = ctx.embeds
         self.geo = Geometry.of(lm.config)
         own = not getattr(model, BORROWED, False)
-        self.layers = [Layer.of(layer, own) for layer in lm.layers]
+        self.fast = fast_numerics(ref.device)  # concatenated GEMMs and one-rounding fusions: CUDA's default
+        warn_if_unfused_rms_norm(ref.device)
+        self.layers = [Layer.of(layer, own, fuse=self.fast) for layer in lm.layers]
         self.cache = KVCache(len(self.layers), rows, self.geo.kv_heads, self.alloc, self.geo.head_dim, ref.dtype,
                              ref.device)
         self.rope = rope_table(lm, self.alloc, self.geo, ref)
@@ -128,7 +141,6 @@ class StaticRunner:
         self.lut = torch.tensor([float("-inf"), 0.0], dtype=ref.dtype, device=ref.device)  # bit -> bias
         self.holes = bool((ctx.mask == 0).any())
         self.fixed = fixed
-        self.fast = fast_numerics(ref.device)  # one-rounding fusions: CUDA's default (layers.py)
         self.span = self.alloc  # positions the fixed-shape step attends over (see :meth:`stepper`)
         self.ctx = ctx
 

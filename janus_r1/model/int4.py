@@ -20,6 +20,7 @@ ComfyUI model can go CPU <-> GPU like any other.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 
 import torch
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JanusR1Error
+
+log = logging.getLogger(__name__)
 
 GROUP_SIZES = (256, 128, 64, 32)  # what both fused kernels accept
 DEFAULT_GROUP_SIZE = 128
@@ -38,16 +41,38 @@ def _torch_at_least(major: int, minor: int) -> bool:
     return (int(parts[0]), int(parts[1])) >= (major, minor)
 
 
+_WARNED_OLD_TORCH = False
+
+
+def _old_torch(device: torch.device) -> None:
+    """Say once, as a warning, that int4 runs the slow reference kernel because this torch lacks the fused one."""
+    global _WARNED_OLD_TORCH
+    if not _WARNED_OLD_TORCH:
+        _WARNED_OLD_TORCH = True
+        need = "2.6" if device.type == "cpu" else "2.4"
+        log.warning("int4 on %s runs the slow reference kernel: torch %s has no fused int4 kernel for it "
+                    "(torch >= %s has one)", device.type, torch.__version__, need)
+
+
+def has_op(name: str) -> bool:
+    """Whether this torch has ``torch.ops.aten.<name>`` (tests patch it to play an older torch)."""
+    return hasattr(torch.ops.aten, name)
+
+
 def fast_kernel(device: torch.device) -> str | None:
     """``"cuda"`` or ``"cpu"`` where torch has a fused int4 kernel for ``device``, else None."""
     device = torch.device(device)
-    ops = torch.ops.aten
     if device.type == "cuda":
-        if torch.version.hip or not hasattr(ops, "_weight_int4pack_mm") or not torch.cuda.is_available():
+        if torch.version.hip or not torch.cuda.is_available():
+            return None
+        if not has_op("_weight_int4pack_mm"):
+            _old_torch(device)
             return None
         return "cuda" if torch.cuda.get_device_capability(device) >= (8, 0) else None
     if device.type == "cpu":
-        ok = hasattr(ops, "_weight_int4pack_mm_for_cpu") and hasattr(ops, "_convert_weight_to_int4pack_for_cpu")
+        ok = has_op("_weight_int4pack_mm_for_cpu") and has_op("_convert_weight_to_int4pack_for_cpu")
+        if not ok:
+            _old_torch(device)
         return "cpu" if ok else None
     return None
 

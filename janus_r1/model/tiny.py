@@ -48,8 +48,9 @@ GEOMETRIES: dict[str, dict] = {
 }
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE tokenizer with every Janus special token, trained in-process (no network)."""
+def build_tiny_tokenizer(corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer with every Janus special token, trained in-process (no network) on ``corpus``
+    (default: a few sentences of the tests' prompts and answers)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -62,7 +63,7 @@ def build_tiny_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator((corpus or _CORPUS) * 4, trainer=trainer)
     tok.add_special_tokens(specials)
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(

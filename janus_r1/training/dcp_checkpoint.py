@@ -30,7 +30,6 @@ previous complete checkpoint, and a complete one is the resume point at once.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import threading
 import time
@@ -239,15 +238,10 @@ class Saver:
         """Rank 0 only, and without a barrier: DCP's coordinator (rank 0) returns after every rank's write result
         reached it and the metadata is written, so the directory is complete. The checksums are written before
         the rename, so a published checkpoint always has them."""
-        trace = os.environ.get("JANUS_R1_MEMORY_TRACE")
-        if trace:  # bench/train_memory.py: when this rank's shard was on disk, and how big it is
-            from .memtrace import mark
+        from .memtrace import mark_shard_written
 
-            rank = self.acc.process_index
-            shard = tmp / DIR / f"__{rank}_0.distcp"
-            done = getattr(self, "written_at", None) if self.use_async else None
-            mark(Path(trace), rank, "checkpoint-written", reset=False, seconds=(done or time.perf_counter()) - t0,
-                 bytes=shard.stat().st_size if shard.is_file() else 0)
+        rank, done = self.acc.process_index, (getattr(self, "written_at", None) if self.use_async else None)
+        mark_shard_written(tmp / DIR / f"__{rank}_0.distcp", rank, (done or time.perf_counter()) - t0)
         if not self.acc.is_main_process:
             return
         h0 = time.perf_counter()

@@ -10,6 +10,7 @@ checkpoint) is read at the phase's end and the counter reset for the next one. E
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -55,3 +56,11 @@ def mark(directory: Path, rank: int, phase: str, reset: bool = True, **extra) ->
         f.write(json.dumps(rec) + "\n")
     if reset:
         reset_peak()
+
+
+def mark_shard_written(shard: Path, rank: int, seconds: float) -> None:
+    """bench/train_memory.py: when this rank's checkpoint shard was on disk, and how big it is."""
+    trace = os.environ.get("JANUS_R1_MEMORY_TRACE")
+    if trace:
+        mark(Path(trace), rank, "checkpoint-written", reset=False, seconds=seconds,
+             bytes=shard.stat().st_size if shard.is_file() else 0)

@@ -116,8 +116,9 @@ def _b64(image) -> str:
 def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 120.0, device: str = "cpu",
                 questions: dict[str, list[str]] | None = None, budget: float | None = None) -> Reward:
     """``self`` (the frozen reference model judges), ``self:PATH``, ``vlm:PATH``, ``openai:URL?model=NAME`` (a
-    served judge), or the deprecated ``http:URL``. ``questions`` maps a prompt to its decomposed questions;
-    ``budget``: seconds a served judge may spend on one score call's requests and retries, all together."""
+    served judge), ``shapes:`` (the shapes world's rule judge), or the deprecated ``http:URL``. ``questions`` maps
+    a prompt to its decomposed questions; ``budget``: seconds a served judge may spend on one score call's
+    requests and retries, all together."""
     if spec == "self":
         if ref_janus is None:
             raise JanusR1Error("reward 'self' needs the reference model")
@@ -140,9 +141,13 @@ def make_reward(spec: str, ref_janus=None, retries: int = 5, timeout: float = 12
         judge = OpenAIJudge(base, timeout=timeout, retries=retries, questions=questions, budget=budget, **opts)
         judge.remote = True  # scored in a thread while the log-probs are computed (trainer._overlaps)
         return judge
+    if kind == "shapes":  # the shapes world's rule judge (shapes.py): pixels in, S and a reason out
+        from .shapes import make_shapes_judge
+
+        return make_shapes_judge(arg)
     if kind in ("http", "https") and arg:
         url = spec if arg.startswith("//") else arg
         judge = HTTPJudge(url, retries=retries, timeout=timeout, budget=budget)
         judge.remote = True
         return judge
-    raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH or openai:URL?model=NAME")
+    raise JanusR1Error(f"unknown reward {spec!r}; use self, self:PATH, vlm:PATH, openai:URL?model=NAME or shapes:")

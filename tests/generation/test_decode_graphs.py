@@ -421,3 +421,156 @@ def test_cuda_host_stays_at_most_k_steps_ahead(micro, monkeypatch):
         assert len(events) == micro.num_image_tokens and max(behind) <= k
     finally:
         micro.model.to("cpu")
+
+
+# --- capture on the model's device, one side stream per device, the torch version gate (fake CUDA on the CPU) ---
+
+class _FakeCuda:
+    """The few ``torch.cuda`` calls :func:`graphs.capture` makes, recording the current device at each."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.current, self.registered_on, self.streams = 0, [], []
+        fake = self
+
+        class Stream:
+            def __init__(self, device) -> None:
+                self.device = device
+                fake.streams.append(self)
+
+            def wait_stream(self, other) -> None:
+                pass
+
+            def synchronize(self) -> None:
+                pass
+
+        class CUDAGraph:
+            def register_generator_state(self, generator) -> None:
+                fake.registered_on.append(fake.current)
+
+            def capture_begin(self, capture_error_mode=None) -> None:
+                pass
+
+            def capture_end(self) -> None:
+                pass
+
+        @contextlib.contextmanager
+        def device(d):
+            before, fake.current = fake.current, torch.device(d).index
+            try:
+                yield
+            finally:
+                fake.current = before
+
+        for name, value in {"Stream": Stream, "CUDAGraph": CUDAGraph, "device": device,
+                            "current_stream": lambda d=None: Stream(d), "stream": lambda s: contextlib.nullcontext(),
+                            "current_device": lambda: fake.current, "default_generators": ()}.items():
+            monkeypatch.setattr(torch.cuda, name, value, raising=False)
+        monkeypatch.setattr(graphs, "_STREAMS", {})
+
+    def side_streams(self) -> list:
+        return [s for s in self.streams if s in graphs._STREAMS.values()]
+
+
+def test_capture_registers_the_generator_under_the_models_device_with_one_stream_per_device(monkeypatch):
+    """Before torch 2.13 the graph-safe RNG seed/offset are allocated on the current device: registering outside
+    ``torch.cuda.device(model's device)`` made a model on cuda:1 read its RNG state from cuda:0. And a new side
+    stream per capture pinned a cuBLAS workspace per stream: one per device, reused."""
+    fake = _FakeCuda(monkeypatch)
+    gen, ran = torch.Generator(), []
+    for dev in ("cuda:1", "cuda:1", "cuda:0", "cuda:1"):
+        graphs.capture(lambda: ran.append(1), gen, torch.device(dev))
+    assert fake.registered_on == [1, 1, 0, 1] and fake.current == 0 and len(ran) == 4
+    assert set(graphs._STREAMS) == {torch.device("cuda", 0), torch.device("cuda", 1)}
+    assert [s.device.index for s in fake.side_streams()] == [1, 0]  # made once per device
+    assert graphs.side_stream(torch.device("cuda:1")) is graphs._STREAMS[torch.device("cuda", 1)]
+
+
+def test_old_torch_never_captures_and_says_so_once(micro, monkeypatch, fake_capture, caplog):
+    """On torch 2.4-2.12 a failed capture leaves the device's generators marked "capturing" (every later random
+    draw raises): there the graph runner decodes with the eager static step, the same tokens, one warning."""
+    def t2i(runner):
+        monkeypatch.setattr(micro.janus, "runner", runner)
+        return _tokens(micro.text_to_image(PROMPTS, seed=3))
+
+    expected = t2i("eager")
+    monkeypatch.setattr(graphs, "_WARNED", set())
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu121")
+    with caplog.at_level(logging.WARNING, logger="janus_r1.generation.graphs"):
+        assert t2i("graph") == expected and t2i("graph") == expected
+    assert not fake_capture  # nothing was captured
+    lines = [r.getMessage() for r in caplog.records if r.name == "janus_r1.generation.graphs"]
+    assert len(lines) == 1 and "CUDA graphs are off: torch 2.11.0+cu121 is older than 2.13" in lines[0], lines
+    assert graphs.GraphedStep(lambda: None, torch.device("cpu"), None).eager  # asked directly: refused too
+    monkeypatch.setattr(torch, "__version__", "2.13.0")
+    assert not graphs.GraphedStep(lambda: None, torch.device("cpu"), None).eager
+    assert t2i("graph") == expected and fake_capture  # 2.13 on: captured
+
+
+def test_pacing_events_block_instead_of_spinning(monkeypatch):
+    made = []
+
+    class Event:
+        def __init__(self, **kwargs) -> None:
+            made.append(kwargs)
+
+        def record(self, stream) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    graphs.new_event(torch.device("cuda"))
+    assert made == [{"blocking": True}]  # the host sleeps in synchronize(), not a busy-wait on a CPU core
+
+
+def test_a_text_phase_reads_finished_every_k_tokens_with_the_same_result(micro, monkeypatch):
+    """On CUDA "every row finished" is read back every TEXT_CHECK_EVERY tokens, not every token; the steps run
+    past the end are PAD only and are cut, so ids, mask and length are those of a check per token."""
+    from janus_r1.generation import decode
+
+    assert decode.stop_check_every(torch.device("cuda", 1)) == decode.TEXT_CHECK_EVERY > 1
+    assert decode.stop_check_every(torch.device("cpu")) == 1
+    ids = micro.vocab.ids
+    j = micro.janus
+    ctx = build([[j.prompt_piece(j.prompt_ids(PROMPTS[1]))]], micro.model.get_input_embeddings(), ids.pad)
+    calls = []
+    hook = micro.model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+
+    def run(eos, every):
+        monkeypatch.setattr(decode, "stop_check_every", lambda device: every)
+        calls.clear()
+        out = decode_text(micro.model, ctx, 40, Sampling(top_k=50), torch.Generator().manual_seed(3), eos, ids.pad,
+                          runner="fixed")
+        return out, len(calls)
+
+    try:
+        free = run(-1, 1)[0].ids[0].tolist()
+        stop = next(i for i in range(5, len(free)) if free[i] not in free[:i] and (i + 1) % 4)
+        (a, steps_a), (b, steps_b) = run(free[stop], 1), run(free[stop], 4)
+    finally:
+        hook.remove()
+    assert a.ids.shape[1] == stop + 1 and torch.equal(a.ids, b.ids) and torch.equal(a.mask, b.mask)
+    assert steps_a == stop + 1 and stop + 1 < steps_b < stop + 1 + 4  # a few PAD-only steps, cut from the result
+
+
+def test_features_an_old_torch_lacks_are_warned_once(monkeypatch, caplog):
+    """Unfused rms_norm on a GPU (torch < 2.8) and int4's slow reference kernel (no CPU int4 kernel before torch
+    2.6): each said once, as a warning naming the torch that would have it."""
+    from janus_r1.generation import oplog, runners
+    from janus_r1.model import int4
+
+    monkeypatch.setattr(graphs, "_WARNED", set())
+    monkeypatch.setattr(runners, "rms_norm_fused", lambda: False)
+    monkeypatch.setattr(int4, "_WARNED_OLD_TORCH", False)
+    monkeypatch.setattr(int4, "has_op", lambda name: False)
+    with caplog.at_level(logging.WARNING):
+        assert not runners.warn_if_unfused_rms_norm(torch.device("cpu"))  # the CPU never had a fused kernel
+        assert runners.warn_if_unfused_rms_norm(torch.device("cuda", 0))
+        assert runners.warn_if_unfused_rms_norm(torch.device("cuda", 1))
+        assert int4.fast_kernel(torch.device("cpu")) is None and int4.fast_kernel(torch.device("cpu")) is None
+        assert int4.layer_kernel(torch.device("cpu"), 64, 64) == "reference"
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 2, lines
+    assert "F.rms_norm runs unfused on this GPU" in lines[0] and "torch >= 2.8" in lines[0]
+    assert "int4 on cpu runs the slow reference kernel" in lines[1] and "torch >= 2.6" in lines[1]
+    monkeypatch.undo()
+    assert oplog.rms_norm_is_one_kernel() == hasattr(torch.ops.aten, "_fused_rms_norm")
