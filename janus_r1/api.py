@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -62,11 +63,15 @@ class JanusR1:
     ``hooks`` receives a callback per token and is polled for cancellation between tokens.
     """
 
-    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, source: str = "", runner: str = "auto") -> None:
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, source: str = "", runner: str = "auto",
+                 decoding: str = "ar", jacobi_window: int = 16) -> None:
         from .generation.decode import RUNNERS
 
         if runner not in RUNNERS:
             raise JanusR1Error(f"runner must be one of {', '.join(RUNNERS)} (got {runner!r}).")
+        # image phases: "ar" one token per step (default) | "jacobi" speculative Jacobi decoding, same distribution
+        Sampling(decoding=decoding, window=jacobi_window).validate("image")
+        self.decoding, self.jacobi_window = decoding, jacobi_window
         self.model = model.eval()
         self.vocab = vocab
         self.source = source
@@ -77,7 +82,8 @@ class JanusR1:
     def from_pretrained(
         cls, path_or_repo: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype = "auto",
         progress: bool = True, runner: str = "auto", quantize: str | None = None,
-        max_memory_gib: float | None = None, offload_dir: str | None = None,
+        max_memory_gib: float | None = None, offload_dir: str | None = None, decoding: str = "ar",
+        jacobi_window: int = 16,
     ) -> JanusR1:
         """Load a local directory or hub repo id, in DeepSeek or transformers layout (``"tiny-random"`` for a
         noise-drawing tiny model). Downloads only when the id is not on disk; honours ``HF_HUB_OFFLINE``.
@@ -86,12 +92,22 @@ class JanusR1:
         where the device has one (CUDA sm80+, CPU), else NF4; ``"int4"`` asks for int4 anywhere, ``"nf4"`` and
         ``"8bit"`` for bitsandbytes;
         ``max_memory_gib`` keeps at most that much weight on the device and streams the other decoder layers
-        from CPU RAM (or ``offload_dir``) every step."""
+        from CPU RAM (or ``offload_dir``) every step.
+        ``decoding="jacobi"``: speculative Jacobi decoding of image tokens over ``jacobi_window`` drafts (opt-in;
+        the same distribution, fewer forward passes; ``generation/jacobi.py``)."""
         from .model.loading import load_model
 
         model, vocab = load_model(path_or_repo, device=device, dtype=dtype, progress=progress, quantize=quantize,
                                   max_memory_gib=max_memory_gib, offload_dir=offload_dir)
-        return cls(model, vocab, source=str(path_or_repo), runner=runner)
+        return cls(model, vocab, source=str(path_or_repo), runner=runner, decoding=decoding,
+                   jacobi_window=jacobi_window)
+
+    def _image_sampling(self, temperature, top_k, top_p, given: Sampling | None = None) -> Sampling:
+        """The image sampling of a call, with this model's decoding mode unless ``given`` says its own."""
+        if given is not None:
+            return _image_sampling(temperature, top_k, top_p, given)
+        made = _image_sampling(temperature, top_k, top_p)
+        return dataclasses.replace(made, decoding=self.decoding, window=self.jacobi_window).validate("image")
 
     @property
     def device(self) -> torch.device:
@@ -123,7 +139,7 @@ class JanusR1:
         replaces temperature/top_k/top_p (every method takes it; the nodes build one and pass it)."""
         return tasks.text_to_image(
             self.janus, prompts, _plain(num_images), _plain(cfg),
-            _image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks, _plain(max_prompt_tokens),
+            self._image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks, _plain(max_prompt_tokens),
         )
 
     @translated
@@ -141,7 +157,7 @@ class JanusR1:
         attempt with the highest S (ties to the later)."""
         return introspect(
             self.janus, prompts, num_images=_plain(num_images), max_rounds=_plain(max_rounds), cfg=_plain(cfg),
-            image_sampling=_image_sampling(temperature, top_k, top_p, image_sampling),
+            image_sampling=self._image_sampling(temperature, top_k, top_p, image_sampling),
             text_sampling=_text_sampling(text_top_k, text_sampling),
             max_reflection=_plain(max_reflection), seed=_plain(seed), hooks=hooks, reencode=_plain(reencode),
             final=final, max_prompt_tokens=_plain(max_prompt_tokens),
@@ -183,7 +199,7 @@ class JanusR1:
             tasks.load_images(images)
         return introspect(
             self.janus, prompts, max_rounds=_plain(max_rounds), cfg=_plain(cfg),
-            image_sampling=_image_sampling(temperature, top_k, top_p, image_sampling),
+            image_sampling=self._image_sampling(temperature, top_k, top_p, image_sampling),
             text_sampling=_text_sampling(text_top_k, text_sampling),
             max_reflection=_plain(max_reflection), seed=_plain(seed), hooks=hooks, start_images=images,
             critiques=critiques, redraw_if_accepted=_plain(redraw_if_accepted), final=final,
@@ -200,7 +216,7 @@ class JanusR1:
         """Edit images with text instructions (CFG 4 by default, per the paper)."""
         return tasks.edit(
             self.janus, images, instructions, _plain(num_images), _plain(cfg),
-            _image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks,
+            self._image_sampling(temperature, top_k, top_p, image_sampling), _plain(seed), hooks,
         )
 
     @translated

@@ -74,6 +74,11 @@ def _model_opts(sp, seed_help: str = "random seed, 0 .. 2^64-1 (default: drawn a
                     help="decode loop: auto (graph on CUDA, else eager) | graph (fixed-shape step replayed as a CUDA"
                     " graph) | fixed (that step, eager) | eager (static KV cache) | dynamic (transformers' own"
                     " cache); static = eager and compiled = graph are old names; all give the same tokens")
+    sp.add_argument("--decoding", default="ar", choices=["ar", "jacobi"],
+                    help="image tokens: ar (one per forward pass, default) | jacobi (speculative Jacobi decoding: "
+                    "the same distribution, several tokens per pass; opt-in)")
+    sp.add_argument("--jacobi-window", type=int, default=16, metavar="N",
+                    help="draft tokens per Jacobi window, 2 .. 256 (default 16; memory grows with it)")
     sp.add_argument("--max-memory", type=_float_in(0, open_low=True), default=None, metavar="GIB",
                     help="keep at most GIB of weights on the device; stream the other decoder layers from RAM")
     sp.add_argument("--seed", type=_seed, default=seed_default, help=seed_help)

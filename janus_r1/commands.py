@@ -65,6 +65,10 @@ def _prepare(args) -> None:
         check_output_dir(args.out)
     if hasattr(args, "seed") and args.command not in ("batch", "score", "judge"):
         args.seed = resolve_seed(args.seed)
+    if hasattr(args, "decoding"):  # before the model loads: a bad window is one error line, nothing written
+        from .generation.sampling import Sampling
+
+        Sampling(decoding=args.decoding, window=args.jacobi_window).validate("image")
     for c in getattr(args, "critique", None) or []:
         if not c.strip():
             raise JanusR1Error("--critique is empty; leave it out to let the model write its own.")
@@ -81,7 +85,9 @@ def _load(args):
         print("note: --model tiny-random is a tiny RANDOM model: it draws noise (for smoke tests and demos).",
               file=sys.stderr)
     return JanusR1.from_pretrained(args.model, device=args.device, dtype=args.dtype, progress=not args.quiet,
-                                   quantize=args.quantize, max_memory_gib=args.max_memory, runner=args.runner)
+                                   quantize=args.quantize, max_memory_gib=args.max_memory, runner=args.runner,
+                                   decoding=getattr(args, "decoding", "ar"),
+                                   jacobi_window=getattr(args, "jacobi_window", 16))
 
 
 def _text_images_model(args, text: str, what: str):

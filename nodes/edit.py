@@ -32,6 +32,7 @@ class Edit(io.ComfyNode):
                     "num_images", default=1, min=1, max=8, tooltip="Edited variants per input image."
                 ),
                 widgets.output_size_input("edited images"),
+                *widgets.decoding_inputs(),
             ],
             outputs=[
                 io.Image.Output(
@@ -60,13 +61,15 @@ class Edit(io.ComfyNode):
         top_p,
         num_images,
         output_size=widgets.MODEL_SIZE,
+        decoding="ar",
+        jacobi_window=16,
     ) -> io.NodeOutput:
         output_size = widgets.choice("output_size", output_size, widgets.OUTPUT_SIZES)
         pils = to_pils(image)
         jr = model.ready("edit", batch=len(pils) * num_images)
         with running(cls, jr, Work(images=1)) as hooks:
             results = jr.edit(
-                pils, instruction, num_images=num_images, seed=seed, hooks=hooks, **sampling(cfg, temperature, top_k, top_p)
+                pils, instruction, num_images=num_images, seed=seed, hooks=hooks, **sampling(cfg, temperature, top_k, top_p, decoding, jacobi_window)
             )
         edited = [r.image for r in results]
         if output_size == widgets.INPUT_SIZE:

@@ -33,6 +33,7 @@ class TextToImage(io.ComfyNode):
                     tooltip="Images to draw for the prompt (each pair of CFG rows costs memory).",
                 ),
                 widgets.max_prompt_tokens_input(),
+                *widgets.decoding_inputs(),
             ],
             outputs=[
                 io.Image.Output(
@@ -58,6 +59,8 @@ class TextToImage(io.ComfyNode):
         top_p,
         batch_size,
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
+        decoding="ar",
+        jacobi_window=16,
     ) -> io.NodeOutput:
         jr = model.ready("text_to_image", batch=batch_size, prompt_tokens=max_prompt_tokens)
         with running(cls, jr, Work(images=1)) as hooks:
@@ -67,7 +70,7 @@ class TextToImage(io.ComfyNode):
                 seed=seed,
                 hooks=hooks,
                 max_prompt_tokens=max_prompt_tokens,
-                **sampling(cfg, temperature, top_k, top_p),
+                **sampling(cfg, temperature, top_k, top_p, decoding, jacobi_window),
             )
         images = to_image([r.image for r in results])
         return io.NodeOutput(images, ui=shown(cls, images))
@@ -106,6 +109,7 @@ class CoTGenerate(io.ComfyNode):
                 ),
                 widgets.final_input(),
                 widgets.max_prompt_tokens_input(),
+                *widgets.decoding_inputs(),
             ],
             outputs=introspection_outputs(
                 "image",
@@ -136,6 +140,8 @@ class CoTGenerate(io.ComfyNode):
         batch_size,
         final="last",
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
+        decoding="ar",
+        jacobi_window=16,
     ) -> io.NodeOutput:
         final = widgets.final_rule(final)
         jr = model.ready(
@@ -153,7 +159,7 @@ class CoTGenerate(io.ComfyNode):
                 max_reflection=max_reflection,
                 max_prompt_tokens=max_prompt_tokens,
                 text_sampling=text_sampling(text_top_k),
-                **sampling(cfg, temperature, top_k, top_p),
+                **sampling(cfg, temperature, top_k, top_p, decoding, jacobi_window),
             )
         return introspection(cls, results, jr.image_size, header="sample", with_rounds=True)
 
@@ -176,6 +182,7 @@ class BestOfN(io.ComfyNode):
                 io.Int.Input("n", default=widgets.DEFAULTS.BEST_OF_N, min=1, max=32, tooltip="Candidates to draw and score."),
                 *widgets.sampling_inputs(),
                 widgets.max_prompt_tokens_input(),
+                *widgets.decoding_inputs(),
             ],
             outputs=[
                 io.Image.Output("best", display_name="best", tooltip="The highest-scoring candidate."),
@@ -216,6 +223,8 @@ class BestOfN(io.ComfyNode):
         top_k,
         top_p,
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
+        decoding="ar",
+        jacobi_window=16,
     ) -> io.NodeOutput:
         jr = model.ready("best_of_n", batch=n, prompt_tokens=max_prompt_tokens)
         with running(cls, jr, Work(images=1)) as hooks:  # the n candidates in one batch, then S (no tokens)
@@ -225,7 +234,7 @@ class BestOfN(io.ComfyNode):
                 seed=seed,
                 hooks=hooks,
                 max_prompt_tokens=max_prompt_tokens,
-                **sampling(cfg, temperature, top_k, top_p),
+                **sampling(cfg, temperature, top_k, top_p, decoding, jacobi_window),
             )
         report = "\n".join(
             f"#{k}: S={text.score(s)} (candidate {r.index + 1})"

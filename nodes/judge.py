@@ -240,6 +240,7 @@ class Regenerate(io.ComfyNode):
                 widgets.final_input(),
                 widgets.max_prompt_tokens_input(),
                 widgets.output_size_input("redrawn images"),
+                *widgets.decoding_inputs(),
             ],
             outputs=introspection_outputs(
                 "final_image",  # "image" is the input's id
@@ -274,6 +275,8 @@ class Regenerate(io.ComfyNode):
         final="last",
         max_prompt_tokens=widgets.DEFAULTS.MAX_PROMPT_TOKENS,
         output_size=widgets.MODEL_SIZE,
+        decoding="ar",
+        jacobi_window=16,
     ) -> io.NodeOutput:
         pils = to_pils(image)
         critiques = critique if isinstance(critique, str) and critique.strip() else None
@@ -296,7 +299,7 @@ class Regenerate(io.ComfyNode):
                 max_reflection=max_reflection,
                 max_prompt_tokens=max_prompt_tokens,
                 text_sampling=text_sampling(text_top_k),
-                **sampling(cfg, temperature, top_k, top_p),
+                **sampling(cfg, temperature, top_k, top_p, decoding, jacobi_window),
             )
         return introspection(
             cls,

@@ -43,9 +43,10 @@ def running(cls, jr: JanusR1, work: Work) -> Iterator[janus_r1.Hooks]:
     bridge.finish()
 
 
-def sampling(cfg, temperature, top_k, top_p) -> dict:
+def sampling(cfg, temperature, top_k, top_p, decoding="ar", jacobi_window=16) -> dict:
     """The image-sampling widgets as the engine's keyword arguments: ``cfg`` and one ``image_sampling``."""
-    made = Sampling(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+    made = Sampling(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), decoding=str(decoding),
+                    window=int(jacobi_window))
     return dict(cfg=float(cfg), image_sampling=made)
 
 

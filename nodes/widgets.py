@@ -136,6 +136,32 @@ def max_prompt_tokens_input() -> io.Int.Input:
     )
 
 
+def decoding_inputs() -> list:
+    """Advanced, optional and last: how image tokens are decoded (issue 26; the engine's ``Sampling.decoding``)."""
+    extra = {"advanced": True} if _HAS_ADVANCED else {}
+    return [
+        io.Combo.Input(
+            "decoding",
+            options=["ar", "jacobi"],
+            default="ar",
+            optional=True,
+            tooltip="Advanced: 'ar' draws one image token per forward pass (the paper's). 'jacobi' (speculative "
+            "Jacobi decoding) verifies a window of draft tokens per pass: the same distribution in fewer passes, "
+            "but another image for the same seed; more memory per pass.",
+            **extra,
+        ),
+        io.Int.Input(
+            "jacobi_window",
+            default=16,
+            min=2,
+            max=256,
+            optional=True,
+            tooltip="Advanced: draft tokens per Jacobi window (decoding 'jacobi' only).",
+            **extra,
+        ),
+    ]
+
+
 MODEL_SIZE, INPUT_SIZE = "model size", "input size"
 OUTPUT_SIZES = [MODEL_SIZE, INPUT_SIZE]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import Cancelled
-from . import graphs
+from . import graphs, jacobi
 from .context import Context
 from .graphs import Pacer, Stepper
 from .runners import StaticRunner, TransformersRunner, cache_keyword
@@ -137,6 +137,16 @@ def decode_image(
     if rows % 2:
         raise ValueError("CFG contexts have an even number of rows (cond, uncond pairs)")
     device = ctx.embeds.device
+    if sampling.decoding == "jacobi":  # opt-in: several tokens per forward pass, same distribution (jacobi.py)
+        run, _ = _runner(model, ctx, n_tokens + sampling.window, runner)
+
+        def committed(codes: torch.Tensor, t: int) -> None:
+            hooks.check()
+            if hooks.on_step is not None:
+                hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
+
+        return jacobi.decode(model, run, run.prefill(), n_tokens, cfg_weight, sampling, generator, sampling.window,
+                             committed)
     run, graph = _runner(model, ctx, n_tokens, runner)
     codes = torch.empty((rows // 2, n_tokens), dtype=torch.long, device=device)
     tok = torch.empty(rows // 2, dtype=torch.long, device=device)  # the last sampled token of each pair

@@ -110,8 +110,9 @@ def rope_table(lm, total: int, geo: Geometry, ref: torch.Tensor) -> torch.Tensor
 
 def run_layers(lm, layers: list[Layer], geo: Geometry, h: torch.Tensor, rope: torch.Tensor,
                mask: torch.Tensor | None, cache: KVCache, at: int | torch.Tensor, offset: int, end: int,
-               fast: bool = False) -> torch.Tensor:
-    """The decoder over ``h`` (R, q, D) -> the last position's final-normed hidden state (R, D).
+               fast: bool = False, every: bool = False) -> torch.Tensor:
+    """The decoder over ``h`` (R, q, D) -> the last position's final-normed hidden state (R, D) (``every``: all
+    q positions', (R, q, D) -- a Jacobi window needs each of them).
 
     ``rope``: the table's rows for these positions (q, 2, groups, 1, head_dim); ``mask``: additive (R, 1, 1,
     end) or bool (R, 1, q, end), None for plain causal; new keys/values go to ``offset + at`` (see
@@ -134,4 +135,5 @@ def run_layers(lm, layers: list[Layer], geo: Geometry, h: torch.Tensor, rope: to
         h = h + layer.o(o.transpose(1, 2).reshape(rows, q_len, -1))
         gate, up = layer.gate_up(rms_norm(h, layer.ln2, layer.eps2, fast)).chunk(2, dim=-1)
         h = h + layer.down(layer.act(gate) * up)
-    return rms_norm(h[:, -1:], lm.norm.weight, lm.norm.variance_epsilon, fast)[:, 0]
+    out = rms_norm(h if every else h[:, -1:], lm.norm.weight, lm.norm.variance_epsilon, fast)
+    return out if every else out[:, 0]

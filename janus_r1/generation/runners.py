@@ -89,6 +89,18 @@ class TransformersRunner:
         """Feed the token sampled at step ``at`` (0-based); its attention bit is already in the buffer."""
         return self._call(embeds, self.length + at + 1)
 
+    def window(self, embeds: torch.Tensor, at: int) -> torch.Tensor:
+        """A Jacobi window (:mod:`.jacobi`): image tokens fed at steps ``at .. at + q - 1`` -> every position's
+        hidden state (R, q, D). The cache is cropped back to step ``at`` first (the rejected drafts go)."""
+        extra = self.cache.get_seq_length() - (self.length + at) if self.cache is not None else 0
+        if extra > 0:  # a negative crop removes that many positions (transformers 4.52 and 5.x alike)
+            self.cache.crop(-extra)
+        end = self.length + at + embeds.shape[1]
+        out = self.lm(inputs_embeds=embeds, attention_mask=self.mask[:, :end] if self.holes else None,
+                      use_cache=True, **{self.cache_kw: self.cache})
+        self.cache = getattr(out, self.cache_kw)
+        return out.last_hidden_state
+
     def stepper(self, body: Callable[[int], None], make: Callable[[Callable, int], Callable], steps: int):
         """The decode loop's stepper for a phase of ``steps`` steps: ``make(body, steps)`` (no buckets here)."""
         return make(body, steps)
@@ -154,6 +166,19 @@ class StaticRunner:
         mask = self.bias[:, None, None, : pos + 1] if self.holes else None
         return run_layers(self.lm, self.layers, self.geo, embeds, self.rope[pos : pos + 1], mask, self.cache, pos, 0,
                           pos + 1, self.fast)
+
+    def window(self, embeds: torch.Tensor, at: int) -> torch.Tensor:
+        """A Jacobi window (:mod:`.jacobi`): image tokens (R, q, D) fed at steps ``at .. at + q - 1`` -> every
+        position's hidden state (R, q, D). Their keys/values overwrite whatever an earlier window left at those
+        positions (rolled back by position, nothing copied); causal inside the window, the context's holes kept."""
+        q = embeds.shape[1]
+        pos = self.length + at
+        self.bias[:, pos : pos + q] = 0.0  # image tokens are always attended
+        tri = torch.full((q, q), float("-inf"), dtype=self.bias.dtype, device=self.bias.device).triu(1)
+        mask = self.bias[:, None, None, : pos + q].repeat(1, 1, q, 1)
+        mask[:, :, :, pos:] += tri
+        return run_layers(self.lm, self.layers, self.geo, embeds, self.rope[pos : pos + q], mask, self.cache, pos, 0,
+                          pos + q, self.fast, every=True)
 
     def set_bits(self, at: int | torch.Tensor, bits: torch.Tensor | None) -> None:
         """Attention bit of the token fed at step ``at``; ``None`` means 1 for every row (image tokens)."""

@@ -23,12 +23,17 @@ from ..errors import JanusR1Error
 
 @dataclass(frozen=True)
 class Sampling:
-    """How one phase picks its tokens. ``top_k=0`` and ``top_p=1`` switch those filters off."""
+    """How one phase picks its tokens. ``top_k=0`` and ``top_p=1`` switch those filters off.
+
+    ``decoding="jacobi"`` (image phases only, opt-in): speculative Jacobi decoding over a ``window`` of draft
+    tokens (:mod:`.jacobi`) -- the same distribution, fewer forward passes; ``"ar"`` is one token per step."""
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     greedy: bool = False
+    decoding: str = "ar"
+    window: int = 16
 
     def validate(self, what: str) -> Sampling:
         t = self.temperature
@@ -39,9 +44,20 @@ class Sampling:
         p = self.top_p
         if not isinstance(p, (int, float)) or isinstance(p, bool) or not (0.0 < p <= 1.0):
             raise JanusR1Error(f"{what} top_p must be in (0, 1] (got {p!r}); 1.0 disables it.")
+        if self.decoding not in DECODINGS:
+            raise JanusR1Error(f"{what} decoding must be 'ar' or 'jacobi' (got {self.decoding!r}); 'ar' is the "
+                               "default one-token decoding.")
+        if self.decoding == "jacobi" and what != "image":
+            raise JanusR1Error(f"jacobi decoding applies to image phases only, not to {what} sampling; use 'ar'.")
+        w = self.window
+        if not isinstance(w, int) or isinstance(w, bool) or not (2 <= w <= MAX_WINDOW):
+            raise JanusR1Error(f"{what} jacobi window must be an integer in [2, {MAX_WINDOW}] (got {w!r}); "
+                               "16 is the default.")
         return self
 
 
+DECODINGS = ("ar", "jacobi")  # image phases: one token per step, or speculative Jacobi (jacobi.py)
+MAX_WINDOW = 256  # draft tokens per Jacobi window; memory grows with it (activations and logits per position)
 IMAGE_SAMPLING = Sampling(temperature=1.0, top_k=4096, top_p=1.0)  # paper App. B.4
 TEXT_SAMPLING = Sampling(temperature=1.0, top_k=50, top_p=1.0)  # paper App. B.4
 

@@ -273,7 +273,7 @@ def test_object_info_shapes(object_info):
     req = cot_info["input"]["required"]
     # new widgets are optional and last: widget values are positional in saved workflows, and API prompts
     # written before them still validate
-    assert cot_info["input_order"]["optional"] == ["final", "max_prompt_tokens"]
+    assert cot_info["input_order"]["optional"] == ["final", "max_prompt_tokens", "decoding", "jacobi_window"]
     final = cot_info["input"]["optional"]["final"]
     assert (final[1]["options"] if final[0] == "COMBO" else final[0]) == ["last", "best score"]
     assert final[1]["default"] == "last"
@@ -296,10 +296,10 @@ def test_object_info_shapes(object_info):
     assert object_info["JanusR1BestOfN"]["output"] == ["IMAGE", "IMAGE", "FLOAT", "STRING", "IMAGE"]
     regen = object_info["JanusR1Regenerate"]
     assert regen["output"] == ["IMAGE", "IMAGE", "STRING", "FLOAT", "IMAGE", "FLOAT", "INT", "IMAGE"]
-    assert regen["input_order"]["optional"] == ["critique", "final", "max_prompt_tokens", "output_size"]
-    assert object_info["JanusR1Edit"]["input_order"]["optional"] == ["output_size"]
+    assert regen["input_order"]["optional"] == ["critique", "final", "max_prompt_tokens", "output_size", "decoding", "jacobi_window"]
+    assert object_info["JanusR1Edit"]["input_order"]["optional"] == ["output_size", "decoding", "jacobi_window"]
     for name in ("JanusR1TextToImage", "JanusR1CoTGenerate", "JanusR1Regenerate", "JanusR1BestOfN", "JanusR1Edit"):
         assert object_info[name]["input"]["required"]["cfg"][1]["min"] == 1.0, name  # issue 17, finding 8
     assert regen["input"]["optional"]["critique"][0] == "STRING"
     for name in ("JanusR1TextToImage", "JanusR1BestOfN"):
-        assert object_info[name]["input_order"]["optional"] == ["max_prompt_tokens"], name
+        assert object_info[name]["input_order"]["optional"] == ["max_prompt_tokens", "decoding", "jacobi_window"], name
