@@ -5,7 +5,8 @@ real topology: five-level encoder / decoder, attention, l2-normalised codebook) 
 per cell content (ground, or one of 12 coloured shapes), the encoder taught to pick that code for each 16 px cell
 (cosine logits against the normalised codebook, cross-entropy) and the decoder to draw it back (pixel MSE). After
 a few hundred steps ``encode`` -> ``decode`` round-trips every scene and the rule judge reads decoded codes as it
-reads renderings. SigLIP stays random and frozen (as every stage of the paper keeps it frozen); the language
+reads renderings. SigLIP stays frozen (as in every stage of the paper): random, or set by hand
+(:func:`build_flat_encoder`) so that it reads the cells -- the one the SFT test needs; the language
 model, heads, aligners and generation embeddings are what SFT and GRPO train.
 
 This module is the *pre-training* side of ``bench/learns.py`` (and the learning test): building the tokenizer,
@@ -143,7 +144,7 @@ def new_model(seed: int = 0):
     (``tiny.randomize_``): with transformers' 0.02 init its output barely depends on the image (the position
     embeddings and the final norm dominate; measured: the spread between images 3 % of the features', 16 % after)
     -- a real Janus has a trained tower there. (Not enough on its own: short Task-II runs still leave the verdict
-    at chance, see tests/training/test_training_learns.py.)"""
+    at chance; :func:`build_flat_encoder` sets the understanding path by hand.)"""
     from transformers import JanusForConditionalGeneration
 
     from ..model.tiny import randomize_
@@ -169,8 +170,10 @@ def save_model(model, tok, out) -> Path:
 
 
 def build_base(out, seed: int = 0, vq_steps: int = 150, log=None) -> tuple[Path, dict]:
-    """Write the untrained shapes Janus (fitted VQ, random everything else) as a transformers-layout model folder."""
+    """Write the untrained shapes Janus (fitted VQ, hand-set understanding path, random language model) as a
+    transformers-layout model folder."""
     model, tok = new_model(seed)
+    build_flat_encoder(model)
     report = fit_vq(model.model.vqmodel, steps=vq_steps, seed=seed, log=log)
     out = save_model(model, tok, out)
     (out / "vq_fit.json").write_text(json.dumps(report) + "\n")
