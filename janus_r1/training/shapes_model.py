@@ -5,7 +5,8 @@ real topology: five-level encoder / decoder, attention, l2-normalised codebook) 
 per cell content (ground, or one of 12 coloured shapes), the encoder taught to pick that code for each 16 px cell
 (cosine logits against the normalised codebook, cross-entropy) and the decoder to draw it back (pixel MSE). After
 a few hundred steps ``encode`` -> ``decode`` round-trips every scene and the rule judge reads decoded codes as it
-reads renderings. SigLIP stays random and frozen (as every stage of the paper keeps it frozen); the language
+reads renderings. SigLIP stays frozen (as in every stage of the paper): random, or set by hand
+(:func:`build_flat_encoder`) so that it reads the cells -- the one the SFT test needs; the language
 model, heads, aligners and generation embeddings are what SFT and GRPO train.
 
 This module is the *pre-training* side of ``bench/learns.py`` (and the learning test): building the tokenizer,
@@ -143,7 +144,7 @@ def new_model(seed: int = 0):
     (``tiny.randomize_``): with transformers' 0.02 init its output barely depends on the image (the position
     embeddings and the final norm dominate; measured: the spread between images 3 % of the features', 16 % after)
     -- a real Janus has a trained tower there. (Not enough on its own: short Task-II runs still leave the verdict
-    at chance, see tests/training/test_training_learns.py.)"""
+    at chance; :func:`build_flat_encoder` sets the understanding path by hand.)"""
     from transformers import JanusForConditionalGeneration
 
     from ..model.tiny import randomize_
@@ -169,8 +170,10 @@ def save_model(model, tok, out) -> Path:
 
 
 def build_base(out, seed: int = 0, vq_steps: int = 150, log=None) -> tuple[Path, dict]:
-    """Write the untrained shapes Janus (fitted VQ, random everything else) as a transformers-layout model folder."""
+    """Write the untrained shapes Janus (fitted VQ, hand-set understanding path, random language model) as a
+    transformers-layout model folder."""
     model, tok = new_model(seed)
+    build_flat_encoder(model)
     report = fit_vq(model.model.vqmodel, steps=vq_steps, seed=seed, log=log)
     out = save_model(model, tok, out)
     (out / "vq_fit.json").write_text(json.dumps(report) + "\n")
@@ -212,3 +215,63 @@ def build_flat_decoder(vqmodel) -> None:
     for ci, rgb in enumerate(W.COLOURS.values()):
         sign = torch.tensor([1.0 if v > 127 else -1.0 for v in rgb])
         out.weight[:, 1 + ci, 1, 1] = 0.5 * sign
+
+
+CONTENT_GAIN, POSITION_GAIN = 2.0, 0.3
+ANCHOR = 4.0  # two constant feature dims (+A, -A): post_layernorm's scale then hardly depends on the content
+
+
+@torch.no_grad()
+def build_flat_encoder(model) -> None:
+    """Set the *understanding* path (SigLIP and aligner) by hand so that each image token says what its cell holds.
+
+    Why: a real Janus is pre-trained to read images; a random, frozen SigLIP passes almost nothing through
+    (measured: the Yes/No logits moved by ~1e-5 between a correct scene and an empty canvas, and Task-II SFT left
+    the verdict at chance). One 16 px patch is one cell, so one linear filter bank suffices: per colour channel,
+    the cell's mean offset from the ground, its top-minus-bottom and its corner mass (circle / square / triangle
+    differ there); the position embedding adds the cell's row and column (one-hot, and the column as a number
+    for "left of"). The transformer blocks are identities (attention and MLP outputs zeroed: the residual passes),
+    post_layernorm keeps the features (two constant anchor dims fix its scale) and the aligner (trainable, as in
+    the paper) starts as a near-linear map (GELU in its linear range)."""
+    vm, al = model.model.vision_model, model.model.aligner
+    d = vm.config.hidden_size
+    conv = vm.embeddings.patch_embedding
+    conv.weight.zero_()
+    conv.bias.zero_()
+    p = conv.kernel_size[0]
+    yy, xx = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
+    h = p // 2
+    corner = ((yy < 5) | (yy >= p - 5)) & ((xx < 5) | (xx >= p - 5))
+    masks = [torch.ones(p, p), (yy < h).float() - (yy >= h).float(), corner.float()]
+    bg = torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
+    k = 16
+    for m in masks:
+        m = 2.0 * m / (p * p) * (p * p / m.abs().sum())  # the mean over the filter's support, doubled
+        for ch in range(3):
+            conv.weight[k, ch] = m
+            conv.bias[k] = -(m.sum() * bg[ch])
+            k += 1
+    conv.bias[d - 2], conv.bias[d - 1] = ANCHOR, -ANCHOR
+    pos = vm.embeddings.position_embedding.weight
+    pos.zero_()
+    g = int(round(pos.shape[0] ** 0.5))
+    for i in range(pos.shape[0]):
+        r, c = divmod(i, g)
+        pos[i, r], pos[i, g + c], pos[i, 2 * g] = 1.0, 1.0, c - (g - 1) / 2
+    for layer in vm.encoder.layers:
+        for lin in (layer.self_attn.projection_layer, layer.mlp.fc2):
+            lin.weight.zero_()
+            lin.bias.zero_()
+    vm.post_layernorm.weight.fill_(1.0)
+    vm.post_layernorm.bias.zero_()
+    # aligner: content features loud, positions quiet, anchors dropped, a constant "ground" dim -- so that after
+    # the language model's RMSNorm an occupied cell's token points elsewhere than an empty one's
+    shift = 3.0
+    gain = torch.zeros(d)
+    gain[16:k], gain[:2 * g + 1] = CONTENT_GAIN, POSITION_GAIN
+    al.fc1.weight.copy_(torch.eye(d))
+    al.fc1.bias.fill_(shift)
+    for lin in al.hidden_layers:
+        lin.weight.copy_(torch.diag(gain))
+        lin.bias.copy_(-gain * shift)
+        lin.bias[k] = 1.0
