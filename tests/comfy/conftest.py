@@ -275,3 +275,11 @@ def object_info_file(object_info, tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("oi") / "object_info.json"
     p.write_text(json.dumps(object_info))
     return p
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the browser tests save their screenshots (JANUS_R1_SHOTS to keep them for a look)."""
+    d = Path(os.environ.get("JANUS_R1_SHOTS") or tmp_path_factory.mktemp("shots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d

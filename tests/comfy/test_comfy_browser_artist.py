@@ -8,7 +8,6 @@ Screenshots land in ``$JANUS_R1_SHOTS`` (default: pytest's tmp dir) so a person 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -23,13 +22,6 @@ NATIVE = "$$node-text-preview"  # the frontend's streamed-text box
 NATIVE_JS = f"""() => app.graph._nodes.filter((n) => String(n.type).startsWith("JanusR1"))
   .filter((n) => (n.widgets ?? []).some((w) => w.name === {json.dumps(NATIVE)})).map((n) => n.type)"""
 SIZES_JS = "() => app.graph._nodes.map((n) => ({type: n.type, pos: [...n.pos], size: [...n.size]}))"
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    d = Path(os.environ.get("JANUS_R1_SHOTS") or tmp_path_factory.mktemp("shots"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def _node_id(path: Path, typ: str) -> int:

@@ -9,10 +9,8 @@ Screenshots land in ``$JANUS_R1_SHOTS`` (default: pytest's tmp dir) so a person 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pytest
 from test_comfy_browser import WORKFLOWS, fe  # noqa: F401 - fe is a fixture
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,13 +24,6 @@ NODE_JS = """(id) => { const n = app.graph.getNodeById(id), key = String(id);
            outputs: !!app.nodeOutputs?.[key], previews: !!app.nodePreviewImages?.[key] }; }"""
 WIDGET_JS = "([id, name]) => app.graph.getNodeById(id).widgets.find((w) => w.name === name)?.value"
 SET_WIDGET_JS = "([id, name, v]) => { app.graph.getNodeById(id).widgets.find((w) => w.name === name).value = v; }"
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    d = Path(os.environ.get("JANUS_R1_SHOTS") or tmp_path_factory.mktemp("shots"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def _node_id(wf: dict, typ: str) -> int:
