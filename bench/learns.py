@@ -159,7 +159,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="out/learns", help="work folder (emptied first unless --keep)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vq-steps", type=int, default=150)
+    ap.add_argument("--vq-steps", type=int, default=1200)
     ap.add_argument("--pretrain-steps", type=int, default=300)
     ap.add_argument("--sft-steps", type=int, default=400)
     ap.add_argument("--grpo-steps", type=int, default=30)

@@ -3,11 +3,16 @@
 Why: a random VQ decodes any code to noise, so nothing a model draws could be judged. Here the VQ-16 model (the
 real topology: five-level encoder / decoder, attention, l2-normalised codebook) is *fitted* to the world: one code
 per cell content (ground, or one of 12 coloured shapes), the encoder taught to pick that code for each 16 px cell
-(cosine logits against the normalised codebook, cross-entropy) and the decoder to draw it back (pixel MSE). After
-a few hundred steps ``encode`` -> ``decode`` round-trips every scene and the rule judge reads decoded codes as it
-reads renderings. SigLIP stays frozen (as in every stage of the paper): random, or set by hand
-(:func:`build_flat_encoder`) so that it reads the cells -- the one the SFT test needs; the language
-model, heads, aligners and generation embeddings are what SFT and GRPO train.
+(cosine logits against the normalised codebook, cross-entropy) and the decoder to draw it back (pixel MSE, object
+pixels weighted 10x), on whole 64 px scenes (crops change GroupNorm's statistics: fitted on 2 x 2-cell crops the
+codes of whole scenes were 52 % right). **Not good enough yet** (issue 23), measured on this 2-core CPU:
+1200 steps (~4 min) give 93 % of cells right (ground always) but only 42 % of objects encoded to their code and
+39 % drawn so that the rule judge reads them (mostly circle / square / triangle confused, the colour right). At 32 channels
+the top level's GroupNorm(32) is a per-channel instance norm, which ties every cell's features to the rest of the
+scene -- the likely cause, and why a VQ set by hand cannot draw a shape inside a cell either (nearest upsampling
+leaves no position inside a cell but the neighbours' contrast). SigLIP stays frozen (as in every stage of the
+paper): random, or set by hand (:func:`build_flat_encoder`) so that it reads the cells -- the one the SFT test
+needs; the language model, heads, aligners and generation embeddings are what SFT and GRPO train.
 
 This module is the *pre-training* side of ``bench/learns.py`` (and the learning test): building the tokenizer,
 fitting the VQ and writing a model folder the engine loads like any other. Everything after that -- plain T2I
@@ -17,6 +22,7 @@ pre-training, ``build-data``, ``train-sft``, ``train-grpo`` -- runs through the 
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -70,12 +76,13 @@ def shapes_config(tokenizer):
                        image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"))
 
 
-def _batch(rng: random.Random, n: int, cells: int = W.GRID) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(rng: random.Random, n: int, cells: int = W.GRID, max_objects: int = 4
+           ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random scenes as pixels in [-1, 1] and their codes; ``cells`` < 4: a cell-aligned crop of that many
-    cells a side (the fit runs on 2 x 2 crops: a quarter of the convolutions' cost, same per-cell content)."""
+    cells a side."""
     xs, cs = [], []
     for _ in range(n):
-        scene = W.random_scene(rng, max_objects=7)
+        scene = W.random_scene(rng, max_objects=max_objects)
         px = np.asarray(W.render(scene), dtype=np.float32) / 127.5 - 1.0
         codes = np.asarray(scene_codes(scene)).reshape(W.GRID, W.GRID)
         r, c = rng.randrange(W.GRID - cells + 1), rng.randrange(W.GRID - cells + 1)
@@ -84,7 +91,7 @@ def _batch(rng: random.Random, n: int, cells: int = W.GRID) -> tuple[torch.Tenso
     return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.stack(cs))
 
 
-def fit_vq(vqmodel, steps: int = 150, batch: int = 8, seed: int = 0, lr: float = 3e-3, cells: int = 2,
+def fit_vq(vqmodel, steps: int = 150, batch: int = 4, seed: int = 0, lr: float = 3e-3, cells: int = W.GRID,
            log=None) -> dict:
     """Fit the VQ model to the world: the encoder classifies each cell's code (cosine logits against the
     normalised codebook), the decoder redraws the cells from their codebook rows (pixel MSE)."""
@@ -100,6 +107,9 @@ def fit_vq(vqmodel, steps: int = 150, batch: int = 8, seed: int = 0, lr: float =
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
+    ground = (torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0).view(1, 3, 1, 1)
+    # cosine to 5 %: the last steps settle the shape edges the rule judge reads
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.05 + 0.475 * (1 + math.cos(math.pi * k / steps)))
     for step in range(steps):
         x, codes = _batch(rng, batch, cells)
         z = vqmodel.quant_conv(vqmodel.encoder(x))  # (B, e, cells, cells)
@@ -108,11 +118,14 @@ def fit_vq(vqmodel, steps: int = 150, batch: int = 8, seed: int = 0, lr: float =
         book = F.normalize(vqmodel.quantize.embedding.weight, dim=-1)
         ce = F.cross_entropy(20.0 * z @ book.t(), codes.reshape(-1))
         q = book[codes.reshape(-1)].view(b, h, w, c).permute(0, 3, 1, 2)  # what decode() looks up
-        mse = F.mse_loss(vqmodel.decoder(vqmodel.post_quant_conv(q)), x)
+        # object pixels weigh 10x: they are a tenth of a scene, and what the rule judge reads
+        weight = 1.0 + 9.0 * (x - ground).abs().amax(dim=1, keepdim=True).gt(0.1).float()
+        mse = (weight * (vqmodel.decoder(vqmodel.post_quant_conv(q)) - x).square()).mean()
         loss = ce + 10.0 * mse
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         if log and (step % 10 == 0 or step == steps - 1):
             log(f"vq fit step {step}: code CE {ce.item():.4f}, pixel MSE {mse.item():.4f}")
     vqmodel.eval()
@@ -132,11 +145,18 @@ def check_vq(vqmodel, seed: int = 1, n: int = 64) -> dict:
     px = ((vq.decode(vqmodel, codes) + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     from PIL import Image
 
-    scenes_ok = 0
+    scenes_ok = cells_ok = objects_ok = 0
     for k in range(n):
-        seen = W.read_scene(Image.fromarray(px[k]))
-        scenes_ok += scene_codes(seen) == codes[k].tolist()
-    return {"code_acc": float((got == codes).float().mean()), "decode_read_acc": scenes_ok / n}
+        seen = scene_codes(W.read_scene(Image.fromarray(px[k])))
+        scenes_ok += seen == codes[k].tolist()
+        cells_ok += sum(a == b for a, b in zip(seen, codes[k].tolist()))
+        objects_ok += sum(a == b for a, b in zip(seen, codes[k].tolist()) if b)
+    objects = codes.gt(0)
+    # the object figures are the telling ones: ground is three quarters of the cells and always right
+    return {"code_acc": round(float((got == codes).float().mean()), 4),
+            "object_code_acc": round(float((got == codes)[objects].float().mean()), 4),
+            "decode_read_acc": scenes_ok / n, "cell_read_acc": round(cells_ok / codes.numel(), 4),
+            "object_read_acc": round(objects_ok / max(int(objects.sum()), 1), 4)}
 
 
 def new_model(seed: int = 0):
