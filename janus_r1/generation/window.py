@@ -35,11 +35,9 @@ class EagerWindow:
 
     def __init__(self, model, run) -> None:
         self.model, self.run = model, run
-        self.passes = 0
 
     def __call__(self, inputs: torch.Tensor, at: int) -> torch.Tensor:
         """Logits (2P, L, V) float32 of the window ``inputs`` (P, L) fed at steps ``at .. at + L - 1``."""
-        self.passes += 1
         embeds = self.model.prepare_embeddings_for_image_generation(inputs.repeat_interleave(2, dim=0))
         return self.model.model.generation_head(self.run.window(embeds, at)).float()
 
@@ -61,7 +59,6 @@ class FixedWindow:
         self.out: torch.Tensor | None = None  # (2P, L, V) float32 logits, written in place by every pass
         self.span: int | None = None  # the attention bucket of the current step (graph)
         self.step: GraphedStep | None = None
-        self.passes = 0
 
     def body(self, span: int) -> None:
         """One pass from the persistent buffers into ``out``: no host read and no shape that depends on ``at``."""
@@ -77,7 +74,6 @@ class FixedWindow:
     def __call__(self, inputs: torch.Tensor, at: int) -> torch.Tensor:
         """Logits (2P, L, V) of the window ``inputs`` (P, L) fed at steps ``at ..``: the persistent output buffer,
         valid until the next call."""
-        self.passes += 1
         self.tokens.copy_(inputs)
         self.at.fill_(at)
         span = self.run.window_span(at, self.window)

@@ -202,6 +202,24 @@ def test_a_capture_needs_enough_passes_left_in_the_bucket(micro, fake_capture):
     assert len(fake_capture) == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_window_graph_replays_the_fixed_window(micro):
+    """On a GPU: the captured window pass (same kernels, same shapes) changes no token and no generator state."""
+    model = micro.model.to("cuda")
+    try:
+        ctx, runs = _ctx(micro), {}
+        for runner in ("fixed", "graph"):
+            captures = graphs.stats.captures
+            gen = torch.Generator(device="cuda").manual_seed(0)
+            codes = decode_image(model, ctx, micro.num_image_tokens, 5.0, _jacobi(Sampling(top_k=8), 4), gen,
+                                 runner=runner)
+            runs[runner] = (codes.cpu(), gen.get_state(), graphs.stats.captures - captures)
+        assert torch.equal(runs["fixed"][0], runs["graph"][0]) and torch.equal(runs["fixed"][1], runs["graph"][1])
+        assert runs["fixed"][2] == 0 and runs["graph"][2] == int(graphs.torch_version() >= graphs.MIN_CAPTURE_TORCH)
+    finally:
+        micro.model.to("cpu")
+
+
 # --- the figures belong to the caller ------------------------------------------------------------------------
 
 def test_stats_are_the_callers_own_and_count_both_modes(micro):
