@@ -18,7 +18,9 @@ bf16 model is freed; labelled by the 4-bit mode it really ran: int4 or nf4). A f
 (GPU-only, a missing baseline, an exception, the time budget spent) is ``null``. Every ms-per-step figure is
 checked for sanity first: a step that beats reading its weights and KV cache at the card's measured copy rate (or
 is not positive) is a measuring error, so it is ``null`` and ``implausible`` says which figure and why. The int4
-pack -> unpack -> pack round trip is checked once on the device (``int4_pack_roundtrip``). The last line printed
+pack -> unpack -> pack round trip is checked once on the device (``int4_pack_roundtrip``). Speculative Jacobi
+decoding (``jacobi_*``, :func:`jacobi.device_figures`): ms per image one-token vs Jacobi at batch 1 and 16 on the
+graph runner and forward passes per image (the CPU decodes at most 32 tokens per image). The last line printed
 is one JSON object.
 """
 
@@ -30,6 +32,7 @@ import gc
 import json
 import time
 
+import jacobi  # bench/jacobi.py
 import torch
 from device_figures import bandwidth_gbps, build, bytes_per_step, sync
 from step_figures import capture_clock, copy_gbps, implausible_step, long_context, ms_per_step
@@ -53,7 +56,7 @@ KEYS = ("device", "gpu", "geometry", "dtype", "torch", "build_s", "numerics", "k
         "peak_gib_b16", "s_per_image_b1", "s_per_image_b4", "s_per_image_b16", "s_per_introspective_image_all_no",
         "paper_loop_s_per_image_all_no", "speedup_vs_paper_loop", "transformers_ms_per_step",
         "speedup_vs_transformers", "capture_s", "first_call_s", "capture_failures", "quant_mode",
-        "int4_ms_per_step", "int4_peak_gib", "int4_pack_roundtrip", "implausible", "skipped")
+        "int4_ms_per_step", "int4_peak_gib", "int4_pack_roundtrip", "implausible", "skipped", *jacobi.DEVICE_KEYS)
 
 
 class Report(dict):
@@ -310,6 +313,7 @@ def bf16_figures(args, rep: Report, device: torch.device, dtype: torch.dtype) ->
                                            min(48 if cuda else 16, n), cuda))
     rep.section("regen", lambda: regen(j, rep, 2300 if cuda else 600, (lengths[0], min(lengths[1], 192))))
     rep.section("images", lambda: images(j, rep, (1, 4, 16) if cuda else (1,)))  # throughput: a GPU figure
+    rep.section("jacobi", lambda: jacobi.device_figures(j, rep.put, n if cuda else min(32, n)))  # issue 26
     rep.section("introspective", lambda: introspective(j, rep))
     ours = graph_ms if graph_ms or "ms_per_step_graph_b1" in rep["implausible"] else rep["ms_per_step_eager_b1"]
     rep.section("transformers", lambda: transformers_generate(j, rep, ours))

@@ -26,6 +26,7 @@ from .context import Context
 from .graphs import Pacer, Stepper
 from .runners import StaticRunner, TransformersRunner, cache_keyword
 from .sampling import Sampling, cfg_mix, force_tokens, sample
+from .window import window_step
 
 __all__ = ["RUNNERS", "Hooks", "StepEvent", "TextOut", "cache_keyword", "decode_image", "decode_text"]
 
@@ -74,6 +75,7 @@ def stop_check_every(device: torch.device) -> int:
 # auto:     "graph" on CUDA, "eager" elsewhere (LLaMA in eval mode without offloaded layers; else "dynamic")
 # graph:    the fixed-shape step (position, rotary rows and mask selected on the device), captured once per
 #           attention bucket of a phase as a CUDA graph and replayed; on CPU, or if capture fails, the same step runs eagerly
+#           (a Jacobi phase: its fixed-shape window pass, likewise per bucket; window.py)
 # fixed:    that fixed-shape step, always eager (the graph's reference in tests and benchmarks)
 # eager:    static KV cache, each step attends over its own length (fastest without graphs, e.g. on CPU)
 # dynamic:  transformers' own cache through the full language_model call
@@ -127,26 +129,32 @@ def decode_image(
     generator: torch.Generator | None,
     hooks: Hooks = NO_HOOKS,
     runner: str = "auto",
+    stats: jacobi.Stats | None = None,
 ) -> torch.Tensor:
     """Sample ``n_tokens`` image tokens for interleaved (cond, uncond) rows; returns codes (P, n_tokens).
 
     Guided logits :func:`~.sampling.cfg_mix` from the generation head; the sampled token is fed to both rows of
-    its pair as ``generation_aligner(generation_embeddings(token))``.
+    its pair as ``generation_aligner(generation_embeddings(token))``. ``stats`` (optional, the caller's own
+    :class:`~.jacobi.Stats`): the phase's forward passes and tokens are added to it (benchmarks; no global).
     """
     rows = ctx.embeds.shape[0]
     if rows % 2:
         raise ValueError("CFG contexts have an even number of rows (cond, uncond pairs)")
     device = ctx.embeds.device
     if sampling.decoding == "jacobi":  # opt-in: several tokens per forward pass, same distribution (jacobi.py)
-        run, _ = _runner(model, ctx, n_tokens + sampling.window, runner)
+        run, graph = _runner(model, ctx, n_tokens + sampling.window, runner)
 
         def committed(codes: torch.Tensor, t: int) -> None:
             hooks.check()
             if hooks.on_step is not None:
                 hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
 
-        return jacobi.decode(model, run, run.prefill(), n_tokens, cfg_weight, sampling, generator, sampling.window,
-                             committed)
+        forward = window_step(model, run, rows // 2, sampling.window, graph, n_tokens)
+        try:
+            return jacobi.decode(model, forward, run.prefill(), n_tokens, cfg_weight, sampling, generator,
+                                 sampling.window, committed, stats)
+        finally:
+            forward.close()
     run, graph = _runner(model, ctx, n_tokens, runner)
     codes = torch.empty((rows // 2, n_tokens), dtype=torch.long, device=device)
     tok = torch.empty(rows // 2, dtype=torch.long, device=device)  # the last sampled token of each pair
@@ -179,6 +187,8 @@ def decode_image(
                 hooks.on_step(StepEvent("image", t + 1, n_tokens, codes[:, : t + 1]))
     finally:
         step.close()
+    if stats is not None:
+        stats.add(n_tokens, n_tokens)  # the prefill, then one step per further token
     return codes
 
 

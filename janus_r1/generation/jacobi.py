@@ -4,7 +4,8 @@ same distribution as one-token sampling.
 Why: at batch 1 a decode step reads every weight to make one token; a pass over a window of ``L`` positions costs
 about as much while the step is bandwidth-bound, so every extra token accepted per pass is nearly free.
 
-One pass (all pairs at once, fixed window ``L``): the window's inputs are the last committed token and ``L - 1``
+One pass (all pairs at once, fixed window ``L``; the forward pass itself is :mod:`.window`, fixed-shape and
+captured as a CUDA graph on the ``graph`` runner): the window's inputs are the last committed token and ``L - 1``
 draft tokens after it, fed at their own cache positions (a draft's keys/values that are later rejected are simply
 overwritten by the next pass: the static cache is rolled back *by position*, nothing is copied). The outputs give
 at each window position ``i`` the model's distribution ``p_i`` (CFG-mixed, then the phase's top-k / temperature /
@@ -27,6 +28,7 @@ than in ``ar`` mode -- but the same image for the same seed and window.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -55,19 +57,37 @@ def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tenso
     return torch.argmax(probs / q, dim=-1)
 
 
+@dataclass
 class Stats:
-    """What the last Jacobi phase did: forward passes (prefill included) and tokens per row (bench/jacobi.py)."""
+    """Figures of the image phases decoded with it (``decode_image(..., stats=Stats())``; bench/jacobi.py and
+    bench/device_check.py): phases, forward passes (prefills included) and image tokens per row, summed over the
+    phases. The caller owns it, so two phases decoding at once (two ComfyUI prompts, two threads) never mix their
+    figures; one-token decoding fills it too (a forward pass per token), so both modes are counted alike."""
 
+    phases: int = 0
     forwards: int = 0
     tokens: int = 0
 
+    def add(self, forwards: int, tokens: int) -> None:
+        """Count one finished phase."""
+        self.phases += 1
+        self.forwards += forwards
+        self.tokens += tokens
 
-LAST_STATS = Stats()  # the last Jacobi phase's figures (bench/jacobi.py); one process, one phase at a time
+    @property
+    def forwards_per_phase(self) -> float:
+        """Forward passes per phase (per image, for a batch decoded at its slowest pair's pace)."""
+        return self.forwards / self.phases if self.phases else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Image tokens committed per forward pass (1 for one-token decoding)."""
+        return self.tokens / self.forwards if self.forwards else 0.0
 
 
 def decode(
     model,
-    run,
+    forward: Callable[[torch.Tensor, int], torch.Tensor],
     prefill_h: torch.Tensor,
     n_tokens: int,
     cfg_weight: float,
@@ -75,10 +95,12 @@ def decode(
     generator: torch.Generator | None,
     window: int,
     on_token: Callable[[torch.Tensor, int], None],
+    stats: Stats | None = None,
 ) -> torch.Tensor:
-    """Image codes (P, n_tokens) by speculative Jacobi decoding over ``run`` (a runner with ``window``, built for
-    ``n_tokens + window - 1`` new positions). ``on_token(codes, t)`` is called once per committed column ``t``
-    (progress, preview, cancel), in order."""
+    """Image codes (P, n_tokens) by speculative Jacobi decoding. ``forward(inputs, at)``: the window pass
+    (:mod:`.window`; its runner built for ``n_tokens + window`` new positions), window tokens (P, L) fed at steps
+    ``at ..`` -> logits (2P, L, V). ``on_token(codes, t)`` is called once per committed column ``t`` (progress,
+    preview, cancel), in order; ``stats`` (optional) counts the phase's forward passes."""
     head = model.model.generation_head
     device = prefill_h.device
     pairs = prefill_h.shape[0] // 2
@@ -87,7 +109,7 @@ def decode(
     vocab = logits0.shape[-1]
     codes = torch.zeros((pairs, n_tokens + 2 * L), dtype=torch.long, device=device)  # room for a last window
     codes[:, 0] = sample(cfg_mix(logits0[0::2], logits0[1::2], cfg_weight), sampling, generator)
-    LAST_STATS.forwards, LAST_STATS.tokens = 1, 0
+    forwards = 1  # the prefill
     on_token(codes, 0)
     uniform = torch.full((vocab,), 1.0 / vocab, device=device)
     # drafts for positions 1 .. L (q uniform); q[:, j] is the distribution the draft at position start + j came from
@@ -104,9 +126,8 @@ def decode(
     rows = torch.arange(pairs, device=device)
     while start < n_tokens:
         inputs = codes[:, start - 1 : start - 1 + L]  # the last committed token, then L - 1 drafts
-        embeds = model.prepare_embeddings_for_image_generation(inputs.repeat_interleave(2, dim=0))
-        logits = head(run.window(embeds, start - 1)).float()  # (2P, L, V)
-        LAST_STATS.forwards += 1
+        logits = forward(inputs, start - 1)  # (2P, L, V) float32
+        forwards += 1
         p = probabilities(cfg_mix(logits[0::2], logits[1::2], cfg_weight), sampling)  # (P, L, V)
         drafts = codes[:, start : start + L]
         pos = start + cols  # absolute position of window output j
@@ -144,5 +165,6 @@ def decode(
         else:
             q = new_q
         committed, start = new_committed, new_start
-    LAST_STATS.tokens = n_tokens
+    if stats is not None:
+        stats.add(forwards, n_tokens)
     return codes[:, :n_tokens]

@@ -24,8 +24,9 @@ class KVCache:
     def write(self, layer: int, at: int | torch.Tensor, kv: torch.Tensor, offset: int = 0) -> None:
         """Store ``kv`` (2, rows, kv_heads, q, head_dim) at positions ``offset + at ..``.
 
-        ``at`` an ``int``: a slice assignment (prefill and the eager step). ``at`` a 1-element device tensor: an
-        ``index_copy_`` of the one new position -- the fixed-shape step, whose position never leaves the device.
+        ``at`` an ``int``: a slice assignment (prefill and the eager step). ``at`` a device tensor of ``q`` step
+        indices: an ``index_copy_`` of the new positions -- the fixed-shape step (one index) and the fixed-shape
+        Jacobi window (``q`` of them), whose positions never leave the device.
         """
         buf = self.kv[layer]
         if isinstance(at, torch.Tensor):

@@ -7,6 +7,8 @@
   mask buffer. Steps take the step index ``at`` as an ``int`` (each step attends over its own length) or, with
   ``fixed=True``, as a 1-element device tensor: then the step has one shape per attention *bucket* -- the
   position, rotary rows and mask column are selected on the device -- which is what a CUDA graph captures.
+  A Jacobi window (``window``, :mod:`.jacobi`) takes the same two forms: a host start step, or a device one with
+  bucket-wide masked attention (:mod:`.window` captures that form).
 
 Both take ``set_bits(at, bits)`` (the attention bit of the token fed at step ``at``) then ``step(embeds, at)``;
 ``stepper(body, make, steps)`` wraps the decode loop's step body: for the fixed-shape runner one ``make(body, n)`` (a
@@ -167,11 +169,28 @@ class StaticRunner:
         return run_layers(self.lm, self.layers, self.geo, embeds, self.rope[pos : pos + 1], mask, self.cache, pos, 0,
                           pos + 1, self.fast)
 
-    def window(self, embeds: torch.Tensor, at: int) -> torch.Tensor:
+    def window(self, embeds: torch.Tensor, at: int | torch.Tensor, span: int | None = None) -> torch.Tensor:
         """A Jacobi window (:mod:`.jacobi`): image tokens (R, q, D) fed at steps ``at .. at + q - 1`` -> every
         position's hidden state (R, q, D). Their keys/values overwrite whatever an earlier window left at those
-        positions (rolled back by position, nothing copied); causal inside the window, the context's holes kept."""
+        positions (rolled back by position, nothing copied); causal inside the window, the context's holes kept.
+
+        ``at`` an ``int``: the window attends over its own length (``length + at + q`` positions). ``at`` a
+        1-element device tensor (the fixed-shape window a CUDA graph captures, :mod:`.window`): nothing depends on
+        its value on the host -- positions, rotary rows, cache writes and the causal mask are computed on the
+        device -- and attention reads ``span`` positions (a whole attention bucket, :meth:`window_span`), the
+        ones past each query masked, so every pass of a bucket has the same kernels and shapes."""
         q = embeds.shape[1]
+        if isinstance(at, torch.Tensor):
+            span = self.alloc if span is None else span
+            steps = at + torch.arange(q, device=at.device)  # the window's step indices, on the device
+            self.bias[:, self.length:].index_fill_(1, steps, 0.0)  # image tokens are always attended
+            keys = torch.arange(span, device=at.device)
+            causal = torch.zeros((q, span), dtype=self.bias.dtype, device=self.bias.device)
+            causal.masked_fill_(keys[None, :] > (self.length + steps)[:, None], float("-inf"))
+            mask = self.bias[:, None, None, :span] + causal  # (R, 1, q, span): holes, unwritten and future keys
+            rope = self.rope[self.length:].index_select(0, steps)
+            return run_layers(self.lm, self.layers, self.geo, embeds, rope, mask, self.cache, steps, self.length,
+                              span, self.fast, every=True)
         pos = self.length + at
         self.bias[:, pos : pos + q] = 0.0  # image tokens are always attended
         tri = torch.full((q, q), float("-inf"), dtype=self.bias.dtype, device=self.bias.device).triu(1)
@@ -179,6 +198,11 @@ class StaticRunner:
         mask[:, :, :, pos:] += tri
         return run_layers(self.lm, self.layers, self.geo, embeds, self.rope[pos : pos + q], mask, self.cache, pos, 0,
                           pos + q, self.fast, every=True)
+
+    def window_span(self, at: int, q: int) -> int:
+        """Positions the fixed-shape window fed at steps ``at .. at + q - 1`` attends over: its last position's
+        valid length rounded up to a whole ``BUCKET`` (as :meth:`bucket`), at most the cache's end."""
+        return min(self.alloc, -(-(self.length + at + q) // BUCKET) * BUCKET)
 
     def set_bits(self, at: int | torch.Tensor, bits: torch.Tensor | None) -> None:
         """Attention bit of the token fed at step ``at``; ``None`` means 1 for every row (image tokens)."""
