@@ -37,15 +37,15 @@ def _with(s: Sampling, decoding: str, window: int) -> Sampling:
     return Sampling(s.temperature, s.top_k, s.top_p, s.greedy, decoding=decoding, window=window)
 
 
-def _ctx(j, batch: int):
+def _ctx(j, batch: int, prompt: str = PROMPT):
     """``batch`` copies of the prompt as CFG pairs (the pairs of a batch decode at their slowest one's pace)."""
     pad = j.vocab.ids.pad
-    return build(cfg_rows([[j.prompt_piece(j.prompt_ids(PROMPT))]] * batch, pad), j.model.get_input_embeddings(), pad)
+    return build(cfg_rows([[j.prompt_piece(j.prompt_ids(prompt))]] * batch, pad), j.model.get_input_embeddings(), pad)
 
 
-def measure(jr, window: int, repeats: int, runner: str, batch: int = 1) -> dict:
+def measure(jr, window: int, repeats: int, runner: str, batch: int = 1, prompt: str = PROMPT) -> dict:
     j = jr.janus
-    ctx = _ctx(j, batch)
+    ctx = _ctx(j, batch, prompt)
     n = j.num_image_tokens
 
     def run(s: Sampling, seed: int = 0, stats: jacobi.Stats | None = None) -> torch.Tensor:
@@ -133,6 +133,9 @@ def main() -> None:
     ap.add_argument("--runner", default="auto")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (on a GPU: the figures per image at --batch)")
     ap.add_argument("--batch", type=int, default=1, help="images per call (a batch runs at its slowest pair's pace)")
+    ap.add_argument("--prompt", default="a green triangle left of a yellow circle",
+                    help="the trained model's prompt (default: one of the shapes world's)")
+    ap.add_argument("--trained-repeats", type=int, default=20, help="--repeats for the trained model (16 tokens)")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     from janus_r1 import JanusR1
@@ -145,7 +148,8 @@ def main() -> None:
     print(json.dumps({"random_detail": out["random"]}), flush=True)
     if args.model:
         jr = JanusR1.from_pretrained(args.model, device=args.device, progress=False)
-        out["trained"] = measure(jr, args.window, args.repeats, args.runner, args.batch)
+        out["trained"] = measure(jr, args.window, args.trained_repeats, args.runner, args.batch, args.prompt)
+        out["trained"]["model"] = args.model
     else:
         out["trained"] = None
         out["trained_reason"] = ("not measured: no trained model given (--model PATH, the shapes-world model of "
