@@ -92,18 +92,21 @@ def _batch(rng: random.Random, n: int, cells: int = W.GRID, max_objects: int = 4
 
 
 def fit_vq(vqmodel, steps: int = 150, batch: int = 4, seed: int = 0, lr: float = 3e-3, cells: int = W.GRID,
-           log=None) -> dict:
+           log=None, decoder_only: bool = False) -> dict:
     """Fit the VQ model to the world: the encoder classifies each cell's code (cosine logits against the
-    normalised codebook), the decoder redraws the cells from their codebook rows (pixel MSE)."""
+    normalised codebook), the decoder redraws the cells from their codebook rows (pixel MSE). ``decoder_only``:
+    the encoder and codebook stay as they are (set by hand: :func:`.shapes_vq.build_cell_encoder`)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     vqmodel.train()
+    fitted = [vqmodel.decoder, vqmodel.post_quant_conv] if decoder_only else [vqmodel]
     with torch.no_grad():  # residual branches start as identities: the fit converges in far fewer steps
-        for name, m in vqmodel.named_modules():
-            if name.endswith(".conv2") or name.endswith(".proj_out"):
-                m.weight.zero_()
-                m.bias.zero_()
-    params = [p for p in vqmodel.parameters()]
+        for part in fitted:
+            for name, m in part.named_modules():
+                if name.endswith(("conv2", "proj_out")):
+                    m.weight.zero_()
+                    m.bias.zero_()
+    params = [p for part in fitted for p in part.parameters()]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
@@ -112,12 +115,15 @@ def fit_vq(vqmodel, steps: int = 150, batch: int = 4, seed: int = 0, lr: float =
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.05 + 0.475 * (1 + math.cos(math.pi * k / steps)))
     for step in range(steps):
         x, codes = _batch(rng, batch, cells)
-        z = vqmodel.quant_conv(vqmodel.encoder(x))  # (B, e, cells, cells)
-        b, c, h, w = z.shape
-        z = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, c), dim=-1)
         book = F.normalize(vqmodel.quantize.embedding.weight, dim=-1)
-        ce = F.cross_entropy(20.0 * z @ book.t(), codes.reshape(-1))
-        q = book[codes.reshape(-1)].view(b, h, w, c).permute(0, 3, 1, 2)  # what decode() looks up
+        b, h, w, c = x.shape[0], cells, cells, book.shape[1]
+        if decoder_only:
+            ce = torch.zeros(())
+        else:
+            z = vqmodel.quant_conv(vqmodel.encoder(x))  # (B, e, cells, cells)
+            z = F.normalize(z.permute(0, 2, 3, 1).reshape(-1, c), dim=-1)
+            ce = F.cross_entropy(20.0 * z @ book.t(), codes.reshape(-1))
+        q = book[codes.reshape(-1)].detach().view(b, h, w, c).permute(0, 3, 1, 2)  # what decode() looks up
         # object pixels weigh 10x: they are a tenth of a scene, and what the rule judge reads
         weight = 1.0 + 9.0 * (x - ground).abs().amax(dim=1, keepdim=True).gt(0.1).float()
         mse = (weight * (vqmodel.decoder(vqmodel.post_quant_conv(q)) - x).square()).mean()
@@ -189,12 +195,15 @@ def save_model(model, tok, out) -> Path:
     return out
 
 
-def build_base(out, seed: int = 0, vq_steps: int = 150, log=None) -> tuple[Path, dict]:
-    """Write the untrained shapes Janus (fitted VQ, hand-set understanding path, random language model) as a
-    transformers-layout model folder."""
+def build_base(out, seed: int = 0, vq_steps: int = 1200, log=None) -> tuple[Path, dict]:
+    """Write the untrained shapes Janus (VQ encoder set by hand, decoder fitted, hand-set understanding path,
+    random language model) as a transformers-layout model folder."""
+    from .shapes_vq import build_cell_encoder
+
     model, tok = new_model(seed)
     build_flat_encoder(model)
-    report = fit_vq(model.model.vqmodel, steps=vq_steps, seed=seed, log=log)
+    build_cell_encoder(model.model.vqmodel)
+    report = fit_vq(model.model.vqmodel, steps=vq_steps, seed=seed, log=log, decoder_only=True)
     out = save_model(model, tok, out)
     (out / "vq_fit.json").write_text(json.dumps(report) + "\n")
     return out, report
