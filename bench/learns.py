@@ -1,18 +1,18 @@
 """Does the shipped pipeline learn? The whole Janus-Pro-R1 chain on the shapes world, from nothing, on a CPU.
 
     python bench/learns.py                    # work folder out/learns, seed 0
-    python bench/learns.py --work /tmp/l --seed 1 --sft-steps 400 --grpo-steps 30
+    python bench/learns.py --work /tmp/l --seed 1 --sft-steps 3000 --grpo-steps 30
 
 Stages (the time of each is printed; "pre-training" is this bench's own, everything after it is the shipped CLI):
 
-1. the world (``janus_r1.training.shapes``): train / held-out prompt split, renderings of correct scenes and near
-   misses in ``build-data --folder`` layout (the stand-in for another generator such as FLUX);
-2. pre-training (bench): a small Janus of the real architecture whose VQ model is fitted to the world
-   (``shapes_model.build_base``), then plain text-to-image pre-training with the shipped ``train-sft`` restricted
+1. the world (``janus_r1.training.shapes``): train / held-out prompt split, renderings of correct scenes, near
+   misses and empty canvases in ``build-data --folder`` layout (the stand-in for another generator such as FLUX);
+2. pre-training (bench): a small Janus of the real architecture whose VQ encoder is set by hand and whose decoder
+   is fitted to the world (``shapes_model.build_base``), then plain text-to-image pre-training with the shipped ``train-sft`` restricted
    to Task-I (``mix: [1, 0, 0]``) on the correct renderings -- labelled by ``janus-r1 build-data --judge shapes:``;
    the result is the **base**;
 3. ``janus-r1 build-data --engine base=BASE --folder world=DIR --judge shapes:`` -> label files;
-4. ``janus-r1 train-sft`` on them (Task-I / II / III, the paper's mix) -> **sft**;
+4. ``janus-r1 train-sft`` on them (Task-I / II / III; half the batches Task-II) -> **sft**;
 5. ``janus-r1 train-grpo --reward shapes:`` on the training prompts -> **grpo**;
 6. evaluation of base / sft / grpo on the held-out prompts (never trained on) with the engine's introspective
    loop (``JanusR1.generate``, at most 3 images), every image judged by the rule judge.
@@ -43,9 +43,10 @@ from janus_r1.training import shapes_model as M  # noqa: E402
 PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 20, "min_lr": 2e-4, "batch_size": 16,
             "weight_decay": 0.0, "num_workers": 0, "log_with": "none", "save_every": 100000, "async_save": False}
 # yes_no_weight 0.8 (the released code's Task-II loss): the one verdict token would otherwise weigh as much as
-# one token of its reason
-SFT = {"lr": 1e-3, "warmup_steps": 20, "min_lr": 1e-4, "batch_size": 16, "weight_decay": 0.0, "num_workers": 0,
-       "yes_no_weight": 0.8, "log_with": "none", "save_every": 100000, "async_save": False}
+# one token of its reason. A constant 1e-3 and half the batches Task-II: the verdict leaves chance only after
+# ~1000 Task-II steps (docs/training.md, "Train your own")
+SFT = {"mix": [0.25, 0.5, 0.25], "lr": 1e-3, "warmup_steps": 50, "min_lr": 1e-3, "batch_size": 16,
+       "weight_decay": 0.0, "num_workers": 0, "yes_no_weight": 0.8, "log_with": "none", "save_every": 100000, "async_save": False}
 # segments (the released code's three advantages): image 1 is rewarded for itself even after a "No" -- with the
 # paper's trajectory reward r1 cancels whenever the first verdict is "No" (docs/training.md, GRPO)
 GRPO = {"lr": 5e-4, "warmup_steps": 3, "convert_steps": 10, "convert_lr": 3e-4, "min_lr": 1e-4, "group_size": 7,
@@ -160,8 +161,8 @@ def main() -> int:
     ap.add_argument("--work", default="out/learns", help="work folder (emptied first unless --keep)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vq-steps", type=int, default=1200)
-    ap.add_argument("--pretrain-steps", type=int, default=300)
-    ap.add_argument("--sft-steps", type=int, default=400)
+    ap.add_argument("--pretrain-steps", type=int, default=800)
+    ap.add_argument("--sft-steps", type=int, default=3000)
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--engine-images", type=int, default=4, help="M images per prompt the base draws")
     ap.add_argument("--eval-images", type=int, default=4, help="images per held-out prompt")
@@ -189,7 +190,9 @@ def main() -> int:
         train, heldout = train[::max(1, len(train) // args.max_prompts)], heldout[::max(1, len(heldout) // args.max_prompts)]
     W.write_prompts(work / "train.txt", train)
     W.write_prompts(work / "heldout.txt", heldout)
-    W.write_world_folder(work / "world", train, right=3, wrong=3, seed=args.seed)
+    # the other generator: correct scenes, near misses and empty canvases (the easy negatives the verdict
+    # starts from)
+    W.write_world_folder(work / "world", train, right=12, wrong=8, empty=4, seed=args.seed)
     stage("world", t)
     # 2. pre-training: fitted VQ, then plain text-to-image on correct renderings (Task-I only)
     t = time.time()

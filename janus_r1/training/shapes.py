@@ -318,15 +318,19 @@ def wrong_scene(prompt: str, rng: random.Random) -> list[Placed]:
     raise RuntimeError(f"no wrong scene found for {prompt!r}")
 
 
-def write_world_folder(root, prompts: list[str], right: int = 3, wrong: int = 3, seed: int = 0) -> Path:
+def write_world_folder(root, prompts: list[str], right: int = 3, wrong: int = 3, seed: int = 0,
+                       empty: int = 0) -> Path:
     """Renderings in the layout ``build-data --folder`` reads (``root/<promptid:05d>/samples/*.png``): per prompt
-    ``right`` correct scenes and ``wrong`` near misses -- the shapes world's stand-in for another generator."""
+    ``right`` correct scenes, ``wrong`` near misses and ``empty`` empty canvases -- the shapes world's stand-in for
+    another generator (one that sometimes draws nothing: the easy negatives from which the verdict starts to
+    read the image at all; with near misses alone it stayed at chance, docs/training.md)."""
     root = Path(root)
     rng = random.Random(seed)
     for i, p in enumerate(prompts):
         d = root / f"{i:05d}" / "samples"
         d.mkdir(parents=True, exist_ok=True)
         scenes = [sample_scene(p, rng) for _ in range(right)] + [wrong_scene(p, rng) for _ in range(wrong)]
+        scenes += [[] for _ in range(empty)]
         for k, scene in enumerate(scenes):
             render(scene).save(d / f"{k:04d}.png")
     return root

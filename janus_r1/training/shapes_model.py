@@ -1,18 +1,17 @@
-"""A small Janus of the real architecture for the shapes world (:mod:`.shapes`), with a VQ model fitted to it.
+"""A small Janus of the real architecture for the shapes world (:mod:`.shapes`), with a VQ model made for it.
 
 Why: a random VQ decodes any code to noise, so nothing a model draws could be judged. Here the VQ-16 model (the
-real topology: five-level encoder / decoder, attention, l2-normalised codebook) is *fitted* to the world: one code
-per cell content (ground, or one of 12 coloured shapes), the encoder taught to pick that code for each 16 px cell
-(cosine logits against the normalised codebook, cross-entropy) and the decoder to draw it back (pixel MSE, object
-pixels weighted 10x), on whole 64 px scenes (crops change GroupNorm's statistics: fitted on 2 x 2-cell crops the
-codes of whole scenes were 52 % right). **Not good enough yet** (issue 23), measured on this 2-core CPU:
-1200 steps (~4 min) give 93 % of cells right (ground always) but only 42 % of objects encoded to their code and
-39 % drawn so that the rule judge reads them (mostly circle / square / triangle confused, the colour right). At 32 channels
-the top level's GroupNorm(32) is a per-channel instance norm, which ties every cell's features to the rest of the
-scene -- the likely cause, and why a VQ set by hand cannot draw a shape inside a cell either (nearest upsampling
-leaves no position inside a cell but the neighbours' contrast). SigLIP stays frozen (as in every stage of the
-paper): random, or set by hand (:func:`build_flat_encoder`) so that it reads the cells -- the one the SFT test
-needs; the language model, heads, aligners and generation embeddings are what SFT and GRPO train.
+real topology: five-level encoder / decoder, attention, l2-normalised codebook) has one code per cell content
+(ground, or one of 12 coloured shapes). Its *encoder* is set by hand (:func:`.shapes_vq.build_cell_encoder`:
+exact codes for every cell); its *decoder* is fitted to draw each code's cell back (:func:`fit_vq`, pixel MSE,
+object pixels weighted 10x, on whole 64 px scenes). **Not good enough yet** (issue 23), measured on this 2-core
+CPU: 1200 steps (~4 min) leave only 26-39 % of objects drawn so that the rule judge reads them (the colour right,
+circle / square / triangle confused; fitted jointly, the encoder also got only 42 % of objects right). At 32
+channels the top level's GroupNorm(32) is a per-channel instance norm, which ties every cell to the rest of the
+scene, and nearest upsampling leaves no position inside a cell but the neighbours' contrast -- why no decoder set
+by hand draws a shape either. SigLIP stays frozen (as in every stage of the paper): random, or set by hand
+(:func:`build_flat_encoder`) so that it reads the cells -- the one the SFT test needs; the language model, heads,
+aligners and generation embeddings are what SFT and GRPO train.
 
 This module is the *pre-training* side of ``bench/learns.py`` (and the learning test): building the tokenizer,
 fitting the VQ and writing a model folder the engine loads like any other. Everything after that -- plain T2I
