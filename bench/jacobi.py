@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--runner", default="auto")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (on a GPU: the figures per image at --batch)")
     ap.add_argument("--batch", type=int, default=1, help="images per call (a batch runs at its slowest pair's pace)")
-    ap.add_argument("--prompt", default="a green triangle left of a yellow circle",
+    ap.add_argument("--prompt", default="a green bar left of a yellow dot",
                     help="the trained model's prompt (default: one of the shapes world's)")
     ap.add_argument("--trained-repeats", type=int, default=20, help="--repeats for the trained model (16 tokens)")
     args = ap.parse_args()

@@ -7,8 +7,8 @@ Stages (the time of each is printed; "pre-training" is this bench's own, everyth
 
 1. the world (``janus_r1.training.shapes``): train / held-out prompt split, renderings of correct scenes, near
    misses and empty canvases in ``build-data --folder`` layout (the stand-in for another generator such as FLUX);
-2. pre-training (bench): a small Janus of the real architecture whose VQ encoder is set by hand and whose decoder
-   is fitted to the world (``shapes_model.build_base``), then plain text-to-image pre-training with the shipped ``train-sft`` restricted
+2. pre-training (bench): a small Janus of the real architecture whose VQ model and understanding path are set by
+   hand for the world (``shapes_model.build_base``: exact tiles), then plain text-to-image pre-training with the shipped ``train-sft`` restricted
    to Task-I (``mix: [1, 0, 0]``) on the correct renderings -- labelled by ``janus-r1 build-data --judge shapes:``;
    the result is the **base**;
 3. ``janus-r1 build-data --engine base=BASE --folder world=DIR --judge shapes:`` -> label files;
@@ -160,7 +160,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="out/learns", help="work folder (emptied first unless --keep)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vq-steps", type=int, default=1200)
     ap.add_argument("--pretrain-steps", type=int, default=800)
     ap.add_argument("--sft-steps", type=int, default=3000)
     ap.add_argument("--grpo-steps", type=int, default=30)
@@ -194,12 +193,12 @@ def main() -> int:
     # starts from)
     W.write_world_folder(work / "world", train, right=12, wrong=8, empty=4, seed=args.seed)
     stage("world", t)
-    # 2. pre-training: fitted VQ, then plain text-to-image on correct renderings (Task-I only)
+    # 2. pre-training: the hand-set VQ, then plain text-to-image on correct renderings (Task-I only)
     t = time.time()
     if not (work / "vq-base" / "model.safetensors").exists():
-        _, rep = M.build_base(work / "vq-base", seed=args.seed, vq_steps=args.vq_steps, log=log)
-        log(f"VQ fitted: {rep}")
-    stage("vq_fit", t)
+        _, rep = M.build_base(work / "vq-base", seed=args.seed)
+        log(f"VQ round trip: {rep}")
+    stage("vq", t)
     t = time.time()
     if not (work / "pretrain" / "final").exists():
         cli("build-data", str(work / "train.txt"), "--out", str(work / "world-labels"), "--judge", "shapes:",

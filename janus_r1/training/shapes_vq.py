@@ -1,22 +1,25 @@
-"""The shapes world's VQ *encoder*, set by hand: every cell of a scene gets exactly its content's code.
+"""The shapes world's VQ model, set by hand: every cell of a scene gets exactly its colour's code, and every code
+is drawn back exactly as its tile.
 
-Why by hand: fitted, the encoder picked the right code for only 42 % of objects after 1200 steps (the top
-levels' GroupNorm(32) over 32 channels is a per-channel instance norm: a cell's features move with the rest of
-the scene). The encoder is what turns the world's renderings into Task-I / Task-III targets, so its errors are
-label noise in every later stage. Its job is easy to write down, though: one 16 px cell -> one code.
+Why by hand: fitted, a VQ-16 at this size needs minutes of CPU and stays approximate (the encoder picked the right
+code for 42 % of objects after 1200 steps); its errors would be label noise in every later stage and pictures the
+judge misreads. Its job is easy to write down, though: one 16 px cell <-> one code (0 ground, 1 + colour index).
 
-How (the real topology, every weight set): ``conv_in`` takes each pixel's offset from the ground per colour channel
-and their sum; each stride-2 downsampling convolution combines the four pixels of its 2 x 2 block only (the
-third tap row / column, which reaches into the next block, is zero), so four of them build per-cell sums over a
-quadtree: the cell's mean colour (3 features), top half minus bottom half and the mass in the four 4 x 4 corner
-blocks (on the channel sum: triangle, circle and square differ there). Residual and attention branches are zeroed
-(each block is its shortcut). ``norm_out`` (GroupNorm, 4 channels per group at 128 channels) would rescale each
-feature by statistics of the whole scene; each group therefore carries ``(f, -f, A, -A)`` with a large anchor
-``A``, so the group mean is exactly 0 and the variance ``(mean f^2 + A^2) / 2`` hardly depends on the scene
-(relative 1e-6 at ``A = 1000``). A bias of 20 keeps the SiLU after it in its linear range. ``quant_conv`` adds a
-constant dimension (so that ground has a direction under the engine's cosine nearest neighbour), and the
-codebook's first 13 rows are the features of the 13 cell contents themselves, computed by this encoder: a
-rendering's cell is the same pixels wherever it sits, so ``encode`` returns its code exactly.
+**Encoder** (the real topology, every weight set): ``conv_in`` takes each pixel's offset from the ground; each
+stride-2 downsampling convolution averages its 2 x 2 block only (the tap row / column that reaches into the next
+block is zero), so four of them give each cell's mean colour. Residual and attention branches are zeroed (each
+block is its shortcut). ``norm_out`` (GroupNorm, 4 channels per group at 128 channels) would rescale each feature
+by statistics of the whole scene; each group therefore carries ``(f, -f, A, -A)`` with a large anchor ``A``, so
+the group mean is exactly 0 and the variance ``(mean f^2 + A^2) / 2`` hardly depends on the scene (relative 1e-6
+at ``A = 1000``); a bias of 20 keeps the SiLU after it linear. ``quant_conv`` turns the mean colour ``m`` into
+nearest-centroid scores ``m . c_k - |c_k|^2 / 2`` (``c_k`` each colour's offset, the ground's 0), one per code
+dimension, and the codebook rows are one-hot: the engine's cosine nearest neighbour picks the best score.
+
+**Decoder**: every convolution is the identity on the first 8 channels (centre tap), so nearest upsampling copies a
+code's one-hot vector over its cell; the last GroupNorm (one channel per group at 32 channels: an instance norm)
+turns each colour's channel into "this colour here" (>= 1 where present, <= 0 elsewhere, for a colour on at most
+half the canvas), a gain of 20 and a bias of -10 make the SiLU after it ~0 or >= 10, and ``conv_out`` adds that
+colour's +-0.2 per RGB channel to the ground: clamped, exactly the saturated palette of :mod:`.shapes`.
 """
 
 from __future__ import annotations
@@ -29,68 +32,86 @@ from . import shapes as W
 
 ANCHOR = 1000.0
 LINEAR = 20.0  # SiLU(x + 20) = x + 20 to 2e-8 relative
-CONSTANT = 0.5  # quant_conv's constant dimension
-FEATURES = 5  # mean R, G, B; top minus bottom; corner mass
+OFFSET = 10.0  # keeps every score positive
+FEATURES = 3  # the cell's mean offset from the ground, per RGB channel
 
 
-def _tap_block(conv: torch.nn.Conv2d, out: int, inp: int, weights: tuple[float, float, float, float]) -> None:
-    """``out`` = weights . (the 2 x 2 block's pixels of channel ``inp``: top-left, top-right, bottom-left,
-    bottom-right)."""
-    for (ky, kx), w in zip(((0, 0), (0, 1), (1, 0), (1, 1)), weights):
-        conv.weight[out, inp, ky, kx] = w
+def code_of(colour: str | None) -> int:
+    """A cell's code: 0 = ground, 1 + the colour's index."""
+    return 0 if colour is None else 1 + list(W.COLOURS).index(colour)
+
+
+def scene_codes(scene: list[W.Placed]) -> list[int]:
+    codes = [0] * (W.GRID * W.GRID)
+    for o in scene:
+        for r, c in o.cells():
+            codes[r * W.GRID + c] = code_of(o.colour)
+    return codes
+
+
+def _centroids() -> torch.Tensor:
+    """(1 + colours, 3): each code's tile colour as an offset from the ground, in [-1, 1] units."""
+    bg = torch.tensor(W.BACKGROUND, dtype=torch.float32)
+    return torch.stack([torch.zeros(3)] + [(torch.tensor(v, dtype=torch.float32) - bg) / 127.5
+                                            for v in W.COLOURS.values()])
+
+
+def _tap_block(conv: torch.nn.Conv2d, channel: int) -> None:
+    """``channel`` = the mean of its 2 x 2 block (the stride-2 convolution's first two taps each way)."""
+    for ky in (0, 1):
+        for kx in (0, 1):
+            conv.weight[channel, channel, ky, kx] = 0.25
 
 
 def _identity(conv: torch.nn.Conv2d, channels: int) -> None:
     conv.weight.zero_()
     conv.bias.zero_()
     k = conv.kernel_size[0] // 2
-    for c in range(channels):
+    for c in range(min(channels, conv.in_channels, conv.out_channels)):
         conv.weight[c, c, k, k] = 1.0
 
 
-@torch.no_grad()
-def build_cell_encoder(vqmodel) -> None:
-    """Set the VQ encoder, ``quant_conv`` and the codebook by hand (module docstring)."""
-    enc = vqmodel.encoder
-    for name, m in enc.named_modules():  # every residual / attention branch adds zero
+def _zero_branches(module) -> None:
+    for name, m in module.named_modules():  # every residual / attention branch adds zero
         if name.endswith(("conv2", "proj_out")):
             m.weight.zero_()
             m.bias.zero_()
+
+
+@torch.no_grad()
+def build_tile_vq(vqmodel) -> None:
+    """Set the codebook, the encoder (+ ``quant_conv``) and the decoder (+ ``post_quant_conv``) by hand."""
+    colours = len(W.COLOURS)
+    book = vqmodel.quantize.embedding.weight
+    book.zero_()
+    book[:, 0] = 1.0  # ground, and every unused code (drawn as ground; encode never picks it: ties go to 0)
+    for k in range(1, 1 + colours):
+        book[k, 0], book[k, k] = 0.0, 1.0
+    _build_encoder(vqmodel)
+    _build_decoder(vqmodel)
+
+
+def _build_encoder(vqmodel) -> None:
+    enc = vqmodel.encoder
+    _zero_branches(enc)
     bg = torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
-    # conv_in: channels 0-2 the offset from the ground, channel 3 their sum
     enc.conv_in.weight.zero_()
     enc.conv_in.bias.zero_()
-    for c in range(3):
+    for c in range(FEATURES):
         enc.conv_in.weight[c, c, 1, 1] = 1.0
-        enc.conv_in.weight[3, c, 1, 1] = 1.0
         enc.conv_in.bias[c] = -bg[c]
-    enc.conv_in.bias[3] = -bg.sum()
-    mean = (0.25, 0.25, 0.25, 0.25)
     levels = len(enc.down)
     for i, level in enumerate(enc.down):
         for block in level.block:
             if block.in_channels != block.out_channels:
-                _identity(block.nin_shortcut, 8)
-        if i == levels - 1:
-            break
-        conv = level.downsample.conv
-        conv.weight.zero_()
-        conv.bias.zero_()
-        if i < levels - 3:  # 64 -> 32 -> 16 px: means of 2 x 2 blocks (a cell is then 4 x 4 blocks of 4 px)
-            for c in range(4):
-                _tap_block(conv, c, c, mean)
-        elif i == levels - 3:  # 16 -> 8: means, and each quadrant's outer 4 px block on four channels
-            for c in range(4):
-                _tap_block(conv, c, c, mean)
-            for k, w in enumerate(((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, 1))):
-                _tap_block(conv, 4 + k, 3, w)
-        else:  # 8 -> 4: the cell's mean colour, top minus bottom, corner mass
-            for c in range(3):
-                _tap_block(conv, c, c, mean)
-            _tap_block(conv, 3, 3, (0.5, 0.5, -0.5, -0.5))
-            for k in range(4):
-                conv.weight[4, 4 + k, k // 2, k % 2] = 1.0
-    # the last level's shortcut (64 -> 128): the groups (f, -f, A, -A) that norm_out cannot rescale
+                _identity(block.nin_shortcut, FEATURES)
+        if i < levels - 1:
+            conv = level.downsample.conv
+            conv.weight.zero_()
+            conv.bias.zero_()
+            for c in range(FEATURES):
+                _tap_block(conv, c)
+    # the last level's shortcut: the groups (f, -f, A, -A) that norm_out cannot rescale
     last = next(b for b in enc.down[-1].block if b.in_channels != b.out_channels).nin_shortcut
     last.weight.zero_()
     last.bias.zero_()
@@ -99,45 +120,35 @@ def build_cell_encoder(vqmodel) -> None:
         last.bias[4 * k + 2], last.bias[4 * k + 3] = ANCHOR, -ANCHOR
     enc.norm_out.weight.zero_()
     enc.norm_out.bias.zero_()
-    for k in range(FEATURES):
-        enc.norm_out.weight[4 * k] = ANCHOR / math.sqrt(2.0)
-        enc.norm_out.bias[4 * k] = LINEAR
     enc.conv_out.weight.zero_()
     enc.conv_out.bias.zero_()
     for k in range(FEATURES):
+        enc.norm_out.weight[4 * k] = ANCHOR / math.sqrt(2.0)
+        enc.norm_out.bias[4 * k] = LINEAR
         enc.conv_out.weight[k, 4 * k, 1, 1] = 1.0
         enc.conv_out.bias[k] = -LINEAR
     qc = vqmodel.quant_conv
     qc.weight.zero_()
     qc.bias.zero_()
-    qc.bias[0] = CONSTANT
-    for k in range(FEATURES):
-        qc.weight[1 + k, k, 0, 0] = 1.0
-    # the codebook: each content's own features (row = code), every other row points away from all of them
-    book = vqmodel.quantize.embedding.weight
-    book.zero_()
-    book[:, 0] = -1.0
-    book[: 1 + len(W.COLOURS) * len(W.SHAPES)] = content_features(vqmodel)
+    cents = _centroids()
+    for k, c in enumerate(cents):  # nearest centroid = the largest m . c - |c|^2 / 2
+        qc.weight[k, :FEATURES, 0, 0] = c
+        qc.bias[k] = OFFSET - 0.5 * float(c @ c)
 
 
-def contents() -> list[W.Placed | None]:
-    """Code order: ground, then colour-major, shape-minor (``shapes_model.code_of``)."""
-    out: list[W.Placed | None] = [None]
-    out += [W.Placed(c, s, 0, 0) for c in W.COLOURS for s in W.SHAPES]
-    return out
-
-
-@torch.no_grad()
-def content_features(vqmodel) -> torch.Tensor:
-    """(13, embed_dim): ``quant_conv(encoder(.))`` of each cell content, read off two rendered scenes."""
-    import numpy as np
-
-    objs = [o for o in contents() if o is not None]
-    scenes = [[W.Placed(o.colour, o.shape, k // W.GRID, k % W.GRID) for k, o in enumerate(objs[i:i + 8])]
-              for i in (0, 8)]
-    px = torch.from_numpy(np.stack([np.asarray(W.render(s), dtype=np.float32) / 127.5 - 1.0 for s in scenes]))
-    z = vqmodel.quant_conv(vqmodel.encoder(px.permute(0, 3, 1, 2).contiguous()))  # (2, e, 4, 4)
-    cells = z.permute(0, 2, 3, 1).reshape(2, W.GRID * W.GRID, -1)
-    rows = [cells[0, -1]]  # ground: the last cell of the first scene is empty
-    rows += [cells[i // 8, i % 8] for i in range(len(objs))]
-    return torch.stack(rows)
+def _build_decoder(vqmodel) -> None:
+    dec = vqmodel.decoder
+    _zero_branches(dec)
+    for name, m in [("post_quant_conv", vqmodel.post_quant_conv), *dec.named_modules()]:
+        if isinstance(m, torch.nn.Conv2d) and not name.endswith(("conv2", "proj_out")) and name != "conv_out":
+            _identity(m, 8)
+    norm = dec.norm_out
+    norm.weight.zero_()
+    norm.bias.zero_()
+    colours = len(W.COLOURS)
+    norm.weight[1:1 + colours], norm.bias[1:1 + colours] = 20.0, -10.0
+    out = dec.conv_out
+    out.weight.zero_()
+    out.bias.copy_(torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0)
+    for ci, rgb in enumerate(W.COLOURS.values()):
+        out.weight[:, 1 + ci, 1, 1] = torch.tensor([0.2 if v > 127 else -0.2 for v in rgb])

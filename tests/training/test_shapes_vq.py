@@ -1,12 +1,13 @@
-"""The shapes world's hand-set VQ encoder (``shapes_vq.build_cell_encoder``): every cell of any scene gets its
-content's code, through the engine's own ``encode`` (cosine nearest neighbour) and transformers' VQ modules."""
+"""The shapes world's hand-set VQ (``shapes_vq.build_tile_vq``): through the engine's own ``encode`` (cosine nearest
+neighbour) and ``decode`` on transformers' VQ modules, every cell gets its colour's code and every code is drawn back
+as the world's tile, whatever the rest of the scene."""
 
 from __future__ import annotations
 
 import random
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from janus_r1.generation import vq
 from janus_r1.training import shapes as W
@@ -17,38 +18,37 @@ from janus_r1.training import shapes_vq as V
 def _vq():
     model, _ = M.new_model(0)
     vm = model.model.vqmodel.eval()
-    V.build_cell_encoder(vm)
+    V.build_tile_vq(vm)
     return vm
 
 
-def test_every_cell_gets_its_code_in_sparse_and_dense_scenes():
+def _pixels(scenes) -> torch.Tensor:
+    px = np.stack([np.asarray(W.render(s), dtype=np.float32) / 127.5 - 1.0 for s in scenes])
+    return torch.from_numpy(px).permute(0, 3, 1, 2).contiguous()
+
+
+def test_encode_and_decode_are_exact_in_sparse_and_dense_scenes():
     vm = _vq()
-    for max_objects in (3, 12):  # dense scenes: neighbours and GroupNorm's statistics must not matter
-        x, codes = M._batch(random.Random(max_objects), 48, max_objects=max_objects)
-        got = vq.encode(vm, x)
-        assert torch.equal(got, codes)
-        assert int(codes.gt(0).sum()) > 48  # objects were there to get wrong
+    for max_objects in (2, 8):  # dense scenes: the neighbours and GroupNorm's statistics must not matter
+        x, codes = M._batch(random.Random(max_objects), 32, max_objects=max_objects)
+        assert int(codes.gt(0).sum()) > 32  # there were tiles to get wrong
+        assert torch.equal(vq.encode(vm, x), codes)
+        drawn = ((vq.decode(vm, codes) + 1) * 127.5).clamp(0, 255).round()
+        assert (drawn - ((x + 1) * 127.5).round()).abs().max() <= 1.0  # the rendering itself, to a level
 
 
-def test_contents_are_apart_and_unused_codes_never_win():
+def test_unused_codes_draw_ground_and_an_empty_canvas_is_ground():
     vm = _vq()
-    book = F.normalize(vm.quantize.embedding.weight, dim=-1)
-    n = 1 + len(W.COLOURS) * len(W.SHAPES)
-    sim = book[:n] @ book[:n].t()
-    sim.fill_diagonal_(-1.0)
-    assert sim.max() < 0.97  # circle / square / triangle of one colour are the closest pairs
-    assert (book[n:] @ book[:n].t()).max() < 0  # every unused row points away from every content
-    # the code order is shapes_model.code_of's
-    for k, o in enumerate(V.contents()):
-        assert k == (0 if o is None else M.code_of(o.colour, o.shape))
+    codes = torch.tensor([[0] * 8 + [5, 17, 63, 40] + [0] * 4])
+    drawn = ((vq.decode(vm, codes) + 1) * 127.5).clamp(0, 255).round()[0]
+    assert torch.equal(drawn, torch.tensor(W.BACKGROUND, dtype=torch.float32).view(3, 1, 1).expand(3, 64, 64))
+    assert vq.encode(vm, _pixels([[]])).tolist() == [[0] * 16]
 
 
-def test_a_scene_and_its_shifted_copy_get_the_same_codes_per_cell():
+def test_a_shifted_scene_gets_the_shifted_codes():
     vm = _vq()
-    scene = [W.Placed("red", "triangle", 0, 0), W.Placed("blue", "square", 3, 3), W.Placed("green", "circle", 1, 2)]
-    moved = [W.Placed(o.colour, o.shape, (o.row + 1) % W.GRID, o.col) for o in scene]
-    import numpy as np
-
-    px = torch.from_numpy(np.stack([np.asarray(W.render(s), dtype=np.float32) / 127.5 - 1.0 for s in (scene, moved)]))
-    a, b = vq.encode(vm, px.permute(0, 3, 1, 2).contiguous())
-    assert a.tolist() == M.scene_codes(scene) and b.tolist() == M.scene_codes(moved)
+    scene = [W.Placed("red", "block", 0, 0), W.Placed("blue", "bar", 3, 2), W.Placed("green", "dot", 1, 3)]
+    moved = [W.Placed(o.colour, o.shape, o.row, o.col) for o in scene[1:]] + [W.Placed("red", "block", 1, 0)]
+    a, b = vq.encode(vm, _pixels([scene, moved]))
+    assert a.tolist() == V.scene_codes(scene) and b.tolist() == V.scene_codes(moved)
+    assert V.scene_codes(scene)[:2] == [V.code_of("red")] * 2 and V.code_of(None) == 0

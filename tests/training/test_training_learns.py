@@ -1,10 +1,9 @@
 """The shipped training *learns* (issue 23): on the shapes world a short SFT teaches the verdict and a short GRPO
 raises the reward. Learning, not timing, is asserted; ``bench/learns.py`` runs the whole chain and its targets.
 
-Both tests use the shapes Janus (``shapes_model``) with a hand-set VQ decoder (filled coloured cells, read by the
-rule judge as circles) instead of the minutes-long VQ fit: the judge task reads images through SigLIP, and GRPO
-only decodes codes, so neither needs the encoder. Everything else is the shipped path: ``janus-r1 build-data
---judge shapes:``, ``train-sft``, ``train-grpo --reward shapes:``.
+Both tests use the shapes Janus (``shapes_model``) with its hand-set VQ (``shapes_vq``: exact tiles) and
+understanding path. Everything else is the shipped path: ``janus-r1 build-data --judge shapes:``, ``train-sft``,
+``train-grpo --reward shapes:``.
 """
 
 from __future__ import annotations
@@ -16,11 +15,12 @@ import pytest
 
 from janus_r1.training import shapes as W
 from janus_r1.training import shapes_model as M
+from janus_r1.training import shapes_vq as V
 
 
 def _model(path, seed: int = 0, encoder: bool = False):
     model, tok = M.new_model(seed)
-    M.build_flat_decoder(model.model.vqmodel)
+    V.build_tile_vq(model.model.vqmodel)
     if encoder:
         M.build_flat_encoder(model)
     return M.save_model(model, tok, path)
@@ -56,9 +56,16 @@ def test_shapes_judge_reads_renderings_and_reasons():
         assert s == 1.0 and reason.startswith("Yes")
         s, reason = W.judge(W.render(W.wrong_scene(p, rng)), p)
         assert s < 0.5 and reason.startswith("No") and "Reason: " in reason
-    s, reason = W.judge(W.render([W.Placed("red", "circle", 0, 2), W.Placed("blue", "square", 1, 0)]),
-                        "a red circle left of a blue square")
-    assert reason.endswith("the red circle is not left of the blue square.") and 0 < s < 0.5
+    s, reason = W.judge(W.render([W.Placed("red", "dot", 0, 2), W.Placed("blue", "block", 2, 0)]),
+                        "a red dot left of a blue block")
+    assert reason.endswith("the red dot is not left of the blue block.") and 0 < s < 0.5
+    # shapes are regions of cells: two touching dots are one bar, and an L of three tiles is no shape at all
+    s, reason = W.judge(W.render([W.Placed("red", "dot", 0, 0), W.Placed("red", "dot", 0, 1)]), "two red dots")
+    assert reason.endswith("there is no red dot.") and s < 0.5
+    assert W.judge(W.render([W.Placed("red", "dot", 0, 0), W.Placed("red", "dot", 0, 1)]), "a red bar")[0] == 1.0
+    ell = [W.Placed("green", "bar", 1, 1), W.Placed("green", "dot", 2, 1)]
+    assert W.judge(W.render(ell), "a green bar")[1].endswith("there is no green bar.")
+    assert "blob" in W.judge(W.render(ell + [W.Placed("green", "bar", 3, 2)]), "a green bar")[1]
     train, test = W.split_prompts(0)
     assert not set(train) & set(test) and len(train) + len(test) == len(W.all_prompts())
 
@@ -68,8 +75,8 @@ def test_shapes_reward_spec():
     from janus_r1.training.rewards import make_reward
 
     judge = make_reward("shapes:")
-    im = W.render([W.Placed("red", "circle", 0, 0)])
-    assert judge.score([im, im], ["a red circle", "two red circles"]) == [1.0, pytest.approx(0.45 * 1.5 / 2)]
+    im = W.render([W.Placed("red", "dot", 0, 0)])
+    assert judge.score([im, im], ["a red dot", "two red dots"]) == [1.0, pytest.approx(0.45 * 1.5 / 2)]
     with pytest.raises(JanusR1Error, match="no options"):
         make_reward("shapes:bogus")
 
@@ -114,7 +121,7 @@ def test_sft_teaches_the_verdict(tmp_path):
 def test_grpo_raises_the_reward(tmp_path):
     """train-grpo --reward shapes: from a random policy, the mean reward of the last steps beats the first steps'."""
     base = _model(tmp_path / "base", seed=1)
-    prompts = [p for p in W.all_prompts() if "circle" in p and "left of" not in p]
+    prompts = [p for p in W.all_prompts() if " dot" in p and "left of" not in p]
     W.write_prompts(tmp_path / "prompts.txt", prompts)
     # segments: r1 scores image 1 whatever the verdict (with the trajectory reward a "No" makes r1 cancel, and
     # a random policy's images are bad enough that it learns to say "No" first -- docs/training.md)
