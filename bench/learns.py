@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from janus_r1.training import shapes as W  # noqa: E402
 from janus_r1.training import shapes_model as M  # noqa: E402
 
-PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 20, "min_lr": 2e-4, "batch_size": 16,
+PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 50, "min_lr": 2e-4, "batch_size": 16,
             "weight_decay": 0.0, "num_workers": 0, "log_with": "none", "save_every": 100000, "async_save": False}
 # yes_no_weight 0.8 (the released code's Task-II loss): the one verdict token would otherwise weigh as much as
 # one token of its reason. A constant 1e-3 and half the batches Task-II: the verdict leaves chance only after
@@ -160,7 +160,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="out/learns", help="work folder (emptied first unless --keep)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pretrain-steps", type=int, default=800)
+    ap.add_argument("--pretrain-steps", type=int, default=3000)
     ap.add_argument("--sft-steps", type=int, default=3000)
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--engine-images", type=int, default=4, help="M images per prompt the base draws")
