@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import torch
+from fake_graph import FakeGraph
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from janus_r1 import Cancelled, Hooks
@@ -132,26 +133,6 @@ def test_text_step_has_no_host_sync_and_the_same_operators_every_step(micro, mon
 
 # --- capture, replay and capture failure, routed through a fake graph on the CPU ------------------------------
 
-class FakeGraph:
-    """Stands in for a CUDA graph: capture records the function without running it, replay runs it."""
-
-    made: list[FakeGraph] = []
-
-    def __init__(self, fn, generator, device=None) -> None:
-        self.fn, self.replays = fn, 0
-        FakeGraph.made.append(self)
-
-    def replay(self) -> None:
-        self.replays += 1
-        self.fn()
-
-
-@pytest.fixture
-def fake_capture(monkeypatch):
-    FakeGraph.made = []
-    monkeypatch.setattr(graphs, "can_capture", lambda device: True)
-    monkeypatch.setattr(graphs, "capture", FakeGraph)
-    return FakeGraph.made
 
 
 def _introspect(micro, monkeypatch, runner, hooks=None):

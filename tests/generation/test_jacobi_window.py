@@ -130,26 +130,6 @@ def test_a_window_pass_reads_nothing_back_and_repeats_its_kernels(micro, monkeyp
 
 # --- capture, replay, refusal and the torch gate through a fake graph on the CPU ------------------------------
 
-class FakeGraph:
-    """Capture records the body without running it; replay runs it."""
-
-    made: list[FakeGraph] = []
-
-    def __init__(self, fn, generator, device=None) -> None:
-        self.fn, self.generator, self.replays = fn, generator, 0
-        FakeGraph.made.append(self)
-
-    def replay(self) -> None:
-        self.replays += 1
-        self.fn()
-
-
-@pytest.fixture
-def fake_capture(monkeypatch):
-    FakeGraph.made = []
-    monkeypatch.setattr(graphs, "can_capture", lambda device: True)
-    monkeypatch.setattr(graphs, "capture", FakeGraph)
-    return FakeGraph.made
 
 
 @pytest.mark.parametrize("s", [Sampling(greedy=True), Sampling(top_k=8)])
