@@ -8,7 +8,7 @@ almost nothing of the image through. The language model, heads, aligners and gen
 they are what pre-training, SFT and GRPO train.
 
 This module is the *pre-training* side of ``bench/learns.py`` (and the learning test): building the tokenizer,
-fitting the VQ and writing a model folder the engine loads like any other. Everything after that -- plain T2I
+setting the VQ and the understanding path, and writing a model folder the engine loads like any other. Everything after that -- plain T2I
 pre-training, ``build-data``, ``train-sft``, ``train-grpo`` -- runs through the shipped commands.
 """
 
@@ -147,8 +147,8 @@ def build_flat_encoder(model) -> None:
     (measured: the Yes/No logits moved by ~1e-5 between a correct scene and an empty canvas, and Task-II SFT left
     the verdict at chance). One 16 px patch is one cell, so one linear filter bank suffices: per colour channel,
     the cell's mean offset from the ground (what tiles differ in), its top-minus-bottom and its corner mass (zero
-    and proportional to the mean on a tile: kept for pictures from other sources); the position embedding adds the cell's row and column (one-hot, and the column as a number
-    for "left of"). The transformer blocks are identities (attention and MLP outputs zeroed: the residual passes),
+    and proportional to the mean on a tile: kept for pictures from other sources); the position embedding adds the
+    cell's row and column (one-hot, and the column as a number for "left of"). The transformer blocks are identities (attention and MLP outputs zeroed: the residual passes),
     post_layernorm keeps the features (two constant anchor dims fix its scale) and the aligner (trainable, as in
     the paper) starts as a near-linear map (GELU in its linear range)."""
     vm, al = model.model.vision_model, model.model.aligner

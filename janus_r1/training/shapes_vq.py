@@ -49,11 +49,15 @@ def scene_codes(scene: list[W.Placed]) -> list[int]:
     return codes
 
 
+def _pixels(rgb) -> torch.Tensor:
+    """An RGB colour in the VQ's [-1, 1] pixel units."""
+    return torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1.0
+
+
 def _centroids() -> torch.Tensor:
     """(1 + colours, 3): each code's tile colour as an offset from the ground, in [-1, 1] units."""
-    bg = torch.tensor(W.BACKGROUND, dtype=torch.float32)
-    return torch.stack([torch.zeros(3)] + [(torch.tensor(v, dtype=torch.float32) - bg) / 127.5
-                                            for v in W.COLOURS.values()])
+    bg = _pixels(W.BACKGROUND)
+    return torch.stack([torch.zeros(3)] + [_pixels(v) - bg for v in W.COLOURS.values()])
 
 
 def _tap_block(conv: torch.nn.Conv2d, channel: int) -> None:
@@ -94,7 +98,7 @@ def build_tile_vq(vqmodel) -> None:
 def _build_encoder(vqmodel) -> None:
     enc = vqmodel.encoder
     _zero_branches(enc)
-    bg = torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
+    bg = _pixels(W.BACKGROUND)
     enc.conv_in.weight.zero_()
     enc.conv_in.bias.zero_()
     for c in range(FEATURES):
@@ -149,6 +153,6 @@ def _build_decoder(vqmodel) -> None:
     norm.weight[1:1 + colours], norm.bias[1:1 + colours] = 20.0, -10.0
     out = dec.conv_out
     out.weight.zero_()
-    out.bias.copy_(torch.tensor(W.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0)
+    out.bias.copy_(_pixels(W.BACKGROUND))
     for ci, rgb in enumerate(W.COLOURS.values()):
         out.weight[:, 1 + ci, 1, 1] = torch.tensor([0.2 if v > 127 else -0.2 for v in rgb])
