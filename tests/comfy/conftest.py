@@ -258,6 +258,14 @@ def start_server(comfy_tree: Path, base: Path):
         logf.close()
 
 
+@pytest.fixture
+def launch_server():
+    """:func:`start_server` itself, for a test that starts its own server on its own base folder. A fixture, not an
+    import: ``from conftest import ...`` picks whichever conftest module was imported first (tests/generation has one
+    too), so it breaks as soon as the suite runs in one process."""
+    return start_server
+
+
 @pytest.fixture(scope="session")
 def server(comfy_tree, tiny_model, test_images, tmp_path_factory):
     base = harness.make_base(tmp_path_factory.mktemp("base_server"), tiny_model, test_images)

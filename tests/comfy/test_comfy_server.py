@@ -102,12 +102,10 @@ def test_every_template_has_the_thumbnail_the_frontend_asks_for(server):
     assert any("text to image" in n.lower() and "cot" not in n.lower() for n in names), names
 
 
-def test_a_pack_whose_engine_cannot_import_fails_to_load_like_comfyui_packs_do(comfy_tree, tmp_path):
+def test_a_pack_whose_engine_cannot_import_fails_to_load_like_comfyui_packs_do(comfy_tree, tmp_path, launch_server):
     """The nodes import the engine plainly (issue 25). When it cannot import -- here a dependency of the engine
     is missing -- ComfyUI's start-up log names the missing module and the install command and lists the pack as
     "(IMPORT FAILED)" (what ComfyUI-Manager reports); no Janus-R1 node registers, and the server runs on."""
-    from conftest import start_server
-
     base = tmp_path / "base"
     pack = base / "custom_nodes" / "janus-r1"
     (pack / "janus_r1").mkdir(parents=True)
@@ -117,7 +115,7 @@ def test_a_pack_whose_engine_cannot_import_fails_to_load_like_comfyui_packs_do(c
     (pack / "requirements.txt").write_text((REPO / "requirements.txt").read_text())
     (pack / "nodes").symlink_to(REPO / "nodes", target_is_directory=True)
     (pack / "janus_r1" / "__init__.py").write_text("import janus_r1_missing_dependency  # noqa: F401\n")
-    with start_server(comfy_tree, base) as srv:
+    with launch_server(comfy_tree, base) as srv:
         info = srv.get("/object_info")
         log = srv.log.read_text()
     assert not [n for n in info if n.startswith("JanusR1")]
