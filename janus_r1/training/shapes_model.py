@@ -24,13 +24,19 @@ import torch
 from . import shapes as W
 from .shapes_vq import build_tile_vq, scene_codes
 
-# LLM width 64 x 4 layers (the micro geometry's 32 x 2 cannot hold the world's rules); 64 px, 16 image tokens
+# 64 px, 16 image tokens; 4 layers, the width a parameter (the micro geometry's 32 x 2 cannot hold the world's
+# rules). The understanding path (SigLIP, aligner) has the language model's width.
 GEOMETRY = dict(
     image_size=W.SIZE,
-    text=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4),
-    vision=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2),
+    text=dict(num_hidden_layers=4, num_attention_heads=4),
+    vision=dict(num_hidden_layers=1, num_attention_heads=2),
     vq=dict(base_channels=32, latent_channels=32, num_embeddings=64, embed_dim=8, num_res_blocks=1),
 )
+# the tests' width (fast; the verdict on empty canvases and GRPO's reward are learnt at it)
+TEST_WIDTH = 64
+# bench/learns.py's: at width 64, 3000 steps of text-to-image pre-training drew 2.5 % of held-out prompts right
+# (colours not bound to their words); at 128, 33 % (measured, docs/training.md)
+BENCH_WIDTH = 128
 
 
 def corpus() -> list[str]:
@@ -54,15 +60,15 @@ def build_tokenizer():
     return build_tiny_tokenizer(corpus() + _CORPUS)
 
 
-def shapes_config(tokenizer):
+def shapes_config(tokenizer, width: int = TEST_WIDTH):
     from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
 
     g = GEOMETRY
-    d = g["text"]["hidden_size"]
+    d = width
     text = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=4096, rms_norm_eps=1e-6,
-                       tie_word_embeddings=False, **g["text"])
+                       tie_word_embeddings=False, hidden_size=d, intermediate_size=4 * d, **g["text"])
     vision = JanusVisionConfig(image_size=g["image_size"], patch_size=16, mlp_ratio=4.0, projection_dim=d,
-                               num_image_tokens=(g["image_size"] // 16) ** 2, **g["vision"])
+                               num_image_tokens=(g["image_size"] // 16) ** 2, hidden_size=d, **g["vision"])
     vq = JanusVQVAEConfig(channel_multiplier=[1, 1, 2, 2, 4], projection_dim=d, image_token_embed_dim=d,
                           num_patches=g["image_size"] // 16, **g["vq"])
     return JanusConfig(text_config=text, vision_config=vision, vq_config=vq, tie_word_embeddings=False,
@@ -93,7 +99,7 @@ def check_vq(vqmodel, seed: int = 1, n: int = 64) -> dict:
     return {"code_acc": round(float((got == codes).float().mean()), 4), "decode_read_acc": ok / n}
 
 
-def new_model(seed: int = 0):
+def new_model(seed: int = 0, width: int = TEST_WIDTH):
     """The untrained shapes Janus and its tokenizer. The frozen SigLIP tower gets fan-in scaled random weights
     (``tiny.randomize_``): with transformers' 0.02 init its output barely depends on the image (the position
     embeddings and the final norm dominate; measured: the spread between images 3 % of the features', 16 % after)
@@ -105,7 +111,7 @@ def new_model(seed: int = 0):
 
     torch.manual_seed(seed)
     tok = build_tokenizer()
-    model = JanusForConditionalGeneration(shapes_config(tok)).eval()
+    model = JanusForConditionalGeneration(shapes_config(tok, width)).eval()
     randomize_(model.model.vision_model, seed)
     return model, tok
 
@@ -123,10 +129,10 @@ def save_model(model, tok, out) -> Path:
     return out
 
 
-def build_base(out, seed: int = 0) -> tuple[Path, dict]:
+def build_base(out, seed: int = 0, width: int = BENCH_WIDTH) -> tuple[Path, dict]:
     """Write the untrained shapes Janus (VQ and understanding path set by hand, random language model) as a
     transformers-layout model folder."""
-    model, tok = new_model(seed)
+    model, tok = new_model(seed, width)
     build_flat_encoder(model)
     build_tile_vq(model.model.vqmodel)
     report = check_vq(model.model.vqmodel, seed + 1)
