@@ -46,7 +46,7 @@ PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 50, "min_lr": 2e
 # one token of its reason. Half the batches Task-II at a constant 3e-4: at width 128 a constant 1e-3 left the
 # model blind to the image (the same S for every image) and lowered text-to-image (docs/training.md, "Train your own")
 SFT = {"mix": [0.25, 0.5, 0.25], "lr": 3e-4, "warmup_steps": 50, "min_lr": 3e-4, "batch_size": 16,
-       "weight_decay": 0.0, "num_workers": 0, "yes_no_weight": 0.8, "log_with": "none", "save_every": 100000, "async_save": False}
+       "weight_decay": 0.0, "num_workers": 0, "yes_no_weight": 0.8, "judge_pairs": True, "log_with": "none", "save_every": 100000, "async_save": False}
 # segments (the released code's three advantages): image 1 is rewarded for itself even after a "No" -- with the
 # paper's trajectory reward r1 cancels whenever the first verdict is "No" (docs/training.md, GRPO)
 GRPO = {"lr": 3e-4, "warmup_steps": 3, "convert_steps": 10, "convert_lr": 2e-4, "min_lr": 1e-4, "group_size": 7,
@@ -96,9 +96,30 @@ def evaluate(model_dir: Path, prompts: list[str], n: int, seed: int) -> dict:
                 judged += 1
                 verdict_ok += (a.verdict == "Yes") == (x >= 0.5)
     k = len(results)
-    return {"first_acc": round(first / k, 4), "final_acc": round(final / k, 4),
+    return {**world_verdict(r1, prompts, seed), "first_acc": round(first / k, 4), "final_acc": round(final / k, 4),
             "verdict_acc": round(verdict_ok / max(judged, 1), 4), "regen_rate": round(regen / k, 4),
             "aha_rate": round(aha / k, 4), "mean_s": round(mean_s / k, 4), "samples": k}
+
+
+def world_verdict(r1, prompts: list[str], seed: int) -> dict:
+    """The verdict on renderings of the held-out prompts (not the model's own images): per prompt one correct
+    scene, one near miss made from it and one empty canvas; accuracy per kind, and balanced over correct and near
+    misses (``world_verdict``) -- what the verdict reads, independent of how well the model draws."""
+    import random
+
+    rng = random.Random(seed)
+    images, ps, kinds = [], [], []
+    for p in prompts:
+        good = W.sample_scene(p, rng)
+        for kind, scene in (("correct", good), ("near_miss", W.wrong_scene(p, rng, good)), ("empty", [])):
+            images.append(W.render(scene))
+            ps.append(p)
+            kinds.append(kind)
+    yes = [jd.score >= 0.5 for jd in r1.score(images, ps)]
+    acc = {k: sum((y == (k == "correct")) for y, kk in zip(yes, kinds) if kk == k) / len(prompts)
+           for k in ("correct", "near_miss", "empty")}
+    return {"world_verdict": round((acc["correct"] + acc["near_miss"]) / 2, 4),
+            **{f"world_{k}": round(v, 4) for k, v in acc.items()}}
 
 
 def read_log(path: Path) -> list[dict]:
@@ -192,7 +213,7 @@ def main() -> int:
     W.write_prompts(work / "heldout.txt", heldout)
     # the other generator: correct scenes, near misses and empty canvases (the easy negatives the verdict
     # starts from)
-    W.write_world_folder(work / "world", train, right=12, wrong=8, empty=4, seed=args.seed)
+    W.write_world_folder(work / "world", train, right=12, wrong=8, empty=4, seed=args.seed, pairs=True)
     stage("world", t)
     # 2. pre-training: the hand-set VQ, then plain text-to-image on correct renderings (Task-I only)
     t = time.time()
@@ -237,11 +258,11 @@ def main() -> int:
         log(f"{name}: {table[name]}")
     stage("evaluate", t)
     pngs = curves(work)
-    keys = ("first_acc", "final_acc", "verdict_acc", "regen_rate", "aha_rate", "mean_s")
+    keys = ("first_acc", "final_acc", "verdict_acc", "regen_rate", "aha_rate", "mean_s", "world_verdict")
     print(f"\nheld-out prompts: {len(heldout)} x {args.eval_images} images; training prompts: {len(train)}")
-    print(f"{'stage':6} " + " ".join(f"{k:>11}" for k in keys))
+    print(f"{'stage':6} " + " ".join(f"{k:>13}" for k in keys))
     for name, row in table.items():
-        print(f"{name:6} " + " ".join(f"{row[k]:>11.3f}" for k in keys))
+        print(f"{name:6} " + " ".join(f"{row[k]:>13.3f}" for k in keys))
     print("stage seconds: " + json.dumps(times))
     print("curves: " + ", ".join(pngs))
     summary = {k: {m: v[m] for m in keys} for k, v in table.items()}

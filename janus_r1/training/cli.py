@@ -34,7 +34,7 @@ def cmd_train_sft(args) -> int:
 
     over = {k: getattr(args, k) for k in ("model", "out", "task", "max_steps", "lr", "seed", "save_every", "dtype",
                                           "mixed_precision", "sharding", "resume", "batch_size", "grad_accum",
-                                          "image_root", "select", "yes_no_weight")}
+                                          "image_root", "select", "yes_no_weight", "judge_pairs")}
     over["data"] = args.data
     if args.skip_bad_rows:
         over["on_bad_row"] = "skip"
@@ -72,6 +72,8 @@ def add_training_commands(sub) -> None:
     s.add_argument("--select", choices=["score", "state"], default=None,
                    help="positives/negatives by S thresholds (paper) or by the released state codes")
     s.add_argument("--yes-no-weight", type=float, default=None, help="e.g. 0.8: weight of the verdict token CE")
+    s.add_argument("--judge-pairs", action="store_true", default=None,
+                   help="Task-II batches of pairs: a positive and a negative image of the same prompt")
     s.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows instead of failing")
     s.set_defaults(func=cmd_train_sft)
 

@@ -77,6 +77,8 @@ class SFTConfig(Common):
     negative: float = 0.5
     # task mix I:II:III (paper 0.2/0.3/0.5; code 10:10:15) and context lengths (paper t = 3 for II, 2 for III)
     mix: tuple[float, float, float] = (0.2, 0.3, 0.5)
+    # Task-II batches of pairs: a positive and a negative image of the same prompt (docs/training.md, "Train your own")
+    judge_pairs: bool = False
     judge_history: int = 2  # Task-II: up to t-1 = 2 previous failed attempts before the judged image
     regen_history: int = 2  # Task-III: up to t = 2 failed attempts before the target image
     prompt_dropout: float = 0.1  # Task-I, Task-III and editing (instruction)
@@ -223,6 +225,9 @@ def validate(cfg) -> None:
             bad(f"mix must be three non-negative weights (got {cfg.mix})")
         if cfg.yes_no_weight is not None and not 0 < cfg.yes_no_weight < 1:
             bad("yes_no_weight must be in (0, 1) or null")
+        if not isinstance(cfg.judge_pairs, bool) or (cfg.judge_pairs and cfg.batch_size < 2):
+            bad(f"judge_pairs must be true or false, and needs batch_size >= 2 (got {cfg.judge_pairs!r}, batch_size "
+                f"{cfg.batch_size})")
         if cfg.judge_history < 0 or cfg.regen_history < 1:
             bad("judge_history must be >= 0 and regen_history >= 1")
         if cfg.num_workers < 0 or cfg.prefetch < 1:

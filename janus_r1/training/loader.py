@@ -62,16 +62,17 @@ class SFTSteps(torch.utils.data.Dataset):
             return S.draw_edit(self.pools, rng, self.cfg.prompt_dropout)
         return self.pools.draw(task, rng)
 
-    def _sample(self, task: str, rng: random.Random, mb: MicroBatch) -> None:
+    def _sample(self, task: str, rng: random.Random, mb: MicroBatch, pair: bool = False) -> None:
+        """Append one sample (``pair``: a Task-II positive and negative of one prompt) whose images all open."""
         for _ in range(MAX_REDRAWS):
-            s = self._draw(task, rng)
+            got = self.pools.draw_pair(rng) if pair else [self._draw(task, rng)]
             try:
-                loaded = {p: mb.images[p] if p in mb.images else self._open(p) for p in sample_paths(s)}
+                loaded = {p: mb.images[p] if p in mb.images else self._open(p) for s in got for p in sample_paths(s)}
             except JanusR1Error as e:
                 mb.bad.append(str(e))
                 continue
             mb.images.update(loaded)
-            mb.samples.append(s)
+            mb.samples.extend(got)
             return
         raise JanusR1Error(f"{MAX_REDRAWS} draws in a row hit bad images (last: {mb.bad[-1]}); check --data and "
                            "--image-root")
@@ -85,7 +86,10 @@ class SFTSteps(torch.utils.data.Dataset):
             rng = random.Random(derive_seed(c.seed, "data", step, m * self.world + self.rank))
             task = "edit" if c.task == "edit" else shared.choices(S.TASKS, weights=self.mix)[0]
             mb = MicroBatch(task, [])
-            for _ in range(c.batch_size):
+            pairs = c.batch_size // 2 if task == "judge" and getattr(c, "judge_pairs", False) else 0
+            for _ in range(pairs):
+                self._sample(task, rng, mb, pair=True)
+            for _ in range(c.batch_size - 2 * pairs):
                 self._sample(task, rng, mb)
             out.append(mb)
         return out

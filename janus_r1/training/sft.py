@@ -84,6 +84,12 @@ class Pools:
             # S3 fixed: a target must beat every failed attempt of its context (sorted, not list ends)
             if neg and gen_pos and max(x.prob for x in gen_pos) > min(x.prob for x in neg):
                 self.regen.append((rec, gen_pos, neg))
+        self.pairs = [e for e in self.judge if e[1] and e[2]]  # Task-II prompts with a "Yes" and a "No" image
+        if getattr(cfg, "judge_pairs", False) and cfg.mix[1] > 0 and self.judge and not self.pairs:
+            from ..errors import JanusR1Error
+
+            raise JanusR1Error("judge_pairs needs prompts with both a positive image (S >= judge_positive) and a "
+                               f"negative one (S < negative); none of the {len(self.judge)} Task-II prompts has both")
 
     def _is(self, x, kind: str) -> bool:
         c = self.cfg
@@ -110,6 +116,22 @@ class Pools:
             raise JanusR1Error(f"no SFT sample can be built from the data (candidates per task: {self.sizes()})")
         return [x / sum(w) for x in w]
 
+    def _judged(self, rec: PromptRecord, pool: list, neg: list, pos: list, rng: random.Random) -> Sample:
+        """A Task-II sample judging one image of ``pool`` (``pos``: "Yes", else "No") after up to
+        ``judge_history`` other failed attempts of the prompt."""
+        cur = rng.choice(pool)
+        others = [x for x in neg if x is not cur]
+        hist = rng.sample(others, rng.randint(0, min(self.cfg.judge_history, len(others))))
+        return Sample("judge", rec.prompt, current=cur.path, verdict="Yes" if pool is pos else "No",
+                      reason=cur.reason, history=[(x.path, x.reason) for x in hist])
+
+    def draw_pair(self, rng: random.Random) -> list[Sample]:
+        """Two Task-II samples of one prompt, a positive ("Yes") and a negative ("No") image (``judge_pairs``):
+        the prompt alone then predicts neither verdict, so the loss can only fall by reading what tells the two
+        images apart (docs/training.md, "Train your own": minimal pairs teach the verdict faster)."""
+        rec, pos, neg = rng.choice(self.pairs)
+        return [self._judged(rec, pos, neg, pos, rng), self._judged(rec, neg, neg, pos, rng)]
+
     def draw(self, task: str, rng: random.Random) -> Sample:
         c = self.cfg
         if task == "t2i":
@@ -119,13 +141,7 @@ class Pools:
             want_pos = rng.random() < 0.5
             cands = [e for e in self.judge if (e[1] if want_pos else e[2])] or self.judge
             rec, pos, neg = rng.choice(cands)
-            pool = pos if (want_pos and pos) or not neg else neg
-            cur = rng.choice(pool)
-            verdict = "Yes" if pool is pos else "No"
-            others = [x for x in neg if x is not cur]
-            hist = rng.sample(others, rng.randint(0, min(c.judge_history, len(others))))
-            return Sample("judge", rec.prompt, current=cur.path, verdict=verdict, reason=cur.reason,
-                          history=[(x.path, x.reason) for x in hist])
+            return self._judged(rec, pos if (want_pos and pos) or not neg else neg, neg, pos, rng)
         rec, pos, neg = rng.choice(self.regen)
         hist = rng.sample(neg, rng.randint(1, min(c.regen_history, len(neg))))
         worst = max(x.prob for x in hist)

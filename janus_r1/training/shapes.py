@@ -292,48 +292,60 @@ def write_prompts(path, prompts: list[str]) -> Path:
     return path
 
 
-def wrong_scene(prompt: str, rng: random.Random) -> list[Placed]:
-    """A scene that almost matches ``prompt`` -- one object recoloured, reshaped, dropped, added or moved to the
-    wrong side -- and that the rule judge rejects: the negatives an imperfect generator would draw."""
-    for _ in range(100):
-        scene = sample_scene(prompt, rng)
-        k = rng.randrange(len(scene))
+def near_miss(scene: list[Placed], prompt: str, rng: random.Random) -> list[Placed] | None:
+    """``scene`` with one change -- one object recoloured, reshaped, dropped, added or the scene mirrored left to
+    right -- that the rule judge rejects for ``prompt``; None if the change drawn does not fit or still matches."""
+    k = rng.randrange(len(scene)) if scene else 0
+    scene = list(scene)
+    kind = rng.choice(["colour", "shape", "drop", "add", "swap"] if scene else ["add"])
+    if kind == "colour":
         o = scene[k]
-        rest = scene[:k] + scene[k + 1:]
-        kind = rng.choice(["colour", "shape", "drop", "add", "swap"])
-        if kind == "colour":
-            scene[k] = Placed(rng.choice([c for c in COLOURS if c != o.colour]), o.shape, o.row, o.col)
-        elif kind == "shape":
-            x = _place(rest, o.colour, rng.choice([s for s in SHAPES if s != o.shape]), rng)
-            if x is None:
-                continue
-            scene = rest + [x]
-        elif kind == "drop":
-            scene = rest
-        elif kind == "add":
-            x = _place(scene, rng.choice(list(COLOURS)), rng.choice(SHAPES), rng)
-            if x is None:
-                continue
-            scene.append(x)
-        else:  # mirrored left to right
-            scene = [Placed(x.colour, x.shape, x.row, GRID - 1 - x.last_col) for x in scene]
-        if judge(render(scene), prompt)[0] < 0.5:
+        scene[k] = Placed(rng.choice([c for c in COLOURS if c != o.colour]), o.shape, o.row, o.col)
+    elif kind == "shape":
+        o, rest = scene[k], scene[:k] + scene[k + 1:]
+        x = _place(rest, o.colour, rng.choice([s for s in SHAPES if s != o.shape]), rng)
+        if x is None:
+            return None
+        scene = rest + [x]
+    elif kind == "drop":
+        del scene[k]
+    elif kind == "add":
+        x = _place(scene, rng.choice(list(COLOURS)), rng.choice(SHAPES), rng)
+        if x is None:
+            return None
+        scene.append(x)
+    else:
+        scene = [Placed(x.colour, x.shape, x.row, GRID - 1 - x.last_col) for x in scene]
+    return scene if judge(render(scene), prompt)[0] < 0.5 else None
+
+
+def wrong_scene(prompt: str, rng: random.Random, like: list[Placed] | None = None) -> list[Placed]:
+    """A scene that almost matches ``prompt`` (:func:`near_miss` of ``like``, or of a fresh correct scene): the
+    negatives an imperfect generator would draw."""
+    for _ in range(100):
+        scene = near_miss(like if like is not None else sample_scene(prompt, rng), prompt, rng)
+        if scene is not None:
             return scene
     raise RuntimeError(f"no wrong scene found for {prompt!r}")
 
 
 def write_world_folder(root, prompts: list[str], right: int = 3, wrong: int = 3, seed: int = 0,
-                       empty: int = 0) -> Path:
+                       empty: int = 0, pairs: bool = False) -> Path:
     """Renderings in the layout ``build-data --folder`` reads (``root/<promptid:05d>/samples/*.png``): per prompt
     ``right`` correct scenes, ``wrong`` near misses and ``empty`` empty canvases -- the shapes world's stand-in for
     another generator (one that sometimes draws nothing: the easy negatives from which the verdict starts to
-    read the image at all; with near misses alone it stayed at chance, docs/training.md)."""
+    read the image at all; with near misses alone it stayed at chance, docs/training.md).
+
+    ``pairs``: near miss k is correct scene ``k % right`` with one change (minimal pairs), so that a positive and
+    a negative of a prompt differ in what the verdict must read and little else (docs/training.md, "Train your
+    own": the verdict learns faster from them); otherwise each near miss comes from a fresh scene."""
     root = Path(root)
     rng = random.Random(seed)
     for i, p in enumerate(prompts):
         d = root / f"{i:05d}" / "samples"
         d.mkdir(parents=True, exist_ok=True)
-        scenes = [sample_scene(p, rng) for _ in range(right)] + [wrong_scene(p, rng) for _ in range(wrong)]
+        good = [sample_scene(p, rng) for _ in range(right)]
+        scenes = good + [wrong_scene(p, rng, good[k % right] if pairs and right else None) for k in range(wrong)]
         scenes += [[] for _ in range(empty)]
         for k, scene in enumerate(scenes):
             render(scene).save(d / f"{k:04d}.png")

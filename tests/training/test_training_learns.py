@@ -70,6 +70,34 @@ def test_shapes_judge_reads_renderings_and_reasons():
     assert not set(train) & set(test) and len(train) + len(test) == len(W.all_prompts())
 
 
+def test_a_world_folder_of_minimal_pairs(tmp_path):
+    """``pairs``: near miss k is correct scene k % right with one change, and the rule judge rejects it; without
+    ``pairs`` the folder is what it always was (the same seed draws the same images)."""
+    from PIL import ImageChops
+
+    prompts = W.all_prompts()[::9]
+    root = W.write_world_folder(tmp_path / "pairs", prompts, right=3, wrong=6, empty=1, seed=2, pairs=True)
+    changed = []
+    for i, p in enumerate(prompts):
+        ims = [W.Image.open(f) for f in sorted((root / f"{i:05d}" / "samples").glob("*.png"))]
+        assert len(ims) == 10 and [W.judge(im, p)[0] == 1.0 for im in ims] == [True] * 3 + [False] * 7
+        for k, im in enumerate(ims[3:9]):
+            good = W.read_scene(ims[k % 3])
+            bad = W.read_scene(im)
+            # one object changed (recoloured, reshaped, dropped, added) or the whole scene mirrored
+            kept = len(set(good) & set(bad))
+            mirrored = set(bad) == {W.Placed(o.colour, o.shape, o.row, W.GRID - 1 - o.last_col) for o in good}
+            assert kept >= len(good) - 1 or mirrored, (p, good, bad)
+            changed.append(ImageChops.difference(ims[k % 3], im).getbbox() is not None)
+    assert all(changed)
+    old = W.write_world_folder(tmp_path / "plain", prompts[:2], right=2, wrong=2, seed=3)
+    rng = random.Random(3)
+    for i, p in enumerate(prompts[:2]):
+        want = [W.sample_scene(p, rng) for _ in range(2)] + [W.wrong_scene(p, rng) for _ in range(2)]
+        got = [W.read_scene(W.Image.open(f)) for f in sorted((old / f"{i:05d}" / "samples").glob("*.png"))]
+        assert [set(x) for x in got] == [set(x) for x in want]
+
+
 def test_shapes_reward_spec():
     from janus_r1.errors import JanusR1Error
     from janus_r1.training.rewards import make_reward

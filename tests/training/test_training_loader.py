@@ -82,3 +82,43 @@ def test_a_data_set_of_bad_images_is_an_error(tmp_path, vocab):
 
     with pytest.raises(JanusR1Error, match=r"64 draws in a row hit bad images \(last: cannot read image"):
         L.SFTSteps(pools, c, 0, pools.mix())[0]
+
+
+def test_judge_pairs_put_a_yes_and_a_no_image_of_one_prompt_side_by_side(tmp_path, vocab):
+    """``judge_pairs``: every Task-II micro-batch is pairs (positive, negative) of one prompt; an odd batch ends with
+    one ordinary draw; the other tasks are unchanged; prompts with only one kind are never paired."""
+    recs, _ = D.load_t2i_labels([write_toy_t2i(tmp_path, n_prompts=3)], vocab)
+    recs[0].images = [x for x in recs[0].images if x.prob >= 0.7]  # a prompt with positives only
+    probs = {x.path: x.prob for r in recs for x in r.images}
+    c = SFTConfig(max_steps=20, batch_size=5, mix=(1.0, 1.0, 0.0), judge_pairs=True)
+    pools = S.Pools(recs, c)
+    assert [r.prompt for r, _, _ in pools.pairs] == [r.prompt for r in recs[1:]]
+    steps = L.SFTSteps(pools, c, rank=0, mix=pools.mix())
+    judged = 0
+    for step in range(c.max_steps):
+        (mb,) = steps[step]
+        assert len(mb.samples) == 5
+        if mb.task != "judge":
+            continue
+        judged += 1
+        for yes, no in zip(mb.samples[0:4:2], mb.samples[1:4:2]):
+            assert yes.prompt == no.prompt != recs[0].prompt and (yes.verdict, no.verdict) == ("Yes", "No")
+            assert probs[yes.current] >= 0.7 and probs[no.current] < 0.5
+            assert all(probs[p] < 0.5 and p != no.current for p, _ in no.history)
+    assert judged >= 5
+
+
+def test_judge_pairs_without_any_prompt_having_both_kinds_is_one_clear_error(tmp_path, vocab):
+    from janus_r1.errors import JanusR1Error
+    from janus_r1.training.config import load_config
+
+    recs, _ = D.load_t2i_labels([write_toy_t2i(tmp_path, n_prompts=2)], vocab)
+    for r in recs:
+        r.images = [x for x in r.images if x.prob < 0.5]
+    with pytest.raises(JanusR1Error, match="judge_pairs needs prompts with both a positive"):
+        S.Pools(recs, SFTConfig(judge_pairs=True))
+    S.Pools(recs, SFTConfig(judge_pairs=True, mix=(1.0, 0.0, 1.0)))  # no Task-II: nothing to pair
+    with pytest.raises(JanusR1Error, match="judge_pairs .* needs batch_size >= 2"):
+        load_config(SFTConfig, None, {"judge_pairs": True, "batch_size": 1})
+    with pytest.raises(JanusR1Error, match="judge_pairs must be true or false"):
+        load_config(SFTConfig, None, {"judge_pairs": "yes"})
