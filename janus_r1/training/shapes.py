@@ -293,11 +293,12 @@ def write_prompts(path, prompts: list[str]) -> Path:
 
 
 def near_miss(scene: list[Placed], prompt: str, rng: random.Random) -> list[Placed] | None:
-    """``scene`` with one change -- one object recoloured, reshaped, dropped, added or the scene mirrored left to
-    right -- that the rule judge rejects for ``prompt``; None if the change drawn does not fit or still matches."""
+    """``scene`` with one change -- one object recoloured, reshaped, dropped, doubled (one more of its colour and
+    shape: the count errors a generator makes most), another added, or the scene mirrored left to right -- that the
+    rule judge rejects for ``prompt``; None if the change drawn does not fit or still matches."""
     k = rng.randrange(len(scene)) if scene else 0
     scene = list(scene)
-    kind = rng.choice(["colour", "shape", "drop", "add", "swap"] if scene else ["add"])
+    kind = rng.choice(["colour", "shape", "drop", "double", "add", "swap"] if scene else ["add"])
     if kind == "colour":
         o = scene[k]
         scene[k] = Placed(rng.choice([c for c in COLOURS if c != o.colour]), o.shape, o.row, o.col)
@@ -309,8 +310,9 @@ def near_miss(scene: list[Placed], prompt: str, rng: random.Random) -> list[Plac
         scene = rest + [x]
     elif kind == "drop":
         del scene[k]
-    elif kind == "add":
-        x = _place(scene, rng.choice(list(COLOURS)), rng.choice(SHAPES), rng)
+    elif kind in ("add", "double"):
+        o = scene[k] if kind == "double" else Placed(rng.choice(list(COLOURS)), rng.choice(SHAPES), 0, 0)
+        x = _place(scene, o.colour, o.shape, rng)
         if x is None:
             return None
         scene.append(x)

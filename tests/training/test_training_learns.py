@@ -84,7 +84,7 @@ def test_a_world_folder_of_minimal_pairs(tmp_path):
         for k, im in enumerate(ims[3:9]):
             good = W.read_scene(ims[k % 3])
             bad = W.read_scene(im)
-            # one object changed (recoloured, reshaped, dropped, added) or the whole scene mirrored
+            # one object changed (recoloured, reshaped, dropped, doubled, added) or the whole scene mirrored
             kept = len(set(good) & set(bad))
             mirrored = set(bad) == {W.Placed(o.colour, o.shape, o.row, W.GRID - 1 - o.last_col) for o in good}
             assert kept >= len(good) - 1 or mirrored, (p, good, bad)

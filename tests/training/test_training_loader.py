@@ -122,3 +122,14 @@ def test_judge_pairs_without_any_prompt_having_both_kinds_is_one_clear_error(tmp
         load_config(SFTConfig, None, {"judge_pairs": True, "batch_size": 1})
     with pytest.raises(JanusR1Error, match="judge_pairs must be true or false"):
         load_config(SFTConfig, None, {"judge_pairs": "yes"})
+
+
+def test_the_judge_pairs_flag_reaches_the_config(tmp_path, monkeypatch):
+    from janus_r1.cli import main
+    from janus_r1.training import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train_sft", lambda cfg: seen.append(cfg) or tmp_path)
+    for flag, want in (([], False), (["--judge-pairs"], True)):
+        assert main(["train-sft", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path), *flag]) == 0
+        assert seen[-1].judge_pairs is want
