@@ -293,37 +293,34 @@ def write_prompts(path, prompts: list[str]) -> Path:
 
 
 def near_miss(scene: list[Placed], prompt: str, rng: random.Random) -> list[Placed] | None:
-    """``scene`` with one change -- one object recoloured, reshaped, dropped, doubled (one more of its colour and
-    shape: the count errors a generator makes most), another added, or the scene mirrored left to right -- that the
-    rule judge rejects for ``prompt``; None if the change drawn does not fit or still matches."""
+    """``scene`` with one change the rule judge rejects for ``prompt`` (the errors an imperfect generator makes):
+    one object recoloured, reshaped, dropped or doubled (the commonest), another added, or the scene mirrored."""
     k = rng.randrange(len(scene)) if scene else 0
     scene = list(scene)
     kind = rng.choice(["colour", "shape", "drop", "double", "add", "swap"] if scene else ["add"])
+    new = None  # (colour, shape) of an object to place
     if kind == "colour":
         o = scene[k]
         scene[k] = Placed(rng.choice([c for c in COLOURS if c != o.colour]), o.shape, o.row, o.col)
     elif kind == "shape":
-        o, rest = scene[k], scene[:k] + scene[k + 1:]
-        x = _place(rest, o.colour, rng.choice([s for s in SHAPES if s != o.shape]), rng)
-        if x is None:
-            return None
-        scene = rest + [x]
+        o = scene.pop(k)
+        new = (o.colour, rng.choice([s for s in SHAPES if s != o.shape]))
     elif kind == "drop":
         del scene[k]
     elif kind in ("add", "double"):
-        o = scene[k] if kind == "double" else Placed(rng.choice(list(COLOURS)), rng.choice(SHAPES), 0, 0)
-        x = _place(scene, o.colour, o.shape, rng)
-        if x is None:
-            return None
-        scene.append(x)
+        new = (scene[k].colour, scene[k].shape) if kind == "double" else (rng.choice(list(COLOURS)), rng.choice(SHAPES))
     else:
         scene = [Placed(x.colour, x.shape, x.row, GRID - 1 - x.last_col) for x in scene]
-    return scene if judge(render(scene), prompt)[0] < 0.5 else None
+    if new:
+        x = _place(scene, *new, rng)
+        if x is None:  # the change drawn does not fit
+            return None
+        scene.append(x)
+    return scene if judge(render(scene), prompt)[0] < 0.5 else None  # None: it still matches
 
 
 def wrong_scene(prompt: str, rng: random.Random, like: list[Placed] | None = None) -> list[Placed]:
-    """A scene that almost matches ``prompt`` (:func:`near_miss` of ``like``, or of a fresh correct scene): the
-    negatives an imperfect generator would draw."""
+    """A scene that almost matches ``prompt``: a :func:`near_miss` of ``like``, or of a fresh correct scene."""
     for _ in range(100):
         scene = near_miss(like if like is not None else sample_scene(prompt, rng), prompt, rng)
         if scene is not None:
@@ -338,9 +335,8 @@ def write_world_folder(root, prompts: list[str], right: int = 3, wrong: int = 3,
     another generator (one that sometimes draws nothing: the easy negatives from which the verdict starts to
     read the image at all; with near misses alone it stayed at chance, docs/training.md).
 
-    ``pairs``: near miss k is correct scene ``k % right`` with one change (minimal pairs), so that a positive and
-    a negative of a prompt differ in what the verdict must read and little else (docs/training.md, "Train your
-    own": the verdict learns faster from them); otherwise each near miss comes from a fresh scene."""
+    ``pairs``: near miss k is correct scene ``k % right`` with one change (minimal pairs: a positive and a negative
+    differ in what the verdict must read and little else); otherwise each near miss comes from a fresh scene."""
     root = Path(root)
     rng = random.Random(seed)
     for i, p in enumerate(prompts):
