@@ -86,7 +86,7 @@ class SFTSteps(torch.utils.data.Dataset):
             rng = random.Random(derive_seed(c.seed, "data", step, m * self.world + self.rank))
             task = "edit" if c.task == "edit" else shared.choices(S.TASKS, weights=self.mix)[0]
             mb = MicroBatch(task, [])
-            pairs = c.batch_size // 2 if task == "judge" and getattr(c, "judge_pairs", False) else 0
+            pairs = c.batch_size // 2 if task == "judge" and c.judge_pairs else 0
             for _ in range(pairs):
                 self._sample(task, rng, mb, pair=True)
             for _ in range(c.batch_size - 2 * pairs):

@@ -85,7 +85,7 @@ class Pools:
             if neg and gen_pos and max(x.prob for x in gen_pos) > min(x.prob for x in neg):
                 self.regen.append((rec, gen_pos, neg))
         self.pairs = [e for e in self.judge if e[1] and e[2]]  # Task-II prompts with a "Yes" and a "No" image
-        if getattr(cfg, "judge_pairs", False) and cfg.mix[1] > 0 and self.judge and not self.pairs:
+        if cfg.judge_pairs and cfg.mix[1] > 0 and self.judge and not self.pairs:
             from ..errors import JanusR1Error
 
             raise JanusR1Error("judge_pairs needs prompts with both a positive image (S >= judge_positive) and a "
@@ -116,21 +116,21 @@ class Pools:
             raise JanusR1Error(f"no SFT sample can be built from the data (candidates per task: {self.sizes()})")
         return [x / sum(w) for x in w]
 
-    def _judged(self, rec: PromptRecord, pool: list, neg: list, pos: list, rng: random.Random) -> Sample:
-        """A Task-II sample judging one image of ``pool`` (``pos``: "Yes", else "No") after up to
-        ``judge_history`` other failed attempts of the prompt."""
+    def _judged(self, rec: PromptRecord, verdict: str, pool: list, neg: list, rng: random.Random) -> Sample:
+        """A Task-II sample: one image of ``pool`` with its target ``verdict``, after up to ``judge_history`` other
+        failed attempts of the prompt (from ``neg``)."""
         cur = rng.choice(pool)
         others = [x for x in neg if x is not cur]
         hist = rng.sample(others, rng.randint(0, min(self.cfg.judge_history, len(others))))
-        return Sample("judge", rec.prompt, current=cur.path, verdict="Yes" if pool is pos else "No",
-                      reason=cur.reason, history=[(x.path, x.reason) for x in hist])
+        return Sample("judge", rec.prompt, current=cur.path, verdict=verdict, reason=cur.reason,
+                      history=[(x.path, x.reason) for x in hist])
 
     def draw_pair(self, rng: random.Random) -> list[Sample]:
         """Two Task-II samples of one prompt, a positive ("Yes") and a negative ("No") image (``judge_pairs``):
         the prompt alone then predicts neither verdict, so the loss can only fall by reading what tells the two
         images apart (docs/training.md, "Train your own": minimal pairs teach the verdict faster)."""
         rec, pos, neg = rng.choice(self.pairs)
-        return [self._judged(rec, pos, neg, pos, rng), self._judged(rec, neg, neg, pos, rng)]
+        return [self._judged(rec, "Yes", pos, neg, rng), self._judged(rec, "No", neg, neg, rng)]
 
     def draw(self, task: str, rng: random.Random) -> Sample:
         c = self.cfg
@@ -141,7 +141,8 @@ class Pools:
             want_pos = rng.random() < 0.5
             cands = [e for e in self.judge if (e[1] if want_pos else e[2])] or self.judge
             rec, pos, neg = rng.choice(cands)
-            return self._judged(rec, pos if (want_pos and pos) or not neg else neg, neg, pos, rng)
+            yes = bool(want_pos and pos) or not neg
+            return self._judged(rec, "Yes" if yes else "No", pos if yes else neg, neg, rng)
         rec, pos, neg = rng.choice(self.regen)
         hist = rng.sample(neg, rng.randint(1, min(c.regen_history, len(neg))))
         worst = max(x.prob for x in hist)

@@ -73,13 +73,13 @@ def test_shapes_judge_reads_renderings_and_reasons():
 def test_a_world_folder_of_minimal_pairs(tmp_path):
     """``pairs``: near miss k is correct scene k % right with one change, and the rule judge rejects it; without
     ``pairs`` the folder is what it always was (the same seed draws the same images)."""
-    from PIL import ImageChops
+    from PIL import Image, ImageChops
 
     prompts = W.all_prompts()[::9]
     root = W.write_world_folder(tmp_path / "pairs", prompts, right=3, wrong=6, empty=1, seed=2, pairs=True)
     changed = []
     for i, p in enumerate(prompts):
-        ims = [W.Image.open(f) for f in sorted((root / f"{i:05d}" / "samples").glob("*.png"))]
+        ims = [Image.open(f) for f in sorted((root / f"{i:05d}" / "samples").glob("*.png"))]
         assert len(ims) == 10 and [W.judge(im, p)[0] == 1.0 for im in ims] == [True] * 3 + [False] * 7
         for k, im in enumerate(ims[3:9]):
             good = W.read_scene(ims[k % 3])
@@ -94,7 +94,7 @@ def test_a_world_folder_of_minimal_pairs(tmp_path):
     rng = random.Random(3)
     for i, p in enumerate(prompts[:2]):
         want = [W.sample_scene(p, rng) for _ in range(2)] + [W.wrong_scene(p, rng) for _ in range(2)]
-        got = [W.read_scene(W.Image.open(f)) for f in sorted((old / f"{i:05d}" / "samples").glob("*.png"))]
+        got = [W.read_scene(Image.open(f)) for f in sorted((old / f"{i:05d}" / "samples").glob("*.png"))]
         assert [set(x) for x in got] == [set(x) for x in want]
 
 
