@@ -26,15 +26,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sharding", choices=["none", "fsdp", "zero2", "zero3"], default=None,
                    help="fsdp: FSDP2 across the processes; zero2 / zero3: DeepSpeed ZeRO (pip install deepspeed)")
     p.add_argument("--resume", default=None, help="auto (default: latest checkpoint in --out) | none | DIR")
+    p.add_argument("--freeze", nargs="+", default=None, metavar="PART",
+                   help="keep these parts frozen too (SigLIP and the VQ model always are): aligner, "
+                        "generation_aligner, generation_embeddings, generation_head")
+
+
+# the flags _common adds, each a config key of the same name
+COMMON = ("model", "out", "task", "max_steps", "lr", "seed", "save_every", "dtype", "mixed_precision", "sharding",
+          "resume", "freeze")
 
 
 def cmd_train_sft(args) -> int:
     from .config import SFTConfig, load_config
     from .trainer import train_sft
 
-    over = {k: getattr(args, k) for k in ("model", "out", "task", "max_steps", "lr", "seed", "save_every", "dtype",
-                                          "mixed_precision", "sharding", "resume", "batch_size", "grad_accum",
-                                          "image_root", "select", "yes_no_weight", "judge_pairs")}
+    over = {k: getattr(args, k) for k in (*COMMON, "batch_size", "grad_accum", "image_root", "select",
+                                          "yes_no_weight", "judge_pairs")}
     over["data"] = args.data
     if args.skip_bad_rows:
         over["on_bad_row"] = "skip"
@@ -47,8 +54,7 @@ def cmd_train_grpo(args) -> int:
     from .config import GRPOConfig, load_config
     from .trainer import train_grpo
 
-    over = {k: getattr(args, k) for k in ("model", "out", "task", "max_steps", "lr", "seed", "save_every", "dtype",
-                                          "mixed_precision", "sharding", "resume", "prompts", "reward", "ref_model",
+    over = {k: getattr(args, k) for k in (*COMMON, "prompts", "reward", "ref_model",
                                           "group_size", "max_rounds", "advantage", "beta", "inner_iterations",
                                           "logprob", "prompts_per_step", "rollout_batches", "micro_batch")}
     path = train_grpo(load_config(GRPOConfig, args.config, over))

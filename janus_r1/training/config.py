@@ -28,6 +28,10 @@ class Common:
     # N (the processes per node, e.g. 8) is HSDP: shard within each group of N ranks, replicate across groups
     fsdp_shard_group: int = 0
     gradient_checkpointing: bool = False
+    # parts kept frozen besides SigLIP and the VQ model (frozen always, as in the paper): any of FREEZABLE. The
+    # paper trains them all; a small model whose reader is pre-trained (bench/learns.py: set by hand) keeps its
+    # aligner, which Adam otherwise pulls apart (docs/training.md, "Train your own")
+    freeze: tuple[str, ...] = ()
     # optimiser (paper Table 5): AdamW (0.9, 0.95), eps 1e-6, wd 0.05, clip 1.0; no decay on biases and norms
     lr: float = 2e-5
     betas: tuple[float, float] = (0.9, 0.95)
@@ -181,9 +185,15 @@ def load_config(cls, path: str | None = None, overrides: dict | None = None):
     return cfg
 
 
+FREEZABLE = ("aligner", "generation_aligner", "generation_embeddings", "generation_head")
+
+
 def validate(cfg) -> None:
     def bad(msg: str) -> None:
         raise JanusR1Error(f"config: {msg}")
+
+    if isinstance(cfg.freeze, str) or any(x not in FREEZABLE for x in cfg.freeze):
+        bad(f"freeze is a list of parts among {', '.join(FREEZABLE)} (got {cfg.freeze!r})")
 
     if cfg.task not in ("t2i", "edit"):
         bad(f"task must be t2i or edit (got {cfg.task!r})")

@@ -29,8 +29,9 @@ def set_train(model, flag: bool):
     return model
 
 
-def freeze_encoders(model) -> None:
-    for m in (model.model.vision_model, model.model.vqmodel):
+def freeze_encoders(model, parts: tuple[str, ...] = ()) -> None:
+    """SigLIP and the VQ model never train; ``parts`` (config ``freeze``) names more of ``model.model``."""
+    for m in (model.model.vision_model, model.model.vqmodel, *(getattr(model.model, p) for p in parts)):
         m.requires_grad_(False)
 
 

@@ -49,7 +49,7 @@ class Run:
         dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
         self.model, self.vocab = (M.skeleton(cfg.model, dtype) if lazy or lazy_zero
                                   else load_policy(cfg.model, cfg.dtype, acc.device))
-        freeze_encoders(self.model)
+        freeze_encoders(self.model, tuple(cfg.freeze))
         self.mark("load")
         # the frozen reference: the initial weights (from the base files, never a copy of the policy)
         self.ref = None

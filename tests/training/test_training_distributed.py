@@ -90,3 +90,38 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path, cmd, recipe):
         assert all(torch.equal(state[k], ck[k]) for k in ck)
         [res] = JanusR1(model, vocab).generate("a red cat", max_rounds=2, seed=0, max_reflection=4)
         assert res.image.size == (64, 64) and res.attempts[0].judgement is not None
+
+
+@pytest.mark.parametrize("cmd,recipe", [("train-sft", SFT_RECIPE), ("train-grpo", GRPO_RECIPE)])
+def test_a_frozen_aligner_stays_as_loaded_while_the_rest_trains(tmp_path, cmd, recipe):
+    out = tmp_path / "run"
+    p = _run(cmd, tmp_path, {**recipe, "max_steps": 2, "freeze": ["aligner"]}, out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    one = checkpoint_weights(out / "checkpoints" / "step-00000001")
+    two = checkpoint_weights(out / "checkpoints" / "step-00000002")
+    aligner = [k for k in one if "aligner" in k and "generation_aligner" not in k]
+    assert aligner and all(torch.equal(one[k], two[k]) for k in aligner)
+    assert any(not torch.equal(one[k], two[k]) for k in one if "language_model" in k)
+
+
+def test_freezing_an_unknown_part_is_one_clear_error():
+    from janus_r1.errors import JanusR1Error
+    from janus_r1.training.config import SFTConfig, load_config
+
+    with pytest.raises(JanusR1Error, match="freeze is a list of parts among aligner, generation_aligner"):
+        load_config(SFTConfig, None, {"freeze": ["vision_model"]})
+    assert load_config(SFTConfig, None, {"freeze": ["aligner", "generation_head"]}).freeze == (
+        "aligner", "generation_head")
+
+
+def test_the_freeze_flag_reaches_both_configs(tmp_path, monkeypatch):
+    from janus_r1.cli import main
+    from janus_r1.training import trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "train_sft", lambda cfg: seen.append(cfg) or tmp_path)
+    monkeypatch.setattr(trainer, "train_grpo", lambda cfg: seen.append(cfg) or tmp_path)
+    assert main(["train-sft", "--model", "m", "--data", "d.jsonl", "--out", str(tmp_path), "--freeze", "aligner"]) == 0
+    assert main(["train-grpo", "--model", "m", "--prompts", "p.txt", "--out", str(tmp_path), "--freeze", "aligner",
+                 "generation_head"]) == 0
+    assert [c.freeze for c in seen] == [("aligner",), ("aligner", "generation_head")]
