@@ -25,8 +25,8 @@ with a second image), ``aha_rate`` (samples whose first image was refused and wh
 ``mean_s`` (rule S of the final image); ``world_verdict``, the verdict on renderings of the held-out prompts (a
 correct scene and a near miss made from it: balanced accuracy; what the verdict reads, apart from how the model
 draws). The log line of each stage adds ``redraw_acc`` (redrawn images that are right) and ``verdict_by_reason``
-(the verdict's accuracy per kind of rule-judge reason). Curves (PNG): pre-training / SFT loss per task, GRPO reward and verdict
-accuracy, from each run's ``log.jsonl``. The last line printed is one JSON object.
+(the verdict's accuracy per kind of rule-judge reason). Curves (PNG): pre-training / SFT loss per task, GRPO
+reward and verdict accuracy, from each run's ``log.jsonl``. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,7 +54,7 @@ PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 50, "min_lr": 2e
 # your own"), so 60 % of the batches are Task-II, in pairs (a "Yes" and a "No" image of one prompt side by side),
 # without earlier attempts in the context (judge_history 0; measured, Task-II alone, 1500 steps: held-out
 # balanced verdict 0.71 against 0.59 with the paper's two). The aligner stays as set by hand (``freeze``): trained,
-# Adam pulls its features together (after 4000 steps an empty cell's token and a blue one's at cosine 0.6-0.7) and
+# Adam pulls its features together (after 4000 steps an empty cell's token and a coloured one's at cosine 0.4-0.7) and
 # near misses stay at chance; frozen, Task-II alone for 3000 steps rejects doubled and added objects 0.90 / 0.93 of
 # the time (trained: 0.24 / 0.31 after the whole SFT). 12000 steps: the chain then takes 25 of its 30 minutes
 # (measured at 8000: SFT verdict on own images 0.77, first-image accuracy 0.23; at 12000: 0.76 and 0.52)
@@ -115,10 +116,9 @@ def evaluate(model_dir: Path, prompts: list[str], n: int, seed: int) -> dict:
                 judged += 1
                 right = (a.verdict == "Yes") == (x >= 0.5)
                 verdict_ok += right
-                kind = reason_kind(reason)
-                by_reason.setdefault(kind, [0, 0])
-                by_reason[kind][0] += right
-                by_reason[kind][1] += 1
+                tally = by_reason.setdefault(reason_kind(reason), [0, 0])
+                tally[0] += right
+                tally[1] += 1
     k = len(results)
     return {**world_verdict(r1, prompts, seed), "first_acc": round(first / k, 4), "final_acc": round(final / k, 4),
             "verdict_acc": round(verdict_ok / max(judged, 1), 4), "regen_rate": round(regen / k, 4),
@@ -129,8 +129,6 @@ def evaluate(model_dir: Path, prompts: list[str], n: int, seed: int) -> dict:
 
 def reason_kind(reason: str) -> str:
     """The rule judge's reason with its objects and numbers blanked: "correct", "there is no X", ..."""
-    import re
-
     if not reason.startswith("No"):
         return "correct"
     r = re.sub(r"(red|green|blue|yellow) (dot|bar|block|blob)s?", "X", reason.split("Reason: ")[-1])
