@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,8 +113,11 @@ def run_batch(jr, items: list[PromptItem], out: Path, *, rank: int = 0, world: i
     return done
 
 
-def barrier_and_summarise(out: Path, items: list[PromptItem], rank: int, world: int, done: list[int]) -> None:
-    """With a process group, wait for every rank; rank 0 then records what the directory holds."""
+@contextmanager
+def process_group(world: int) -> Iterator:
+    """The launcher's process group (gloo on CPU, nccl on GPU) for a run's barriers, or None when run plainly or
+    when one already exists (the trainer's). A group started here is destroyed on the way out, whatever happens:
+    one still alive when the interpreter exits can abort the process (SIGABRT) and hide the real error."""
     import torch.distributed as dist
 
     started = False
@@ -121,6 +126,18 @@ def barrier_and_summarise(out: Path, items: list[PromptItem], rank: int, world: 
 
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         started = True
+    try:
+        yield dist if dist.is_available() and dist.is_initialized() else None
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def barrier_and_summarise(out: Path, items: list[PromptItem], rank: int, world: int, done: list[int]) -> None:
+    """With a process group (:func:`process_group`), wait for every rank; rank 0 then records what the directory
+    holds."""
+    import torch.distributed as dist
+
     counts = [len(done)]
     if dist.is_available() and dist.is_initialized():
         gathered: list = [None] * dist.get_world_size()
@@ -134,5 +151,3 @@ def barrier_and_summarise(out: Path, items: list[PromptItem], rank: int, world: 
         summary = {"prompts": len(items), "complete": len(complete), "world_size": world,
                    "done_per_rank_this_run": counts, "missing": sorted(set(range(len(items))) - set(complete))}
         atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    if started:
-        dist.destroy_process_group()

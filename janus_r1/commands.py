@@ -220,7 +220,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_batch(args) -> int:
-    from .batch import barrier_and_summarise, check_budgets, dist_env, read_prompts, run_batch
+    from .batch import barrier_and_summarise, check_budgets, dist_env, process_group, read_prompts, run_batch
 
     items = read_prompts(args.prompt_file)
     if args.seed + len(items) - 1 > SEED_MAX:
@@ -253,7 +253,8 @@ def cmd_batch(args) -> int:
         raise WriteFailed(f"cannot write into {out} ({os_reason(e)}); finished prompts are kept, the one being "
                           "written was not; run the same command again to resume.") from None
     prog.close()
-    barrier_and_summarise(out, items, rank, world, done)
+    with process_group(world):
+        barrier_and_summarise(out, items, rank, world, done)
     if not args.quiet:
         print(f"rank {rank}/{world}: {len(done)} prompt(s) generated into {out}")
     return 0

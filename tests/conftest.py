@@ -42,3 +42,17 @@ def force_verdict(micro):
             h.remove()
 
     return _force
+
+
+@pytest.fixture
+def launch_report():
+    """For a failed multi-process launch: from the first traceback or C++ abort on, then the tail. A rank's own
+    error comes long before torchrun's summary, which alone would fill a plain ``stderr[-3000:]``."""
+
+    def report(p) -> str:
+        err = p.stderr
+        starts = [i for i in (err.find("Traceback"), err.find("terminate called"), err.find("Error:")) if i >= 0]
+        head = err[min(starts) : min(starts) + 3000] if starts else ""
+        return f"rc {p.returncode}\n{head}\n...\n{err[-1500:]}"
+
+    return report

@@ -64,7 +64,7 @@ def test_batch_layout_and_resume(micro, tmp_path):
 
 @pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate is not installed")
-def test_two_process_accelerate_launch_matches_one_process(tmp_path):
+def test_two_process_accelerate_launch_matches_one_process(tmp_path, launch_report):
     from janus_r1.model.tiny_files import write_tiny
 
     model = write_tiny(tmp_path / "tiny", geometry="micro")
@@ -76,9 +76,9 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path):
     accel = accel if os.path.exists(accel) else shutil.which("accelerate")
     p = subprocess.run([accel, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                         "--mixed_precision", "no", "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
-                        "--main_process_port", "29533", "-m", "janus_r1.cli", *args, "--out", str(tmp_path / "two")],
+                        "--main_process_port", "0", "-m", "janus_r1.cli", *args, "--out", str(tmp_path / "two")],
                        env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.returncode == 0, launch_report(p)
     p = subprocess.run([sys.executable, "-m", "janus_r1.cli", *args, "--out", str(tmp_path / "one")],
                        env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -90,6 +90,40 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path):
         a = (tmp_path / "one" / f"{i:05d}" / "samples" / "0000.png").read_bytes()
         b = (tmp_path / "two" / f"{i:05d}" / "samples" / "0000.png").read_bytes()
         assert a == b, f"prompt {i} differs between 1 and 2 processes"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_run_group_is_destroyed_even_when_a_rank_fails(monkeypatch):
+    """A gloo group still alive at interpreter exit can abort the process (SIGABRT), which hides the rank's own
+    error: process_group destroys the group it started on the way out, and leaves a group it did not start."""
+    import torch.distributed as dist
+
+    from janus_r1.batch import process_group
+
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
+                 "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(RuntimeError, match="a rank fails"):
+        with process_group(2) as group:
+            assert group is dist and dist.is_initialized()
+            raise RuntimeError("a rank fails")
+    assert not dist.is_initialized()
+    with process_group(1) as group:  # run plainly: no group
+        assert group is None and not dist.is_initialized()
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with process_group(2) as group:  # the trainer's group is used, not replaced, and outlives the block
+            assert group is dist
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_a_failed_prompt_write_leaves_no_partial_folder(micro, tmp_path, monkeypatch):

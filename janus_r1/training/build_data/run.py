@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ...errors import JanusR1Error
@@ -14,17 +13,6 @@ from .sources import check_folder, parse_source, read_image, score_source, summa
 
 def _fmt_thre(thre: float) -> str:
     return f"{thre:g}"
-
-
-def _group(world: int):
-    import torch.distributed as dist
-
-    if world > 1 and os.environ.get("MASTER_ADDR") and dist.is_available() and not dist.is_initialized():
-        import torch
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist
-    return None
 
 
 def make_judge(args, questions: dict | None = None):
@@ -42,26 +30,11 @@ def make_judge(args, questions: dict | None = None):
     return rewards.make_reward(args.judge, device=device, questions=questions or None)
 
 
-def build_t2i(args) -> dict:
-    from ...batch import PromptItem, barrier_and_summarise, dist_env, run_batch
-    from ...outputs import atomic_write_bytes
+def _draw(args, prompts, sources, out: Path, judge, group, rank: int, world: int, local: int) -> None:
+    """Expand the prompts (rank 0, the others wait for its file) and draw every engine's images, each rank its
+    share, with a barrier per engine so that rank 0 labels only once every image is on disk."""
+    from ...batch import PromptItem, barrier_and_summarise, run_batch
 
-    rank, world, local = dist_env()
-    prompts = read_prompt_file(args.prompts)
-    sources = [parse_source(v, "engine") for v in args.engine] + [parse_source(v, "folder") for v in args.folder]
-    if not sources:
-        raise JanusR1Error("no image source: give --engine MODEL and/or --folder DIR (both may repeat)")
-    names = [s.name for s in sources]
-    if len(set(names)) != len(names):
-        raise JanusR1Error(f"two image sources share a name ({names}); name them NAME=PATH")
-    for s in sources:
-        if s.kind == "folder":
-            check_folder(s, prompts)
-    # the judge is built (its spec checked, an in-process judge loaded) before anything is written
-    judge = make_judge(args, {p.prompt: p.questions for p in prompts if p.questions}) if rank == 0 else None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    group = _group(world)
     if args.expand:
         if rank == 0:
             expand_prompts(prompts, args.expand, out, args.quiet)
@@ -106,9 +79,30 @@ def build_t2i(args) -> dict:
             progress.close()
         del jr
         barrier_and_summarise(root, items, rank, world, done)
+
+
+def build_t2i(args) -> dict:
+    from ...batch import dist_env, process_group
+    from ...outputs import atomic_write_bytes
+
+    rank, world, local = dist_env()
+    prompts = read_prompt_file(args.prompts)
+    sources = [parse_source(v, "engine") for v in args.engine] + [parse_source(v, "folder") for v in args.folder]
+    if not sources:
+        raise JanusR1Error("no image source: give --engine MODEL and/or --folder DIR (both may repeat)")
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        raise JanusR1Error(f"two image sources share a name ({names}); name them NAME=PATH")
+    for s in sources:
+        if s.kind == "folder":
+            check_folder(s, prompts)
+    # the judge is built (its spec checked, an in-process judge loaded) before anything is written
+    judge = make_judge(args, {p.prompt: p.questions for p in prompts if p.questions}) if rank == 0 else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with process_group(world) as group:  # every rank leaves it here: rank 0 labels without a group
+        _draw(args, prompts, sources, out, judge, group, rank, world, local)
     if rank != 0:
-        if group is not None:
-            group.destroy_process_group()
         return {}
     thre = args.threshold
     summary: dict = {"threshold": thre, "judge": args.judge, "sources": {}}
@@ -119,8 +113,6 @@ def build_t2i(args) -> dict:
         write_labels(label, rows)
         summary["sources"][s.name] = {"labels": str(label), **summarise(rows, thre)}
     atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    if group is not None:
-        group.destroy_process_group()
     return summary
 
 
