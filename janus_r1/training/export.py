@@ -123,10 +123,14 @@ def export_checkpoint(ckpt: str | Path, target: str | Path, max_shard_bytes: int
     returns the folder and the weights' digest (``run.weights_digest`` of the same tensors)."""
     ckpt = resolve_checkpoint(ckpt)
     files_dir = model_files or ckpt / "model"
-    if not (files_dir / "config.json").is_file():
-        files_dir = _base_model_files(ckpt)
+    with tempfile.TemporaryDirectory(prefix="janus-r1-export-files-") as scratch:
+        if not (files_dir / "config.json").is_file():
+            files_dir = _base_model_files(ckpt, Path(scratch))
+        return _export(ckpt, Path(target), files_dir, max_shard_bytes)
+
+
+def _export(ckpt: Path, target: Path, files_dir: Path, max_shard_bytes: int) -> tuple[Path, int]:
     specs, tensors = _source(ckpt)
-    target = Path(target)
     h = hashlib.sha256()
 
     def digest(name: str, data) -> None:
@@ -151,9 +155,9 @@ def export_checkpoint(ckpt: str | Path, target: str | Path, max_shard_bytes: int
     return target, int.from_bytes(h.digest()[:8], "little") >> 2
 
 
-def _base_model_files(ckpt: Path) -> Path:
+def _base_model_files(ckpt: Path, out: Path) -> Path:
     """Config and tokenizer for a checkpoint of the old format (which did not keep them): from the base model
-    named in its state.json, built without weights."""
+    named in its state.json, built without weights, into ``out`` (a scratch folder the export removes)."""
     from .checkpoint import write_model_files
     from .materialise import skeleton
 
@@ -161,7 +165,6 @@ def _base_model_files(ckpt: Path) -> Path:
     if not name:
         raise JanusR1Error(f"{ckpt}/state.json names no base model; cannot write config.json for the export")
     model, vocab = skeleton(name, torch.float32)
-    out = Path(tempfile.mkdtemp(prefix="janus-r1-export-files-"))
     write_model_files(model, vocab, out)
     return out
 

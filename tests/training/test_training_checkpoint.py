@@ -77,7 +77,9 @@ def test_sharded_checkpoint_holds_the_full_state_and_resumes_on_other_world_size
     assert _same(_final(ones["sharded"]), _final(ones["full"]))
 
 
-def test_export_command_writes_a_loadable_folder_from_either_format(tmp_path, capsys):
+def test_export_command_writes_a_loadable_folder_from_either_format(tmp_path, capsys, monkeypatch):
+    import tempfile
+
     from janus_r1.model.loading import load_model
 
     out = tmp_path / "run"
@@ -95,7 +97,11 @@ def test_export_command_writes_a_loadable_folder_from_either_format(tmp_path, ca
     p = _run("train-sft", tmp_path, {**SFT, "max_steps": 1, "checkpoint_format": "full"}, old)
     assert p.returncode == 0, p.stderr[-3000:]
     shutil.rmtree(old / "final")
+    scratch = tmp_path / "scratch"  # where the base model's config and tokenizer are written for the export
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert train_cli(["train-export", str(old / STEP1), "--out", str(tmp_path / "from-old")]) == 0
+    assert not list(scratch.iterdir()), "the export left its scratch folder behind"
     assert _same(load_file(str(tmp_path / "from-old" / "model.safetensors")),
                  load_file(str(old / STEP1 / "model.safetensors")))
     load_model(str(tmp_path / "from-old"), device="cpu")
