@@ -92,14 +92,6 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path, launch_repo
         assert a == b, f"prompt {i} differs between 1 and 2 processes"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_run_group_is_destroyed_even_when_a_rank_fails(monkeypatch):
     """A gloo group still alive at interpreter exit can abort the process (SIGABRT), which hides the rank's own
     error: process_group destroys the group it started on the way out, and leaves a group it did not start."""
@@ -107,8 +99,8 @@ def test_the_run_group_is_destroyed_even_when_a_rank_fails(monkeypatch):
 
     from janus_r1.batch import process_group
 
-    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
-                 "WORLD_SIZE": "1"}.items():
+    # a one-process group from the launcher's variables (port 0: the store, on rank 0, takes a free one)
+    for k, v in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0", "RANK": "0", "WORLD_SIZE": "1"}.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(RuntimeError, match="a rank fails"):
         with process_group(2) as group:
