@@ -219,7 +219,9 @@ def main() -> int:
     ap.add_argument("--pretrain-steps", type=int, default=3000)
     ap.add_argument("--sft-steps", type=int, default=12000)
     ap.add_argument("--grpo-steps", type=int, default=30)
-    ap.add_argument("--engine-images", type=int, default=4, help="M images per prompt the base draws")
+    # 12, not 4: the verdict learns the mistakes it is shown, and the base's own (one object's cells out of line)
+    # are what the SFT model makes; with 4 they were 4 % of the negatives (docs/training.md, "Train your own")
+    ap.add_argument("--engine-images", type=int, default=12, help="M images per prompt the base draws")
     ap.add_argument("--eval-images", type=int, default=4, help="images per held-out prompt")
     ap.add_argument("--keep", action="store_true", help="reuse finished stages in --work")
     ap.add_argument("--max-prompts", type=int, default=0,
