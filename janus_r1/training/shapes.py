@@ -334,8 +334,9 @@ SKEW = ("skew",)
 
 
 def _askew(o: Placed, rng: random.Random) -> list[Placed]:
-    """``o``'s cells out of line: a block's lower row, or a bar's right cell, shifted one cell sideways or down; a
-    dot doubled into the cell below. The pieces touch, so the judge reads a blob (or, diagonally, two objects)."""
+    """``o``'s cells out of line: a block's lower row shifted one cell sideways (a blob to the judge); a bar's right
+    cell moved under its left one (a vertical pair: a blob) or one row down (two dots, diagonal); a dot doubled
+    into the cell below (a blob)."""
     step = rng.choice((-1, 1))
     if o.shape == "block":
         return [Placed(o.colour, "bar", o.row, o.col), Placed(o.colour, "bar", o.row + 1, o.col + step)]
