@@ -5,7 +5,7 @@
 
 Stages (the time of each is printed; "pre-training" is this bench's own, everything after it is the shipped CLI):
 
-1. the world (``janus_r1.training.shapes``): train / held-out prompt split, renderings of correct scenes, near
+1. the world (``janus_r1.training.shapes``, its images ``shapes_world``): train / held-out prompt split, renderings of correct scenes, near
    misses (minimal pairs: each made from one of the prompt's correct scenes by one change) and empty canvases in
    ``build-data --folder`` layout (the stand-in for another generator such as FLUX);
 2. pre-training (bench): a small Janus of the real architecture whose VQ model and understanding path are set by
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from janus_r1.training import shapes as W  # noqa: E402
 from janus_r1.training import shapes_model as M  # noqa: E402
+from janus_r1.training import shapes_world as SW  # noqa: E402
 
 PRETRAIN = {"mix": [1.0, 0.0, 0.0], "lr": 2e-3, "warmup_steps": 50, "min_lr": 2e-4, "batch_size": 16,
             "weight_decay": 0.0, "num_workers": 0, "log_with": "none", "save_every": 100000, "async_save": False}
@@ -145,7 +146,7 @@ def world_verdict(r1, prompts: list[str], seed: int) -> dict:
     images, ps, kinds = [], [], []
     for p in prompts:
         good = W.sample_scene(p, rng)
-        for kind, scene in (("correct", good), ("near_miss", W.wrong_scene(p, rng, good)), ("empty", [])):
+        for kind, scene in (("correct", good), ("near_miss", SW.wrong_scene(p, rng, good)), ("empty", [])):
             images.append(W.render(scene))
             ps.append(p)
             kinds.append(kind)
@@ -249,7 +250,7 @@ def main() -> int:
     W.write_prompts(work / "heldout.txt", heldout)
     # the other generator: correct scenes, near misses and empty canvases (the easy negatives the verdict
     # starts from)
-    W.write_world_folder(work / "world", train, right=12, wrong=8, empty=4, seed=args.seed, pairs=True)
+    SW.write_world_folder(work / "world", train, right=12, wrong=8, empty=4, seed=args.seed, pairs=True)
     stage("world", t)
     # 2. pre-training: the hand-set VQ, then plain text-to-image on correct renderings (Task-I only)
     t = time.time()

@@ -16,6 +16,7 @@ import pytest
 from janus_r1.training import shapes as W
 from janus_r1.training import shapes_model as M
 from janus_r1.training import shapes_vq as V
+from janus_r1.training import shapes_world as SW
 
 
 def _model(path, seed: int = 0, encoder: bool = False):
@@ -32,7 +33,7 @@ def _cli(*args: str) -> None:
     assert main(list(args)) == 0
 
 
-def _verdict_acc(model_dir, prompts: list[str], seed: int, wrong=W.wrong_scene) -> float:
+def _verdict_acc(model_dir, prompts: list[str], seed: int, wrong=SW.wrong_scene) -> float:
     from janus_r1.generation import tasks
     from janus_r1.model.loading import load_model
 
@@ -54,7 +55,7 @@ def test_shapes_judge_reads_renderings_and_reasons():
     for p in W.all_prompts()[::7]:
         s, reason = W.judge(W.render(W.sample_scene(p, rng)), p)
         assert s == 1.0 and reason.startswith("Yes")
-        s, reason = W.judge(W.render(W.wrong_scene(p, rng)), p)
+        s, reason = W.judge(W.render(SW.wrong_scene(p, rng)), p)
         assert s < 0.5 and reason.startswith("No") and "Reason: " in reason
     s, reason = W.judge(W.render([W.Placed("red", "dot", 0, 2), W.Placed("blue", "block", 2, 0)]),
                         "a red dot left of a blue block")
@@ -76,7 +77,7 @@ def test_a_world_folder_of_minimal_pairs(tmp_path):
     from PIL import Image, ImageChops
 
     prompts = W.all_prompts()[::9]
-    root = W.write_world_folder(tmp_path / "pairs", prompts, right=3, wrong=6, empty=1, seed=2, pairs=True)
+    root = SW.write_world_folder(tmp_path / "pairs", prompts, right=3, wrong=6, empty=1, seed=2, pairs=True)
     changed = []
     for i, p in enumerate(prompts):
         ims = [Image.open(f) for f in sorted((root / f"{i:05d}" / "samples").glob("*.png"))]
@@ -90,32 +91,32 @@ def test_a_world_folder_of_minimal_pairs(tmp_path):
             assert kept >= len(good) - 1 or mirrored, (p, good, bad)
             changed.append(ImageChops.difference(ims[k % 3], im).getbbox() is not None)
     assert all(changed)
-    old = W.write_world_folder(tmp_path / "plain", prompts[:2], right=2, wrong=2, seed=3)
+    old = SW.write_world_folder(tmp_path / "plain", prompts[:2], right=2, wrong=2, seed=3)
     rng = random.Random(3)
     for i, p in enumerate(prompts[:2]):
-        want = [W.sample_scene(p, rng) for _ in range(2)] + [W.wrong_scene(p, rng) for _ in range(2)]
+        want = [W.sample_scene(p, rng) for _ in range(2)] + [SW.wrong_scene(p, rng) for _ in range(2)]
         got = [W.read_scene(Image.open(f)) for f in sorted((old / f"{i:05d}" / "samples").glob("*.png"))]
         assert [set(x) for x in got] == [set(W.read_scene(W.render(x))) for x in want]
 
 
 def test_an_object_drawn_askew_is_a_near_miss():
-    """The skewed near miss (``W.SKEW``): an object's rows or cells out of line, as a drawing model gets them wrong;
+    """The skewed near miss (``SW.SKEW``): an object's rows or cells out of line, as a drawing model gets them wrong;
     the judge rejects it, reading a blob for touching pieces or the wrong objects for a diagonal."""
     rng = random.Random(5)
     for shape, want in (("block", "blob"), ("dot", "blob")):
         o = W.Placed("red", shape, 1, 1)
-        pieces = W._askew(o, rng)
+        pieces = SW._askew(o, rng)
         seen = W.read_scene(W.render(pieces))
         assert [x.shape for x in seen] == [want] and seen[0].colour == "red", (shape, seen)
         assert W.judge(W.render(pieces), f"a red {shape}")[0] < 0.5
-    bars = {tuple(x.shape for x in W.read_scene(W.render(W._askew(W.Placed("blue", "bar", 0, 1), random.Random(s)))))
+    bars = {tuple(x.shape for x in W.read_scene(W.render(SW._askew(W.Placed("blue", "bar", 0, 1), random.Random(s)))))
             for s in range(20)}
     assert bars == {("blob",), ("dot", "dot")}  # below: a vertical pair; diagonal: two dots
     kinds = set()
     for seed in range(60):
         r = random.Random(seed)
         good = W.sample_scene("a green block left of a blue dot", r)
-        bad = W.near_miss(good, "a green block left of a blue dot", r)
+        bad = SW.near_miss(good, "a green block left of a blue dot", r)
         if bad is not None:
             kinds |= {x.shape for x in W.read_scene(W.render(bad))}
     assert "blob" in kinds  # near misses now include the askew kind
