@@ -16,10 +16,10 @@ from .shapes import COLOURS, GRID, SHAPES, Placed, _place, judge, render, sample
 def near_miss(scene: list[Placed], prompt: str, rng: random.Random) -> list[Placed] | None:
     """``scene`` with one change the rule judge rejects for ``prompt`` (the errors an imperfect generator makes):
     one object recoloured, reshaped, dropped or doubled (the commonest), another added, the scene mirrored, or one
-    object drawn askew (``SKEW``)."""
+    object drawn askew (:func:`_askew`)."""
     k = rng.randrange(len(scene)) if scene else 0
     scene = list(scene)
-    kind = rng.choice(["colour", "shape", "drop", "double", "add", "swap", *SKEW] if scene else ["add"])
+    kind = rng.choice(["colour", "shape", "drop", "double", "add", "swap", "skew"] if scene else ["add"])
     new = None  # (colour, shape) of an object to place
     if kind == "skew":
         o = scene.pop(k)
@@ -48,16 +48,12 @@ def near_miss(scene: list[Placed], prompt: str, rng: random.Random) -> list[Plac
     return scene if judge(render(scene), prompt)[0] < 0.5 else None  # None: it still matches
 
 
-# The near miss a drawing model makes most (measured: of the SFT model's own wrong images whose colours were right,
-# most are one object's cells out of line -- ".gg. / gg.." for two bars -- and the verdict accepted them at S 0.7-1;
-# the other kinds change whole objects). Empty: the world before it (kept to compare).
-SKEW = ("skew",)
-
-
 def _askew(o: Placed, rng: random.Random) -> list[Placed]:
     """``o``'s cells out of line: a block's lower row shifted one cell sideways (a blob to the judge); a bar's right
     cell moved under its left one (a vertical pair: a blob) or one row down (two dots, diagonal); a dot doubled
-    into the cell below (a blob)."""
+    into the cell below (a blob). Why this kind: of the SFT model's own wrong images whose colours were right, most
+    are one object's cells out of line (".gg. / gg.." for two bars) and its verdict accepted them at S 0.7-1; the
+    other kinds change whole objects."""
     step = rng.choice((-1, 1))
     if o.shape == "block":
         return [Placed(o.colour, "bar", o.row, o.col), Placed(o.colour, "bar", o.row + 1, o.col + step)]

@@ -100,7 +100,7 @@ def test_a_world_folder_of_minimal_pairs(tmp_path):
 
 
 def test_an_object_drawn_askew_is_a_near_miss():
-    """The skewed near miss (``SW.SKEW``): an object's rows or cells out of line, as a drawing model gets them wrong;
+    """The skewed near miss (``SW._askew``): an object's rows or cells out of line, as a drawing model gets them wrong;
     the judge rejects it, reading a blob for touching pieces or the wrong objects for a diagonal."""
     rng = random.Random(5)
     for shape, want in (("block", "blob"), ("dot", "blob")):
